@@ -1,0 +1,223 @@
+//! Built-in controllers every Atoll API server runs: namespace and tenant lifecycle
+//! (Terminating until the contents are gone), and garbage collection by ownerReferences
+//! (background, foreground and orphan propagation).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::owned_by;
+use crate::auth::TOKENS;
+use crate::resources::RESOURCES;
+use crate::store::{Key, Precondition, Scope, Store, StoreError};
+
+fn terminating(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+fn all(store: &Store, resource: &str, tenant: Option<&str>) -> Vec<(Key, Arc<Value>)> {
+    store
+        .list(
+            &Scope {
+                resource: resource.into(),
+                tenant: tenant.map(String::from),
+                namespace: None,
+            },
+            None,
+        )
+        .1
+}
+
+fn finalizers(v: &Value) -> Vec<String> {
+    v.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn delete_quiet(store: &Store, key: Key) {
+    match store.delete(key, Precondition::Exists).await {
+        Ok(_) | Err(StoreError::NotFound(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "controller delete failed"),
+    }
+}
+
+/// One pass over everything; returns whether it changed anything.
+pub async fn reconcile(store: &Store) -> bool {
+    let mut changed = false;
+    // Tenants being deleted: remove their whole space, their tokens, then the tenant.
+    for (tkey, tenant) in all(store, "tenants", Some("")) {
+        if !terminating(&tenant) {
+            continue;
+        }
+        let name = tkey.name.clone();
+        for r in RESOURCES {
+            for (k, _) in all(store, &r.store_name(), Some(&name)) {
+                delete_quiet(store, k).await;
+            }
+        }
+        for (k, rec) in all(store, TOKENS, Some("")) {
+            if rec.get("tenant").and_then(Value::as_str) == Some(name.as_str()) {
+                delete_quiet(store, k).await;
+            }
+        }
+        delete_quiet(store, tkey).await;
+        tracing::info!(tenant = %name, "tenant removed");
+        changed = true;
+    }
+    // Namespaces being deleted: remove their contents, then the namespace.
+    for (nkey, ns) in all(store, "namespaces", None) {
+        if !terminating(&ns) {
+            continue;
+        }
+        for r in RESOURCES.iter().filter(|r| r.namespaced) {
+            let scope = Scope {
+                resource: r.store_name(),
+                tenant: Some(nkey.tenant.clone()),
+                namespace: Some(nkey.name.clone()),
+            };
+            for (k, _) in store.list(&scope, None).1 {
+                delete_quiet(store, k).await;
+            }
+        }
+        delete_quiet(store, nkey.clone()).await;
+        tracing::info!(tenant = %nkey.tenant, namespace = %nkey.name, "namespace removed");
+        changed = true;
+    }
+    changed |= collect_garbage(store).await;
+    changed
+}
+
+/// Garbage collection by ownerReferences.
+async fn collect_garbage(store: &Store) -> bool {
+    let mut objects = Vec::new();
+    for r in RESOURCES {
+        objects.extend(all(store, &r.store_name(), None));
+    }
+    let uids: HashSet<String> = objects
+        .iter()
+        .filter_map(|(_, o)| {
+            o.pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .collect();
+    let mut changed = false;
+    // Owners waiting on their dependents.
+    for (key, owner) in &objects {
+        if !terminating(owner) {
+            continue;
+        }
+        let fins = finalizers(owner);
+        let uid = owner
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let dependents: Vec<&(Key, Arc<Value>)> = objects
+            .iter()
+            .filter(|(k, o)| k.tenant == key.tenant && owned_by(o, uid))
+            .collect();
+        let done = if fins.iter().any(|f| f == "orphan") {
+            for (k, d) in &dependents {
+                let mut d = (**d).clone();
+                if let Some(refs) = d
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                }
+                let _ = store.put(k.clone(), d, Precondition::Exists).await;
+            }
+            Some("orphan")
+        } else if fins.iter().any(|f| f == "foregroundDeletion") {
+            for (k, d) in &dependents {
+                if !terminating(d) {
+                    let mut d = (**d).clone();
+                    d["metadata"]["deletionTimestamp"] = json!(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    if finalizers(&d).is_empty() {
+                        delete_quiet(store, k.clone()).await;
+                    } else {
+                        let _ = store.put(k.clone(), d, Precondition::Exists).await;
+                    }
+                }
+            }
+            dependents.is_empty().then_some("foregroundDeletion")
+        } else {
+            None
+        };
+        if let Some(f) = done {
+            let mut o = (**owner).clone();
+            if let Some(list) = o
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                list.retain(|x| x.as_str() != Some(f));
+            }
+            let rest = finalizers(&o);
+            if rest.is_empty() && !matches!(key.resource.as_str(), "namespaces" | "tenants") {
+                delete_quiet(store, key.clone()).await;
+            } else {
+                let _ = store.put(key.clone(), o, Precondition::Exists).await;
+            }
+            changed = true;
+        }
+    }
+    // Dependents whose owners are all gone (background deletion).
+    for (key, o) in &objects {
+        let Some(refs) = o
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        if refs.is_empty() || terminating(o) {
+            continue;
+        }
+        if refs.iter().all(|r| {
+            r.get("uid")
+                .and_then(Value::as_str)
+                .is_none_or(|u| !uids.contains(u))
+        }) {
+            delete_quiet(store, key.clone()).await;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Run the controllers until cancelled: a pass at start, then after every deletion-related
+/// change (and every few seconds as a safety net).
+pub async fn run(store: Store, cancel: CancellationToken) {
+    loop {
+        let mut live = match store.watch(store.current_rv()) {
+            Ok(w) => w.live,
+            Err(_) => continue,
+        };
+        while reconcile(&store).await {}
+        let tick = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = &mut tick => break,
+                ev = live.recv() => match ev {
+                    Ok(e) => {
+                        if e.kind == crate::store::EventType::Deleted || terminating(&e.object) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+}

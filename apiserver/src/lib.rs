@@ -1,0 +1,23 @@
+//! The Kubernetes-compatible API server shared by cloud-core and edge-core.
+//!
+//! Layers, outside in: [`server`] (TLS, HTTP, limits) → [`api`] (routing, verbs, watch,
+//! tables) → [`store`] (memory index + watch window over a durable backend). [`auth`],
+//! [`validate`], [`patch`], [`selectors`], [`table`] and [`openapi`] are pure helpers.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod controllers;
+pub mod error;
+pub mod openapi;
+pub mod patch;
+pub mod path;
+pub mod resources;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod table;
+pub mod validate;
+
+/// The version this server reports (`/version`, OpenAPI info).
+pub const VERSION: &str = concat!("v1.32.0-atoll.", env!("CARGO_PKG_VERSION"));

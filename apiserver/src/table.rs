@@ -1,0 +1,479 @@
+//! `Table` output for `kubectl get`: the columns kubectl users know, per resource.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// A column: (name, type, format, priority). Priority 1 columns show with `-o wide`.
+type Col = (&'static str, &'static str, &'static str, u8);
+
+fn columns(plural: &str) -> &'static [Col] {
+    match plural {
+        "pods" => &[
+            ("Name", "string", "name", 0),
+            ("Ready", "string", "", 0),
+            ("Status", "string", "", 0),
+            ("Restarts", "string", "", 0),
+            ("Age", "string", "", 0),
+            ("IP", "string", "", 1),
+            ("Node", "string", "", 1),
+            ("Nominated Node", "string", "", 1),
+            ("Readiness Gates", "string", "", 1),
+        ],
+        "nodes" => &[
+            ("Name", "string", "name", 0),
+            ("Status", "string", "", 0),
+            ("Roles", "string", "", 0),
+            ("Age", "string", "", 0),
+            ("Version", "string", "", 0),
+            ("Internal-IP", "string", "", 1),
+            ("External-IP", "string", "", 1),
+            ("OS-Image", "string", "", 1),
+            ("Kernel-Version", "string", "", 1),
+            ("Container-Runtime", "string", "", 1),
+        ],
+        "namespaces" | "tenants" => &[
+            ("Name", "string", "name", 0),
+            ("Status", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "configmaps" => &[
+            ("Name", "string", "name", 0),
+            ("Data", "integer", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "secrets" => &[
+            ("Name", "string", "name", 0),
+            ("Type", "string", "", 0),
+            ("Data", "integer", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "serviceaccounts" => &[
+            ("Name", "string", "name", 0),
+            ("Secrets", "integer", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "events" => &[
+            ("Last Seen", "string", "", 0),
+            ("Type", "string", "", 0),
+            ("Reason", "string", "", 0),
+            ("Object", "string", "", 0),
+            ("Message", "string", "", 0),
+        ],
+        "leases" => &[
+            ("Name", "string", "name", 0),
+            ("Holder", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        "edgesites" => &[
+            ("Name", "string", "name", 0),
+            ("Connected", "string", "", 0),
+            ("Nodes", "integer", "", 0),
+            ("Last-Seen", "string", "", 0),
+            ("Age", "string", "", 0),
+        ],
+        _ => &[("Name", "string", "name", 0), ("Age", "string", "", 0)],
+    }
+}
+
+/// Kubernetes' `duration.HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    let s = secs.max(0);
+    let (m, h) = (s / 60, s / 3600);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
+    } else if m < 180 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        if h % 24 == 0 {
+            format!("{}d", h / 24)
+        } else {
+            format!("{}d{}h", h / 24, h % 24)
+        }
+    } else if h < 24 * 365 * 2 {
+        format!("{}d", h / 24)
+    } else if h < 24 * 365 * 8 {
+        let dy = (h / 24) % 365;
+        if dy == 0 {
+            format!("{}y", h / 24 / 365)
+        } else {
+            format!("{}y{}d", h / 24 / 365, dy)
+        }
+    } else {
+        format!("{}y", h / 24 / 365)
+    }
+}
+
+fn age(ts: Option<&Value>, now: DateTime<Utc>) -> String {
+    match ts
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+    {
+        Some(t) => human_duration((now - t.with_timezone(&Utc)).num_seconds()),
+        None => "<unknown>".into(),
+    }
+}
+
+fn s<'a>(o: &'a Value, ptr: &str) -> &'a str {
+    o.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn or_none(v: &str) -> Value {
+    Value::String(if v.is_empty() {
+        "<none>".into()
+    } else {
+        v.to_string()
+    })
+}
+
+fn pod_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let total = o
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let statuses = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = statuses
+        .iter()
+        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+        .count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+        .sum();
+    let mut status = s(o, "/status/reason").to_string();
+    if status.is_empty() {
+        status = s(o, "/status/phase").to_string();
+    }
+    if status.is_empty() {
+        status = "Pending".into();
+    }
+    for c in &statuses {
+        if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            status = r.to_string();
+        } else if let Some(r) = c
+            .pointer("/state/terminated/reason")
+            .and_then(Value::as_str)
+        {
+            status = r.to_string();
+        }
+    }
+    if o.pointer("/metadata/deletionTimestamp").is_some() {
+        status = "Terminating".into();
+    }
+    let restarts = if restarts > 0 {
+        let last = statuses
+            .iter()
+            .filter_map(|c| c.pointer("/lastState/terminated/finishedAt"))
+            .filter_map(Value::as_str)
+            .max();
+        match last {
+            Some(t) => format!(
+                "{restarts} ({} ago)",
+                age(Some(&Value::String(t.into())), now)
+            ),
+            None => restarts.to_string(),
+        }
+    } else {
+        "0".into()
+    };
+    let gates = o
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    vec![
+        json!(s(o, "/metadata/name")),
+        json!(format!("{ready}/{total}")),
+        json!(status),
+        json!(restarts),
+        json!(age(o.pointer("/metadata/creationTimestamp"), now)),
+        or_none(s(o, "/status/podIP")),
+        or_none(s(o, "/spec/nodeName")),
+        or_none(s(o, "/status/nominatedNodeName")),
+        if gates == 0 {
+            json!("<none>")
+        } else {
+            json!(format!("0/{gates}"))
+        },
+    ]
+}
+
+fn node_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let conds = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut status = match conds
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+    {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => "Ready".to_string(),
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("False") => {
+            "NotReady".to_string()
+        }
+        _ => "Unknown".to_string(),
+    };
+    if o.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let mut roles: Vec<String> = o
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort();
+    let addr = |t: &str| {
+        o.pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x.get("type").and_then(Value::as_str) == Some(t))
+            })
+            .and_then(|x| x.get("address"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    vec![
+        json!(s(o, "/metadata/name")),
+        json!(status),
+        or_none(&roles.join(",")),
+        json!(age(o.pointer("/metadata/creationTimestamp"), now)),
+        json!(s(o, "/status/nodeInfo/kubeletVersion")),
+        or_none(&addr("InternalIP")),
+        or_none(&addr("ExternalIP")),
+        json!(s(o, "/status/nodeInfo/osImage")),
+        json!(s(o, "/status/nodeInfo/kernelVersion")),
+        json!(s(o, "/status/nodeInfo/containerRuntimeVersion")),
+    ]
+}
+
+fn count(o: &Value, ptr: &str) -> Value {
+    json!(o.pointer(ptr).map_or(0, |v| v
+        .as_object()
+        .map_or_else(|| v.as_array().map_or(0, Vec::len), |m| m.len())))
+}
+
+fn cells(plural: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    match plural {
+        "pods" => pod_cells(o, now),
+        "nodes" => node_cells(o, now),
+        "namespaces" | "tenants" => {
+            let phase = if o.pointer("/metadata/deletionTimestamp").is_some() {
+                "Terminating"
+            } else {
+                s(o, "/status/phase")
+            };
+            vec![
+                name,
+                json!(if phase.is_empty() { "Active" } else { phase }),
+                created,
+            ]
+        }
+        "configmaps" => {
+            let n = count(o, "/data").as_u64().unwrap_or(0)
+                + count(o, "/binaryData").as_u64().unwrap_or(0);
+            vec![name, json!(n), created]
+        }
+        "secrets" => vec![
+            name,
+            json!(if s(o, "/type").is_empty() {
+                "Opaque"
+            } else {
+                s(o, "/type")
+            }),
+            count(o, "/data"),
+            created,
+        ],
+        "serviceaccounts" => vec![name, count(o, "/secrets"), created],
+        "events" => {
+            let last = o
+                .get("lastTimestamp")
+                .filter(|v| !v.is_null())
+                .or_else(|| o.get("eventTime"))
+                .or_else(|| o.pointer("/metadata/creationTimestamp"));
+            let obj = format!(
+                "{}/{}",
+                s(o, "/involvedObject/kind").to_lowercase(),
+                s(o, "/involvedObject/name")
+            );
+            vec![
+                json!(age(last, now)),
+                json!(s(o, "/type")),
+                json!(s(o, "/reason")),
+                json!(obj),
+                json!(s(o, "/message")),
+            ]
+        }
+        "leases" => vec![name, or_none(s(o, "/spec/holderIdentity")), created],
+        "edgesites" => {
+            let connected = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c.get("type").and_then(Value::as_str) == Some("Connected"))
+                })
+                .and_then(|c| c.get("status"))
+                .and_then(Value::as_str)
+                .unwrap_or("Unknown");
+            let seen = o.pointer("/status/lastSeen").map_or_else(
+                || "<never>".to_string(),
+                |t| format!("{} ago", age(Some(t), now)),
+            );
+            vec![
+                name,
+                json!(connected),
+                json!(o
+                    .pointer("/status/nodeCount")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)),
+                json!(seen),
+                created,
+            ]
+        }
+        _ => vec![name, created],
+    }
+}
+
+/// How much of each object a row carries (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Include {
+    /// Nothing.
+    None,
+    /// `PartialObjectMetadata` (the default).
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+impl Include {
+    /// Parse the query value.
+    pub fn parse(v: Option<&str>) -> Result<Self, String> {
+        match v {
+            None | Some("") | Some("Metadata") => Ok(Include::Metadata),
+            Some("None") => Ok(Include::None),
+            Some("Object") => Ok(Include::Object),
+            Some(o) => Err(format!(
+                "includeObject must be one of None, Metadata, Object; got {o:?}"
+            )),
+        }
+    }
+}
+
+/// One row for an object.
+pub fn row(plural: &str, o: &Value, include: Include, now: DateTime<Utc>) -> Value {
+    let mut r = json!({"cells": cells(plural, o, now)});
+    match include {
+        Include::None => {}
+        Include::Metadata => {
+            r["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata").cloned().unwrap_or(json!({}))})
+        }
+        Include::Object => r["object"] = o.clone(),
+    }
+    r
+}
+
+/// A `Table` of `objects` at list version `rv`.
+pub fn table(
+    plural: &str,
+    objects: &[&Value],
+    rv: &str,
+    cont: Option<&str>,
+    include: Include,
+) -> Value {
+    let now = Utc::now();
+    let defs: Vec<Value> = columns(plural)
+        .iter()
+        .map(|(n, t, f, p)| json!({"name": n, "type": t, "format": f, "description": n, "priority": p}))
+        .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| row(plural, o, include, now))
+        .collect();
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        for (s, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (10 * 3600, "10h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (30 * 86400, "30d"),
+        ] {
+            assert_eq!(human_duration(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn pod_row_shows_ready_status_restarts() {
+        let pod = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.2", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 2},
+                {"name": "b", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        let c = cells("pods", &pod, Utc::now());
+        assert_eq!(c[0], "web");
+        assert_eq!(c[1], "1/2");
+        assert_eq!(c[2], "CrashLoopBackOff");
+        assert_eq!(c[3], "2");
+        assert_eq!(c[5], "10.0.0.2");
+        assert_eq!(c[6], "n1");
+    }
+
+    #[test]
+    fn node_row() {
+        let node = json!({"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/edge": ""}},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.32.0-atoll"}}});
+        let c = cells("nodes", &node, Utc::now());
+        assert_eq!(
+            (c[1].as_str(), c[2].as_str(), c[4].as_str()),
+            (
+                Some("Ready,SchedulingDisabled"),
+                Some("edge"),
+                Some("v1.32.0-atoll")
+            )
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! Object validation: names (RFC 1123), labels, required fields, typed decoding, and the
+//! immutability rules kube-apiserver enforces.
+
+use serde_json::Value;
+
+use crate::error::{ApiError, Cause};
+use crate::resources::Resource;
+
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// Whether `s` is an RFC 1123 label (at most 63 characters).
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `s` is an RFC 1123 subdomain (at most 253 characters).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Problems with a label or annotation key (empty when valid).
+pub fn label_key_errors(k: &str) -> Vec<String> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let mut errs = Vec::new();
+    if let Some(p) = prefix {
+        if !is_dns1123_subdomain(p) {
+            errs.push(format!("prefix part {DNS1123_SUBDOMAIN_MSG}"));
+        }
+    }
+    if !is_qualified_name_part(name) {
+        errs.push(QUALIFIED_NAME_MSG.to_string());
+    }
+    errs
+}
+
+/// Whether a label value is valid.
+pub fn is_label_value(v: &str) -> bool {
+    v.is_empty() || is_qualified_name_part(v)
+}
+
+/// Validate `metadata` common to every kind: name, generateName already resolved, labels,
+/// annotations.
+pub fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::required("metadata.name"));
+    } else {
+        let label_only = matches!(res.plural, "namespaces" | "tenants" | "edgesites");
+        if label_only && !is_dns1123_label(name) {
+            causes.push(Cause::invalid("metadata.name", name, DNS1123_LABEL_MSG));
+        } else if !label_only && !is_dns1123_subdomain(name) {
+            causes.push(Cause::invalid("metadata.name", name, DNS1123_SUBDOMAIN_MSG));
+        }
+    }
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            for e in label_key_errors(k) {
+                causes.push(Cause::invalid("metadata.labels", k, &e));
+            }
+            match v.as_str() {
+                Some(s) if is_label_value(s) => {}
+                Some(s) => causes.push(Cause::invalid(
+                    format!("metadata.labels[{k}]"),
+                    s,
+                    LABEL_VALUE_MSG,
+                )),
+                None => causes.push(Cause::invalid(
+                    format!("metadata.labels[{k}]"),
+                    &v.to_string(),
+                    "must be a string",
+                )),
+            }
+        }
+    }
+    if let Some(ann) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0;
+        for (k, v) in ann {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            for e in label_key_errors(k) {
+                causes.push(Cause::invalid("metadata.annotations", k, &e));
+            }
+        }
+        if total > 256 * 1024 {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                message: "Too long: must have at most 262144 bytes".into(),
+                field: "metadata.annotations".into(),
+            });
+        }
+    }
+}
+
+/// Decode into the typed struct so type errors surface as 400 before anything is stored.
+pub fn decode_typed(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
+    fn check<T: serde::de::DeserializeOwned>(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+        T::deserialize(obj).map(|_| ()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: {e}",
+                res.kind, res.version, res.kind
+            ))
+        })
+    }
+    match res.plural {
+        "pods" => check::<core::Pod>(res, obj),
+        "namespaces" => check::<core::Namespace>(res, obj),
+        "nodes" => check::<core::Node>(res, obj),
+        "configmaps" => check::<core::ConfigMap>(res, obj),
+        "secrets" => check::<core::Secret>(res, obj),
+        "serviceaccounts" => check::<core::ServiceAccount>(res, obj),
+        "events" => check::<core::Event>(res, obj),
+        "leases" => check::<coord::Lease>(res, obj),
+        "tenants" => check::<proto::Tenant>(res, obj),
+        "edgesites" => check::<proto::EdgeSite>(res, obj),
+        _ => Ok(()),
+    }
+}
+
+fn data_keys(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
+    if let Some(m) = obj.get(field).and_then(Value::as_object) {
+        for k in m.keys() {
+            let ok = !k.is_empty()
+                && k.len() <= 253
+                && k.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+            if !ok {
+                causes.push(Cause::invalid(
+                    field,
+                    k,
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                ));
+            }
+        }
+    }
+}
+
+fn containers(
+    list: Option<&Value>,
+    field: &str,
+    required: bool,
+    volumes: &[&str],
+    causes: &mut Vec<Cause>,
+) {
+    let items = list
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if items.is_empty() && required {
+        causes.push(Cause::required(field));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in items.iter().enumerate() {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            causes.push(Cause::required(format!("{field}[{i}].name")));
+        } else if !is_dns1123_label(name) {
+            causes.push(Cause::invalid(
+                format!("{field}[{i}].name"),
+                name,
+                DNS1123_LABEL_MSG,
+            ));
+        } else if !seen.insert(name) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                message: format!("Duplicate value: {name:?}"),
+                field: format!("{field}[{i}].name"),
+            });
+        }
+        if c.get("image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            causes.push(Cause::required(format!("{field}[{i}].image")));
+        }
+        for (j, m) in c
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            let vn = m.get("name").and_then(Value::as_str).unwrap_or("");
+            if !volumes.contains(&vn) {
+                causes.push(Cause {
+                    reason: "FieldValueNotFound",
+                    message: format!("Not found: {vn:?}"),
+                    field: format!("{field}[{i}].volumeMounts[{j}].name"),
+                });
+            }
+            if m.get("mountPath")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
+                causes.push(Cause::required(format!(
+                    "{field}[{i}].volumeMounts[{j}].mountPath"
+                )));
+            }
+        }
+    }
+}
+
+/// Kind-specific rules on the whole object.
+pub fn object(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
+    match res.plural {
+        "pods" => {
+            let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+                causes.push(Cause::required("spec"));
+                return;
+            };
+            let vols: Vec<&str> = spec
+                .get("volumes")
+                .and_then(Value::as_array)
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|v| v.get("name").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut seen = std::collections::HashSet::new();
+            for (i, v) in vols.iter().enumerate() {
+                if !is_dns1123_label(v) {
+                    causes.push(Cause::invalid(
+                        format!("spec.volumes[{i}].name"),
+                        v,
+                        DNS1123_LABEL_MSG,
+                    ));
+                } else if !seen.insert(*v) {
+                    causes.push(Cause {
+                        reason: "FieldValueDuplicate",
+                        message: format!("Duplicate value: {v:?}"),
+                        field: format!("spec.volumes[{i}].name"),
+                    });
+                }
+            }
+            let is_vm = spec.get("virtualMachine").is_some();
+            containers(
+                spec.get("containers"),
+                "spec.containers",
+                !is_vm,
+                &vols,
+                causes,
+            );
+            containers(
+                spec.get("initContainers"),
+                "spec.initContainers",
+                false,
+                &vols,
+                causes,
+            );
+            if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str) {
+                if !["Always", "OnFailure", "Never"].contains(&rp) {
+                    causes.push(Cause::not_supported(
+                        "spec.restartPolicy",
+                        rp,
+                        &["Always", "OnFailure", "Never"],
+                    ));
+                }
+            }
+            if let Some(n) = spec.get("nodeName").and_then(Value::as_str) {
+                if !n.is_empty() && !is_dns1123_subdomain(n) {
+                    causes.push(Cause::invalid("spec.nodeName", n, DNS1123_SUBDOMAIN_MSG));
+                }
+            }
+        }
+        "configmaps" => {
+            data_keys(obj, "data", causes);
+            data_keys(obj, "binaryData", causes);
+            let size = obj.get("data").map_or(0, |d| d.to_string().len())
+                + obj.get("binaryData").map_or(0, |d| d.to_string().len());
+            if size > 1024 * 1024 {
+                causes.push(Cause {
+                    reason: "FieldValueTooLong",
+                    message: "Too long: must have at most 1048576 bytes".into(),
+                    field: "data".into(),
+                });
+            }
+        }
+        "secrets" => {
+            data_keys(obj, "data", causes);
+            data_keys(obj, "stringData", causes);
+        }
+        "events" => {
+            if obj.get("involvedObject").is_none() {
+                causes.push(Cause::required("involvedObject"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Pod updates may change only images, activeDeadlineSeconds and tolerations (additions);
+/// `nodeName` only through binding, once.
+pub fn pod_spec_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    fn strip(spec: &Value) -> Value {
+        let mut s = spec.clone();
+        if let Some(o) = s.as_object_mut() {
+            o.remove("activeDeadlineSeconds");
+            o.remove("tolerations");
+            for list in ["containers", "initContainers"] {
+                if let Some(cs) = o.get_mut(list).and_then(Value::as_array_mut) {
+                    for c in cs {
+                        if let Some(c) = c.as_object_mut() {
+                            c.remove("image");
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+    let (o, n) = (
+        old.get("spec").cloned().unwrap_or(Value::Null),
+        new.get("spec").cloned().unwrap_or(Value::Null),
+    );
+    if strip(&o) != strip(&n) {
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations)".into(),
+            field: "spec".into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+    use serde_json::json;
+
+    #[test]
+    fn names() {
+        assert!(is_dns1123_label("web-1"));
+        assert!(!is_dns1123_label("Web"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1123_subdomain("a.b-c.d"));
+        assert!(!is_dns1123_subdomain("a..b"));
+        assert!(!is_dns1123_subdomain("a_b"));
+    }
+
+    #[test]
+    fn labels() {
+        assert!(label_key_errors("app.kubernetes.io/name").is_empty());
+        assert!(!label_key_errors("bad/key/x").is_empty());
+        assert!(!label_key_errors("-x").is_empty());
+        assert!(is_label_value(""));
+        assert!(!is_label_value("a b"));
+    }
+
+    #[test]
+    fn pod_rules() {
+        let pods = find("", "v1", "pods").unwrap();
+        let mut c = Vec::new();
+        object(pods, &json!({"spec": {"containers": []}}), &mut c);
+        assert_eq!(c[0].field, "spec.containers");
+        let mut c = Vec::new();
+        object(
+            pods,
+            &json!({"spec": {"containers": [{"name": "a"}, {"name": "a", "image": "x", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}], "restartPolicy": "Sometimes"}}),
+            &mut c,
+        );
+        let fields: Vec<_> = c.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.containers[0].image",
+                "spec.containers[1].name",
+                "spec.containers[1].volumeMounts[0].name",
+                "spec.restartPolicy"
+            ]
+        );
+        let mut c = Vec::new();
+        metadata(
+            pods,
+            &json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "a b"}}}),
+            &mut c,
+        );
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn pod_update_immutability() {
+        let old = json!({"spec": {"containers": [{"name": "a", "image": "x"}], "restartPolicy": "Always"}});
+        let mut c = Vec::new();
+        pod_spec_update(
+            &old,
+            &json!({"spec": {"containers": [{"name": "a", "image": "y"}], "restartPolicy": "Always"}}),
+            &mut c,
+        );
+        assert!(c.is_empty());
+        pod_spec_update(
+            &old,
+            &json!({"spec": {"containers": [{"name": "b", "image": "x"}], "restartPolicy": "Always"}}),
+            &mut c,
+        );
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn typed_decode_rejects_wrong_types() {
+        let pods = find("", "v1", "pods").unwrap();
+        assert!(decode_typed(
+            pods,
+            &json!({"metadata": {"name": "a"}, "spec": {"containers": "nope"}})
+        )
+        .is_err());
+        assert!(decode_typed(
+            pods,
+            &json!({"metadata": {"name": "a"}, "spec": {"containers": []}})
+        )
+        .is_ok());
+    }
+}

@@ -1,0 +1,206 @@
+//! cloud-core: the regional control plane. Today: the Kubernetes API over the embedded store,
+//! the region PKI, and the built-in controllers. (Sync hub, scheduler and workload controllers
+//! arrive with their issues.)
+
+pub mod pki;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apiserver::api::{default_sa, namespace_object, Api, ApiConfig};
+use apiserver::auth::{self, Identity};
+use apiserver::client::Kubeconfig;
+use apiserver::store::{Key, Op, Precondition, Store};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// cloud-core failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// Certificate generation failed.
+    #[error("pki")]
+    Pki(#[source] rcgen::Error),
+    /// The store could not be opened or written.
+    #[error("store")]
+    Store(#[from] apiserver::store::StoreError),
+    /// TLS setup failed.
+    #[error("tls")]
+    Tls(#[from] apiserver::server::ServerError),
+    /// The listen address could not be bound.
+    #[error("binding {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+}
+
+/// Configuration of `cloud-core serve`.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Data directory (store, PKI, admin kubeconfig).
+    pub data_dir: PathBuf,
+    /// API listen address.
+    pub listen: SocketAddr,
+    /// Extra names for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Number of recent events a watch can resume from.
+    pub watch_window: usize,
+    /// Largest request body.
+    pub max_body: usize,
+}
+
+/// A running cloud-core.
+pub struct Running {
+    /// The bound API address.
+    pub addr: SocketAddr,
+    /// The store.
+    pub store: Store,
+    /// Path of the admin kubeconfig.
+    pub admin_kubeconfig: PathBuf,
+}
+
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Create the system space's default namespaces (with their service accounts) if missing.
+async fn bootstrap(store: &Store) -> Result<(), Error> {
+    for ns in SYSTEM_NAMESPACES {
+        if store.get(&Key::new("namespaces", "", "", ns)).is_none() {
+            store
+                .commit(vec![
+                    Op::Put {
+                        key: Key::new("namespaces", "", "", ns),
+                        value: namespace_object("", ns),
+                        pre: Precondition::Absent,
+                    },
+                    default_sa("", ns),
+                ])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reuse the admin kubeconfig when its token is still known; otherwise mint a new token.
+async fn admin_token(store: &Store, path: &Path) -> Result<(String, bool), Error> {
+    if let Ok(k) = Kubeconfig::load(path) {
+        if auth::authenticate(store, &k.token).is_some_and(|id| id.is_system_admin()) {
+            return Ok((k.token, false));
+        }
+    }
+    let token = auth::new_token();
+    let mut rec = auth::token_record(&Identity::system_admin(), None, None);
+    rec["metadata"]["name"] = serde_json::json!(auth::hash_token(&token));
+    store
+        .put(auth::token_key(&token), rec, Precondition::Absent)
+        .await?;
+    Ok((token, true))
+}
+
+fn write_file_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::Io(tmp.clone(), e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
+}
+
+/// Start serving; returns once the API accepts connections and the admin kubeconfig exists.
+pub async fn start(
+    cfg: ServeConfig,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Running, Error> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Io(cfg.data_dir.clone(), e))?;
+    let mut sans = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !cfg.listen.ip().is_unspecified() && !sans.contains(&cfg.listen.ip().to_string()) {
+        sans.push(cfg.listen.ip().to_string());
+    }
+    sans.extend(cfg.tls_sans.iter().cloned());
+    let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
+    let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?;
+    bootstrap(&store).await?;
+    let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
+    let (token, fresh) = admin_token(&store, &kubeconfig_path).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::Bind(cfg.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Bind(cfg.listen, e))?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let server = if addr.is_ipv6() {
+        format!("https://[{host}]:{}", addr.port())
+    } else {
+        format!("https://{host}:{}", addr.port())
+    };
+    let api = Api::new(
+        store.clone(),
+        ApiConfig {
+            max_body: cfg.max_body,
+            advertise: format!("{host}:{}", addr.port()),
+            ..ApiConfig::default()
+        },
+    );
+    let tls = apiserver::server::tls_config(&pki.cert_pem, &pki.key_pem)?;
+    tracker.spawn(apiserver::server::serve(
+        listener,
+        tls,
+        api,
+        cancel.child_token(),
+        tracker.clone(),
+    ));
+    tracker.spawn(apiserver::controllers::run(
+        store.clone(),
+        cancel.child_token(),
+    ));
+    // Written only now that the listener is up, so "file exists" means "server is ready". A
+    // changed address rewrites it with the same token.
+    let kc = Kubeconfig {
+        server,
+        ca_pem: pki.ca_pem.clone(),
+        token,
+    };
+    let rendered = kc.render("atoll", "admin");
+    if fresh || std::fs::read_to_string(&kubeconfig_path).ok().as_deref() != Some(rendered.as_str())
+    {
+        write_file_atomic(&kubeconfig_path, rendered.as_bytes())?;
+    }
+    tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "cloud-core serving");
+    Ok(Running {
+        addr,
+        store,
+        admin_kubeconfig: kubeconfig_path,
+    })
+}
+
+/// Run until `cancel`, then drain for at most `grace`.
+pub async fn serve(
+    cfg: ServeConfig,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> Result<(), Error> {
+    let tracker = TaskTracker::new();
+    let _running = start(cfg, cancel.clone(), &tracker).await?;
+    cancel.cancelled().await;
+    tracker.close();
+    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+    Ok(())
+}

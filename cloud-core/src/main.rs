@@ -1,0 +1,175 @@
+//! `cloud-core`: parse config, start tracing, run the region, drain on a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use apiserver::client::{Client, Kubeconfig};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "cloud-core", version, about = "Atoll regional control plane")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the region's Kubernetes API.
+    Serve {
+        /// Data directory: store, PKI, admin.kubeconfig.
+        #[arg(long, env = "ATOLL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// API listen address.
+        #[arg(long, env = "ATOLL_LISTEN", default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// Sync (QUIC) listen address for edge sites.
+        #[arg(long, env = "ATOLL_SYNC_LISTEN", default_value = "127.0.0.1:7443")]
+        sync_listen: SocketAddr,
+        /// Extra DNS names or IPs for the serving certificate.
+        #[arg(long = "tls-san", env = "ATOLL_TLS_SANS", value_delimiter = ',')]
+        tls_sans: Vec<String>,
+        /// Recent events a watch can resume from (older versions get 410 Gone).
+        #[arg(long, env = "ATOLL_WATCH_WINDOW", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+        watch_window: u64,
+        /// Largest accepted request body in bytes.
+        #[arg(long, env = "ATOLL_MAX_BODY", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+        max_body: u64,
+    },
+    /// Print a kubeconfig for an administrator of a tenant.
+    Kubeconfig {
+        /// The system admin kubeconfig.
+        #[arg(long, env = "ATOLL_KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// The tenant.
+        #[arg(long, env = "ATOLL_TENANT")]
+        tenant: String,
+        /// User name inside the tenant.
+        #[arg(long, env = "ATOLL_USER", default_value = "admin")]
+        user: String,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("ATOLL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var("ATOLL_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down; a second signal forces exit");
+    cancel.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    std::process::exit(130);
+}
+
+async fn tenant_kubeconfig(
+    kubeconfig: PathBuf,
+    tenant: String,
+    user: String,
+) -> anyhow::Result<()> {
+    if !apiserver::validate::is_dns1123_label(&tenant) {
+        anyhow::bail!("invalid tenant name {tenant:?}: must be an RFC 1123 label");
+    }
+    let admin = Kubeconfig::load(&kubeconfig)?;
+    let client = Client::new(admin.clone())?;
+    let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "metadata": {"name": user}, "spec": {}});
+    let resp = client
+        .request(
+            http::Method::POST,
+            &format!("/api/v1/tenants/{tenant}/token"),
+            Some(&body),
+        )
+        .await?;
+    let token = resp
+        .pointer("/status/token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| anyhow::anyhow!("the server returned no token"))?;
+    let kc = Kubeconfig {
+        token: token.to_string(),
+        ..admin
+    };
+    print!("{}", kc.render(&format!("atoll-{tenant}"), &user));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Serve {
+                data_dir,
+                listen,
+                sync_listen: _,
+                tls_sans,
+                watch_window,
+                max_body,
+            } => {
+                let cancel = CancellationToken::new();
+                tokio::spawn(shutdown_signal(cancel.clone()));
+                let cfg = cloud_core::ServeConfig {
+                    data_dir,
+                    listen,
+                    tls_sans,
+                    watch_window: watch_window as usize,
+                    max_body: max_body as usize,
+                };
+                cloud_core::serve(cfg, cancel, Duration::from_secs(10))
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            Cmd::Kubeconfig {
+                kubeconfig,
+                tenant,
+                user,
+            } => tenant_kubeconfig(kubeconfig, tenant, user).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The region's PKI: a CA created on first start and a serving certificate signed by it.
+//! Keys are written 0600 and never logged.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::Error;
+
+/// PEM material for serving.
+pub struct Pki {
+    /// CA certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// Serving certificate chain (PEM).
+    pub cert_pem: Vec<u8>,
+    /// Serving key (PEM).
+    pub key_pem: Vec<u8>,
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::Io(tmp.clone(), e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
+}
+
+fn ca_params() -> Result<CertificateParams, Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(Error::Pki)?;
+    p.distinguished_name
+        .push(DnType::CommonName, "atoll-region-ca");
+    p.distinguished_name.push(DnType::OrganizationName, "atoll");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(3650);
+    Ok(p)
+}
+
+/// Load the PKI under `dir`, creating what is missing. `sans` are the serving cert's names.
+pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    let p = |n: &str| -> PathBuf { dir.join(n) };
+    let read = |n: &str| std::fs::read(p(n)).map_err(|e| Error::Io(p(n), e));
+    if !p("ca.crt").exists() || !p("ca.key").exists() {
+        let key = KeyPair::generate().map_err(Error::Pki)?;
+        let cert = ca_params()?.self_signed(&key).map_err(Error::Pki)?;
+        write_private(&p("ca.key"), key.serialize_pem().as_bytes())?;
+        std::fs::write(p("ca.crt"), cert.pem()).map_err(|e| Error::Io(p("ca.crt"), e))?;
+        let _ = std::fs::remove_file(p("apiserver.crt"));
+        tracing::info!(dir = %dir.display(), "created region CA");
+    }
+    if !p("apiserver.crt").exists() || !p("apiserver.key").exists() {
+        let ca_key =
+            KeyPair::from_pem(&String::from_utf8_lossy(&read("ca.key")?)).map_err(Error::Pki)?;
+        // Re-derive the issuer from the same parameters and key: same subject and key
+        // identifier, so the signature chains to the stored CA certificate.
+        let issuer = ca_params()?.self_signed(&ca_key).map_err(Error::Pki)?;
+        let mut sp = CertificateParams::new(sans.to_vec()).map_err(Error::Pki)?;
+        sp.distinguished_name
+            .push(DnType::CommonName, "atoll-apiserver");
+        sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        sp.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        sp.not_before = now - time::Duration::hours(1);
+        sp.not_after = now + time::Duration::days(365);
+        let key = KeyPair::generate().map_err(Error::Pki)?;
+        let cert = sp.signed_by(&key, &issuer, &ca_key).map_err(Error::Pki)?;
+        write_private(&p("apiserver.key"), key.serialize_pem().as_bytes())?;
+        std::fs::write(p("apiserver.crt"), cert.pem())
+            .map_err(|e| Error::Io(p("apiserver.crt"), e))?;
+    }
+    Ok(Pki {
+        ca_pem: read("ca.crt")?,
+        cert_pem: read("apiserver.crt")?,
+        key_pem: read("apiserver.key")?,
+    })
+}

@@ -1,0 +1,133 @@
+//! Atoll's object model: the Kubernetes types it serves (re-exported from k8s-openapi) and
+//! Atoll's own API types (`Tenant`, `EdgeSite`).
+//!
+//! No I/O and no async runtime live here: this crate is shared by every tier.
+
+pub use k8s_openapi;
+pub use k8s_openapi::api::core::v1 as core;
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of Atoll's edge types.
+pub const EDGE_GROUP: &str = "edge.atoll.io";
+/// Label every Node at an edge site carries.
+pub const SITE_LABEL: &str = "atoll.io/site";
+/// The system space: the tenant of system objects (nodes, tenants, edge sites).
+pub const SYSTEM_TENANT: &str = "";
+
+/// A tenant: a virtual cluster with its own space of namespaces and objects (Arktos model).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.atoll.api.core.v1.Tenant")]
+pub struct Tenant {
+    /// APIVersion: always `v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Kind: always `Tenant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: meta::ObjectMeta,
+    /// Desired state of the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<TenantSpec>,
+    /// Observed state of the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TenantStatus>,
+}
+
+/// Desired state of a tenant.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.atoll.api.core.v1.TenantSpec")]
+pub struct TenantSpec {
+    /// The storage cluster that holds this tenant's space (Arktos tenant partitions); empty
+    /// means the region's default store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_cluster_id: Option<String>,
+}
+
+/// Observed state of a tenant.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.atoll.api.core.v1.TenantStatus")]
+pub struct TenantStatus {
+    /// `Active`, or `Terminating` while the tenant's space is being removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}
+
+/// An edge site federated into the region (cluster-scoped, system space).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.atoll.edge.v1.EdgeSite")]
+pub struct EdgeSite {
+    /// APIVersion: always `edge.atoll.io/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Kind: always `EdgeSite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: meta::ObjectMeta,
+    /// Desired state of the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<EdgeSiteSpec>,
+    /// Observed state of the site, written by the cloud's sync hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<EdgeSiteStatus>,
+}
+
+/// Desired state of an edge site.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.atoll.edge.v1.EdgeSiteSpec")]
+pub struct EdgeSiteSpec {
+    /// Taints of the whole site: pods that do not tolerate them are not placed there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<core::Taint>,
+    /// Tenants allowed to place pods at this site; empty allows every tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_tenants: Vec<String>,
+}
+
+/// Observed state of an edge site.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.atoll.edge.v1.EdgeSiteStatus")]
+pub struct EdgeSiteStatus {
+    /// Conditions of the site; `Connected` says whether its sync channel is up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<meta::Condition>,
+    /// When the cloud last heard from the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<meta::Time>,
+    /// The last resourceVersion of the site's share the site has applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_version: Option<String>,
+    /// Number of nodes at the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_count: Option<i32>,
+    /// Allocatable capacity summed over the site's ready nodes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub capacity:
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_round_trips_unknown_free_json() {
+        let json = serde_json::json!({"apiVersion": "v1", "kind": "Tenant",
+            "metadata": {"name": "acme"}, "spec": {"storageClusterId": "0"}});
+        let t: Tenant = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(t.metadata.name.as_deref(), Some("acme"));
+        assert_eq!(serde_json::to_value(&t).unwrap(), json);
+    }
+}
