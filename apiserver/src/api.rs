@@ -249,6 +249,8 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         .unwrap_or("application/json");
     let mt = ct.split(';').next().unwrap_or("").trim();
     let v: Value = match mt {
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))?,
         "application/yaml" | "application/apply-patch+yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?,
         "application/json"
@@ -642,6 +644,7 @@ impl Api {
         }
         check_type_meta(res, &mut obj)?;
         let warnings = self.check_fields(res, &obj, &req.query)?;
+        normalize_quantities(&mut obj);
         let m = meta_mut(&mut obj);
         if m.get("name")
             .and_then(Value::as_str)
@@ -747,8 +750,7 @@ impl Api {
 
     async fn create(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
         let body = parse_body(&req.headers, &req.body)?;
-        let (mut obj, warnings) = self.prepare_create(t, req, body)?;
-        normalize_quantities(&mut obj);
+        let (obj, warnings) = self.prepare_create(t, req, body)?;
         let name = meta_str(&obj, "name").to_string();
         if t.res.namespaced {
             let ns = t.namespace.as_deref().unwrap_or("");

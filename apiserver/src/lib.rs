@@ -12,6 +12,7 @@ pub mod error;
 pub mod openapi;
 pub mod patch;
 pub mod path;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod server;

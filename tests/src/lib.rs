@@ -1,1 +1,243 @@
+//! Shared harness for Atoll's end-to-end tests: spawn the real binaries on free ports in temp
+//! dirs, drive them with stock kubectl and the `kube` crate, and clean up even on failure.
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory holding the workspace's built binaries (`target/debug`), found from the test
+/// executable's own path (`target/debug/deps/<test>`), or `ATOLL_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("ATOLL_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; panics with a hint if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build it first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port (bound and released; the caller binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Wait for `cond` to hold, polling, until `timeout`; panics with `what` otherwise.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A running `cloud-core serve`, killed on drop.
+pub struct CloudCore {
+    child: Option<Child>,
+    /// Its data directory (kept across restarts).
+    pub dir: tempfile::TempDir,
+    /// API address.
+    pub addr: SocketAddr,
+    /// Extra flags passed on every start.
+    pub extra: Vec<String>,
+}
+
+impl CloudCore {
+    /// Start on a fresh data dir.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start on a fresh data dir with extra flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut cc = CloudCore {
+            child: None,
+            dir,
+            addr,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        cc.spawn();
+        cc
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("cloud-core.log"))
+            .expect("log");
+        let child = Command::new(bin("cloud-core"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .args(&self.extra)
+            .env("ATOLL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cloud-core");
+        self.child = Some(child);
+        let kc = self.kubeconfig();
+        let addr = self.addr;
+        let started = Instant::now();
+        wait_for("cloud-core to serve", Duration::from_secs(30), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("cloud-core exited early ({st}); log:\n{}", self.log());
+                }
+            }
+            let fresh = std::fs::metadata(&kc).and_then(|m| m.modified()).is_ok();
+            fresh && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        let _ = started;
+    }
+
+    /// The server's process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cloud-core.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the process (no chance to flush anything).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Run stock kubectl with the admin kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl(&self.kubeconfig(), self.dir.path(), args, None)
+    }
+
+    /// Run kubectl and return stdout; panics with stderr on failure.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        ok(self.kubectl(args), args)
+    }
+
+    /// A `kube` client with the admin kubeconfig.
+    pub async fn client(&self) -> kube::Client {
+        client_for(&self.kubeconfig()).await
+    }
+}
+
+impl Drop for CloudCore {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- cloud-core log ({}) ---\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+        self.kill9();
+    }
+}
+
+/// Run kubectl with a kubeconfig and a private cache dir under `scratch`.
+pub fn kubectl(kubeconfig: &Path, scratch: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(scratch.join("kube-cache"))
+        .args(args);
+    cmd.env("HOME", scratch)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    } else {
+        cmd.stdin(Stdio::null());
+    }
+    let mut child = cmd.spawn().expect("spawn kubectl (is it installed?)");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+/// Stdout of a successful command; panics with its stderr otherwise.
+pub fn ok(out: Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stderr of a command that must fail; panics if it succeeded.
+pub fn err(out: Output, args: &[&str]) -> String {
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} unexpectedly succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A `kube` client from a kubeconfig file.
+pub async fn client_for(path: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(path).expect("read kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    kube::Client::try_from(cfg).expect("kube client")
+}
+
+/// Names in the first column of `kubectl get` output (header skipped).
+pub fn names(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}

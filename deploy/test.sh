@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, then runs it: formatting, lints, unit tests and the
+# end-to-end tests (which spawn the real binaries and drive them with stock kubectl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use; installed only when missing.
+need=()
+for pkg in ca-certificates; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
+fi
+if ! command -v kubectl >/dev/null; then
+  echo "deploy/test.sh: kubectl (v1.32) is required on PATH: the end-to-end tests drive stock kubectl" >&2
+  exit 1
+fi
+
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+if cargo nextest --version >/dev/null 2>&1; then
+  # Each end-to-end test starts its own servers; keep concurrency modest on small machines.
+  cargo nextest run --workspace --locked --no-fail-fast --test-threads 4
+else
+  cargo test --workspace --locked --no-fail-fast -- --test-threads 4
+fi

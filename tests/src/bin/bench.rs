@@ -1,0 +1,437 @@
+//! Benchmark: cloud-core's API over HTTPS vs Debian's etcd (fsync on) with the same value size
+//! and concurrency. Prints throughput and latency percentiles per phase, then the ratios.
+//!
+//!   cargo run --release -p tests --bin bench -- [--clients 32] [--ops 5000] [--value 1024]
+//!                                               [--watchers 100] [--no-etcd]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Full};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+
+struct Opts {
+    clients: usize,
+    ops: usize,
+    value: usize,
+    watchers: usize,
+    etcd: bool,
+}
+
+fn parse() -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        clients: 32,
+        ops: 5000,
+        value: 1024,
+        watchers: 100,
+        etcd: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> anyhow::Result<usize> {
+            args.next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse()
+                .with_context(|| format!("{name} must be a number"))
+        };
+        match a.as_str() {
+            "--clients" => o.clients = num("--clients")?.max(1),
+            "--ops" => o.ops = num("--ops")?.max(1),
+            "--value" => o.value = num("--value")?,
+            "--watchers" => o.watchers = num("--watchers")?,
+            "--no-etcd" => o.etcd = false,
+            "--help" | "-h" => {
+                println!(
+                    "bench [--clients N] [--ops N] [--value BYTES] [--watchers N] [--no-etcd]"
+                );
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(o)
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    ops_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Stats {
+        ops_per_s: lat.len() as f64 / wall.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+fn print(name: &str, s: Stats) {
+    println!(
+        "{name:<34} {:>10.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        s.ops_per_s, s.p50_ms, s.p99_ms
+    );
+}
+
+/// Run `total` operations over `clients` concurrent tasks; `op(i)` performs operation i.
+async fn drive<F, Fut>(clients: usize, total: usize, op: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(stats(all, start.elapsed()))
+}
+
+fn pod(name: &str, value: usize) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "bench"}, "annotations": {"pad": "x".repeat(value)}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+    }))
+    .expect("pod")
+}
+
+struct Results {
+    create: Stats,
+    get: Stats,
+}
+
+async fn bench_cloud(o: &Opts) -> anyhow::Result<Results> {
+    let cc = tests::CloudCore::start();
+    let client = cc.client().await;
+    let value = o.value;
+    println!(
+        "cloud-core ({} clients, {} ops, {} B values)",
+        o.clients, o.ops, o.value
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p = pods.clone();
+    let create = drive(o.clients, o.ops, move |i| {
+        let p = p.clone();
+        async move {
+            p.create(&PostParams::default(), &pod(&format!("p{i}"), value))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    print("  pod create", create);
+    let p = pods.clone();
+    let ops = o.ops;
+    let get = drive(o.clients, o.ops, move |i| {
+        let p = p.clone();
+        async move {
+            p.get(&format!("p{}", (i * 7919) % ops)).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    print("  pod get", get);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+    for i in 0..100 {
+        let c: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("c{i}")}, "data": {"v": "x".repeat(value)}}),
+        )?;
+        cms.create(&PostParams::default(), &c).await?;
+    }
+    let c = cms.clone();
+    let list = drive(o.clients, (o.ops / 10).max(10), move |_| {
+        let c = c.clone();
+        async move {
+            let l = c.list(&ListParams::default()).await?;
+            anyhow::ensure!(l.items.len() == 100, "list returned {}", l.items.len());
+            Ok(())
+        }
+    })
+    .await?;
+    print("  list (100 configmaps)", list);
+
+    // Watch fan-out: W watchers on one namespace; each create must reach all of them.
+    if o.watchers > 0 {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-node-lease");
+        let rv = cms
+            .list(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        let events = 200usize;
+        let delivered = Arc::new(AtomicUsize::new(0));
+        let sent_at: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
+            Arc::new(std::sync::Mutex::new(vec![None; events]));
+        let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..o.watchers {
+            let mut w = cms.watch(&WatchParams::default(), &rv).await?.boxed();
+            let (delivered, sent_at, lat) = (delivered.clone(), sent_at.clone(), lat.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0;
+                while n < events {
+                    match tokio::time::timeout(Duration::from_secs(60), w.try_next()).await {
+                        Ok(Ok(Some(WatchEvent::Added(c)))) => {
+                            let i: usize = c
+                                .metadata
+                                .name
+                                .as_deref()
+                                .and_then(|s| s.strip_prefix('w'))
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(0);
+                            if let Some(t) = sent_at
+                                .lock()
+                                .map(|s| s.get(i).copied().flatten())
+                                .ok()
+                                .flatten()
+                            {
+                                lat.lock().map(|mut l| l.push(t.elapsed())).ok();
+                            }
+                            n += 1;
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Ok(Some(_))) => {}
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        let start = Instant::now();
+        for i in 0..events {
+            let c: ConfigMap = serde_json::from_value(
+                json!({"metadata": {"name": format!("w{i}")}, "data": {"v": "x".repeat(value)}}),
+            )?;
+            sent_at.lock().map(|mut s| s[i] = Some(Instant::now())).ok();
+            cms.create(&PostParams::default(), &c).await?;
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let wall = start.elapsed();
+        let l = lat.lock().map(|l| l.clone()).unwrap_or_default();
+        let s = stats(l, wall);
+        println!(
+            "  watch fan-out ({} watchers)        {:>10.0} events/s delivered ({} of {})   create->seen p50 {:.2} ms   p99 {:.2} ms",
+            o.watchers,
+            delivered.load(Ordering::Relaxed) as f64 / wall.as_secs_f64(),
+            delivered.load(Ordering::Relaxed),
+            events * o.watchers,
+            s.p50_ms,
+            s.p99_ms
+        );
+    }
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", cc.pid())) {
+        if let Some(l) = status.lines().find(|l| l.starts_with("VmRSS")) {
+            println!(
+                "  cloud-core {}",
+                l.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
+    }
+    Ok(Results { create, get })
+}
+
+/// A tiny etcd v3 gRPC client: hand-encoded protobuf over HTTP/2 (one connection, multiplexed).
+#[derive(Clone)]
+struct Etcd {
+    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+fn pb_bytes(no: u8, data: &[u8], out: &mut Vec<u8>) {
+    out.push(no << 3 | 2);
+    let mut n = data.len();
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(data);
+}
+
+impl Etcd {
+    async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await?;
+        tokio::spawn(conn);
+        Ok(Etcd {
+            send,
+            authority: addr.to_string(),
+        })
+    }
+
+    async fn call(&self, method: &str, msg: Vec<u8>) -> anyhow::Result<()> {
+        let mut body = vec![0u8];
+        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        body.extend(msg);
+        let req = http::Request::post(format!(
+            "http://{}/etcdserverpb.KV/{method}",
+            self.authority
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(body)))?;
+        let mut send = self.send.clone();
+        send.ready().await?;
+        let resp = send.send_request(req).await?;
+        let collected = resp.into_body().collect().await?;
+        let status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("0")
+            .to_string();
+        anyhow::ensure!(status == "0", "etcd {method} failed: grpc-status {status}");
+        Ok(())
+    }
+
+    async fn put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        let mut m = Vec::new();
+        pb_bytes(1, key.as_bytes(), &mut m);
+        pb_bytes(2, value, &mut m);
+        self.call("Put", m).await
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<()> {
+        let mut m = Vec::new();
+        pb_bytes(1, key.as_bytes(), &mut m);
+        self.call("Range", m).await
+    }
+}
+
+async fn bench_etcd(o: &Opts) -> anyhow::Result<Results> {
+    let dir = tempfile::tempdir()?;
+    let (cp, pp) = (tests::free_port(), tests::free_port());
+    let mut child = std::process::Command::new("etcd")
+        .args(["--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{cp}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{cp}"),
+        ])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{pp}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{pp}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{pp}"),
+            "--log-level",
+            "error",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting etcd (apt-get install etcd-server)")?;
+    let addr = format!("127.0.0.1:{cp}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let etcd = loop {
+        match Etcd::connect(&addr).await {
+            Ok(e) if e.put("probe", b"x").await.is_ok() => break e,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => {
+                let _ = child.kill();
+                anyhow::bail!("etcd did not start");
+            }
+        }
+    };
+    println!(
+        "etcd {} (fsync on; gRPC over one HTTP/2 connection; {} clients)",
+        etcd_version(),
+        o.clients
+    );
+    // Same value size as a pod object of the create phase.
+    let value = serde_json::to_vec(&pod("p0", o.value))?;
+    let e = etcd.clone();
+    let v = Arc::new(value);
+    let put = drive(o.clients, o.ops, move |i| {
+        let (e, v) = (e.clone(), v.clone());
+        async move { e.put(&format!("/registry/pods/default/p{i}"), &v).await }
+    })
+    .await;
+    let e = etcd.clone();
+    let ops = o.ops;
+    let get = drive(o.clients, o.ops, move |i| {
+        let e = e.clone();
+        async move {
+            e.get(&format!("/registry/pods/default/p{}", (i * 7919) % ops))
+                .await
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (put, get) = (put?, get?);
+    print("  put", put);
+    print("  get", get);
+    Ok(Results { create: put, get })
+}
+
+fn etcd_version() -> String {
+    std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(String::from))
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let o = parse()?;
+    let cloud = bench_cloud(&o).await?;
+    if o.etcd {
+        let etcd = bench_etcd(&o).await?;
+        println!(
+            "ratio cloud-core/etcd: create/put {:.2}   get/get {:.2}",
+            cloud.create.ops_per_s / etcd.create.ops_per_s,
+            cloud.get.ops_per_s / etcd.get.ops_per_s
+        );
+    }
+    Ok(())
+}
