@@ -70,7 +70,9 @@ impl CloudCore {
     /// Start on a fresh data dir with extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        // Port 0: the server picks a free port and writes it into its kubeconfig, so parallel
+        // tests never race for ports. Restarts reuse the port it picked.
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let mut cc = CloudCore {
             child: None,
             dir,
@@ -101,18 +103,20 @@ impl CloudCore {
             .expect("spawn cloud-core");
         self.child = Some(child);
         let kc = self.kubeconfig();
-        let addr = self.addr;
-        let started = Instant::now();
         wait_for("cloud-core to serve", Duration::from_secs(30), || {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
                     panic!("cloud-core exited early ({st}); log:\n{}", self.log());
                 }
             }
-            let fresh = std::fs::metadata(&kc).and_then(|m| m.modified()).is_ok();
-            fresh && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            // The kubeconfig is written once the listener is up.
+            match server_addr(&kc) {
+                Some(a) if self.addr.port() == 0 => self.addr = a,
+                Some(_) => {}
+                None => return false,
+            }
+            TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
         });
-        let _ = started;
     }
 
     /// The server's process id (0 when not running).
@@ -171,6 +175,12 @@ impl Drop for CloudCore {
         }
         self.kill9();
     }
+}
+
+/// The `server:` address of a kubeconfig.
+pub fn server_addr(kubeconfig: &Path) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(kubeconfig).ok()?;
+    text.lines().find_map(|l| l.trim().strip_prefix("server: https://")).and_then(|a| a.parse().ok())
 }
 
 /// Run kubectl with a kubeconfig and a private cache dir under `scratch`.
