@@ -331,7 +331,7 @@ fn merge_list(t: &mut Vec<Value>, p: &[Value], key: &str) -> Result<(), String> 
 }
 
 /// Order `items` as `order` lists them; items it does not name keep their relative order after.
-fn reorder(items: &mut Vec<Value>, order: &[Value], key: Option<&str>) {
+fn reorder(items: &mut [Value], order: &[Value], key: Option<&str>) {
     let id = |v: &Value| -> Value {
         match key {
             Some(k) => v.get(k).cloned().unwrap_or(Value::Null),

@@ -312,6 +312,9 @@ pub struct Store {
     events: broadcast::Sender<Arc<Event>>,
 }
 
+/// Objects of a list, in key order.
+pub type Listing = Vec<(Key, Arc<Value>)>;
+
 /// A watch: the events to replay first, then the live stream.
 pub struct Watch {
     /// Events after the requested version already in the window.
@@ -393,10 +396,7 @@ impl Store {
 
     /// List `scope` and subscribe to later changes under one lock: the live stream starts
     /// exactly after the listed version.
-    pub fn list_and_watch(
-        &self,
-        scope: &Scope,
-    ) -> (u64, Vec<(Key, Arc<Value>)>, broadcast::Receiver<Arc<Event>>) {
+    pub fn list_and_watch(&self, scope: &Scope) -> (u64, Listing, broadcast::Receiver<Arc<Event>>) {
         let st = self.read();
         let live = self.events.subscribe();
         let items = list_locked(&st, scope, None);

@@ -310,10 +310,8 @@ pub fn object(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             data_keys(obj, "data", causes);
             data_keys(obj, "stringData", causes);
         }
-        "events" => {
-            if obj.get("involvedObject").is_none() {
-                causes.push(Cause::required("involvedObject"));
-            }
+        "events" if obj.get("involvedObject").is_none() => {
+            causes.push(Cause::required("involvedObject"))
         }
         _ => {}
     }

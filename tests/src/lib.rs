@@ -180,7 +180,9 @@ impl Drop for CloudCore {
 /// The `server:` address of a kubeconfig.
 pub fn server_addr(kubeconfig: &Path) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(kubeconfig).ok()?;
-    text.lines().find_map(|l| l.trim().strip_prefix("server: https://")).and_then(|a| a.parse().ok())
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .and_then(|a| a.parse().ok())
 }
 
 /// Run kubectl with a kubeconfig and a private cache dir under `scratch`.

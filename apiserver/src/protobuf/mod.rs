@@ -347,11 +347,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
                 }
             }
             2 => raw = as_bytes(w)?,
-            3 => {
-                if !as_str(w)?.is_empty() {
-                    return Err("content encodings are not supported".into());
-                }
-            }
+            3 if !as_str(w)?.is_empty() => return Err("content encodings are not supported".into()),
             _ => {}
         }
     }
