@@ -6,17 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Directory holding the workspace's built binaries (`target/debug`), found from the test
-/// executable's own path (`target/debug/deps/<test>`), or `ATOLL_BIN_DIR`.
+/// Directory holding the workspace's built binaries (`target/<profile>`), found from the
+/// running executable's path, or `ATOLL_BIN_DIR`.
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("ATOLL_BIN_DIR") {
         return PathBuf::from(d);
     }
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    // Test binaries live in target/<profile>/deps, binaries in target/<profile>.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with a hint if it was not built.
