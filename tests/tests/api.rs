@@ -827,3 +827,95 @@ async fn acknowledged_writes_survive_sigkill() {
         &lost[..lost.len().min(10)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_status_subresources_and_deletecollection() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let cc = CloudCore::start();
+    let node = write(
+        cc.dir.path(),
+        "node.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {node-role.kubernetes.io/edge: \"\", atoll.io/site: s1}\n",
+    );
+    cc.kubectl_ok(&["apply", "-f", &node]);
+    let client = cc.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    // Status goes through the status subresource; spec/metadata in that body are ignored.
+    let status = json!({"metadata": {"labels": {"sneaky": "x"}}, "status": {"conditions": [{"type": "Ready", "status": "True"}],
+        "nodeInfo": {"kubeletVersion": "v1.32.0-atoll", "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "6.1",
+            "osImage": "Debian", "containerRuntimeVersion": "runc", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}}});
+    nodes
+        .patch_status("n1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let n = nodes.get("n1").await.unwrap();
+    assert!(n.metadata.labels.unwrap().get("sneaky").is_none());
+    let table = cc.kubectl_ok(&["get", "nodes"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[2], row[4]),
+        ("n1", "Ready", "edge", "v1.32.0-atoll")
+    );
+    // A main-resource update cannot change status.
+    nodes
+        .patch(
+            "n1",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"conditions": []}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes
+            .get("n1")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .len(),
+        1
+    );
+    // Pod status subresource.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    pods.patch_status(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running", "podIP": "10.1.0.5"}})),
+    )
+    .await
+    .unwrap();
+    let out = cc.kubectl_ok(&["get", "pods", "-o", "wide"]);
+    assert!(out.contains("Running") && out.contains("10.1.0.5"), "{out}");
+    // deletecollection with a label selector removes exactly the matching objects.
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let c: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"g": l}}})).unwrap();
+        cms.create(&PostParams::default(), &c).await.unwrap();
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("g=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, vec!["c"]);
+}
