@@ -1211,43 +1211,22 @@ impl Api {
         let send_initial = req.query.get("sendInitialEvents") == Some("true");
         let rv = req.query.get("resourceVersion").unwrap_or("");
         let scope = t.scope();
-        let (initial, from, live): (
-            Vec<Arc<Value>>,
-            u64,
-            tokio::sync::broadcast::Receiver<Arc<Event>>,
-        ) = if rv.is_empty() || rv == "0" || send_initial {
+        let (initial, replay, from, live) = if rv.is_empty() || rv == "0" || send_initial {
             let (rv, items, live) = self.store.list_and_watch(&scope);
-            (items.into_iter().map(|(_, v)| v).collect(), rv, live)
+            (
+                items.into_iter().map(|(_, v)| v).collect(),
+                Vec::new(),
+                rv,
+                live,
+            )
         } else {
             let from: u64 = rv
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
             match self.store.watch(from) {
-                Ok(w) => {
-                    // Replay is delivered through the same filter as live events.
-                    let (tx, rx) = tokio::sync::mpsc::channel(64);
-                    let ctx = WatchCtx {
-                        plural: t.res.plural,
-                        kind: t.res.kind,
-                        api_version: t.res.api_version(),
-                        scope,
-                        ls,
-                        fs,
-                        acc,
-                        bookmarks,
-                        timeout,
-                        interval: self.config.bookmark_interval,
-                        initial_end: false,
-                    };
-                    let replay = w.replay;
-                    let live = w.live;
-                    tokio::spawn(async move { ctx.run(tx, Vec::new(), replay, from, live).await });
-                    return Ok(Reply::Stream {
-                        content_type: content_type(acc),
-                        rx,
-                    });
-                }
+                Ok(w) => (Vec::new(), w.replay, from, w.live),
                 Err(StoreError::Gone { requested, oldest }) => {
+                    // Kubernetes answers 200 with an ERROR event carrying the 410 Status.
                     let (tx, rx) = tokio::sync::mpsc::channel(1);
                     let e =
                         ApiError::gone(format!("too old resource version: {requested} ({oldest})"));
@@ -1275,7 +1254,8 @@ impl Api {
             interval: self.config.bookmark_interval,
             initial_end: send_initial,
         };
-        tokio::spawn(ctx.run(tx, initial, Vec::new(), from, live));
+        // Replayed events go through the same selector translation as live ones.
+        tokio::spawn(ctx.run(tx, initial, replay, from, live));
         Ok(Reply::Stream {
             content_type: content_type(acc),
             rx,

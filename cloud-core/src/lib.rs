@@ -97,23 +97,6 @@ async fn admin_token(store: &Store, path: &Path) -> Result<(String, bool), Error
     Ok((token, true))
 }
 
-fn write_file_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::Io(tmp.clone(), e))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::Io(tmp.clone(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
-}
-
 /// Start serving; returns once the API accepts connections and the admin kubeconfig exists.
 pub async fn start(
     cfg: ServeConfig,
@@ -181,7 +164,7 @@ pub async fn start(
     let rendered = kc.render("atoll", "admin");
     if fresh || std::fs::read_to_string(&kubeconfig_path).ok().as_deref() != Some(rendered.as_str())
     {
-        write_file_atomic(&kubeconfig_path, rendered.as_bytes())?;
+        pki::write_private(&kubeconfig_path, rendered.as_bytes())?;
     }
     tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "cloud-core serving");
     Ok(Running {

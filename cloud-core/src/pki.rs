@@ -20,7 +20,8 @@ pub struct Pki {
     pub key_pem: Vec<u8>,
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
+/// Write a file readable only by its owner, atomically (temp file, fsync, rename).
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

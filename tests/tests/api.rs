@@ -850,7 +850,7 @@ async fn nodes_status_subresources_and_deletecollection() {
         .await
         .unwrap();
     let n = nodes.get("n1").await.unwrap();
-    assert!(n.metadata.labels.unwrap().get("sneaky").is_none());
+    assert!(!n.metadata.labels.unwrap().contains_key("sneaky"));
     let table = cc.kubectl_ok(&["get", "nodes"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
