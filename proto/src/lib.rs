@@ -3,6 +3,8 @@
 //!
 //! No I/O and no async runtime live here: this crate is shared by every tier.
 
+pub mod sync;
+
 pub use k8s_openapi;
 pub use k8s_openapi::api::core::v1 as core;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;

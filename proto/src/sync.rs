@@ -1,0 +1,311 @@
+//! Sync wire messages between cloud-core (hub) and edge-core (site), protobuf-encoded with
+//! prost. One `Frame` per length-prefixed message on a QUIC stream.
+//!
+//! Protocol summary (see the `sync` crate for the state machines):
+//! - edge → cloud `Hello` {site, applied_rv, up_acked}: where the edge is.
+//! - cloud → edge `Welcome` {mode}: `Resume` streams the share's changes after `applied_rv`;
+//!   `Snapshot` (the gap is older than the cloud's window) sends `SnapshotBegin`, the whole share
+//!   as `Down` puts, `SnapshotEnd`; the edge then deletes cloud-owned objects not in it.
+//! - `Down` {rv, prev_rv, ...}: one change of the site's share. `prev_rv` chains events so a gap
+//!   is detected, never skipped. The edge acks with `DownAck` once applied durably.
+//! - `Up` {seq, ...}: an edge-authoritative change from the persistent outbox; seqs are
+//!   contiguous per site, so the cloud applies each exactly once and acks with `UpAck`.
+
+/// Kind of change carried by `Down` and `Up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ChangeKind {
+    /// Create or replace the whole object.
+    Put = 0,
+    /// Remove the object.
+    Delete = 1,
+    /// Replace only the object's status.
+    Status = 2,
+}
+
+/// How the cloud will bring the edge up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ResumeMode {
+    /// Changes after the edge's `applied_rv` follow.
+    Resume = 0,
+    /// A full snapshot of the share follows.
+    Snapshot = 1,
+}
+
+/// The identity of an object (same layout as the store key).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
+pub struct ObjectKey {
+    /// Plural resource, group-qualified for non-core groups.
+    #[prost(string, tag = "1")]
+    pub resource: String,
+    /// Tenant (`""`: system space).
+    #[prost(string, tag = "2")]
+    pub tenant: String,
+    /// Namespace (`""`: cluster-scoped).
+    #[prost(string, tag = "3")]
+    pub namespace: String,
+    /// Name.
+    #[prost(string, tag = "4")]
+    pub name: String,
+}
+
+/// Edge → cloud, first frame of a connection.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    /// Protocol version.
+    #[prost(uint32, tag = "1")]
+    pub protocol: u32,
+    /// Site name (must match the client certificate).
+    #[prost(string, tag = "2")]
+    pub site: String,
+    /// Last downlink version the edge has applied durably.
+    #[prost(uint64, tag = "3")]
+    pub applied_rv: u64,
+}
+
+/// Cloud → edge answer to `Hello`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Welcome {
+    /// Resume or snapshot.
+    #[prost(enumeration = "ResumeMode", tag = "1")]
+    pub mode: i32,
+    /// Highest uplink sequence the cloud has applied for this site.
+    #[prost(uint64, tag = "2")]
+    pub up_acked: u64,
+}
+
+/// One downlink change.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Down {
+    /// Version of this change in the cloud store.
+    #[prost(uint64, tag = "1")]
+    pub rv: u64,
+    /// Version of the previous change sent to this site (0 after Welcome/SnapshotEnd).
+    #[prost(uint64, tag = "2")]
+    pub prev_rv: u64,
+    /// Kind.
+    #[prost(enumeration = "ChangeKind", tag = "3")]
+    pub kind: i32,
+    /// Object.
+    #[prost(message, optional, tag = "4")]
+    pub key: Option<ObjectKey>,
+    /// Object JSON (empty for deletes).
+    #[prost(bytes = "vec", tag = "5")]
+    pub object: Vec<u8>,
+}
+
+/// Edge → cloud: downlink applied through `rv`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DownAck {
+    /// Version.
+    #[prost(uint64, tag = "1")]
+    pub rv: u64,
+}
+
+/// One uplink change from the edge's outbox.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Up {
+    /// Outbox sequence, contiguous per site from 1.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// Kind.
+    #[prost(enumeration = "ChangeKind", tag = "2")]
+    pub kind: i32,
+    /// Object.
+    #[prost(message, optional, tag = "3")]
+    pub key: Option<ObjectKey>,
+    /// Object JSON (empty for deletes).
+    #[prost(bytes = "vec", tag = "4")]
+    pub object: Vec<u8>,
+}
+
+/// Cloud → edge: uplink applied through `seq`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpAck {
+    /// Sequence.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+}
+
+/// Start of a full snapshot at version `rv`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotBegin {
+    /// Version the snapshot is consistent with.
+    #[prost(uint64, tag = "1")]
+    pub rv: u64,
+}
+
+/// End of a snapshot; the edge now holds exactly the share at `rv`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotEnd {
+    /// Version.
+    #[prost(uint64, tag = "1")]
+    pub rv: u64,
+}
+
+/// Keepalive.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ping {
+    /// Echoed in the answer.
+    #[prost(uint64, tag = "1")]
+    pub nonce: u64,
+}
+
+/// A protocol error; the sender closes the connection after it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorFrame {
+    /// Whether reconnecting may succeed.
+    #[prost(bool, tag = "1")]
+    pub retryable: bool,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// One message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Frame {
+    /// The message.
+    #[prost(oneof = "frame::Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    pub body: Option<frame::Body>,
+}
+
+/// The `Frame` oneof.
+pub mod frame {
+    /// Frame bodies.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Body {
+        /// Edge hello.
+        #[prost(message, tag = "1")]
+        Hello(super::Hello),
+        /// Cloud welcome.
+        #[prost(message, tag = "2")]
+        Welcome(super::Welcome),
+        /// Downlink change.
+        #[prost(message, tag = "3")]
+        Down(super::Down),
+        /// Downlink ack.
+        #[prost(message, tag = "4")]
+        DownAck(super::DownAck),
+        /// Uplink change.
+        #[prost(message, tag = "5")]
+        Up(super::Up),
+        /// Uplink ack.
+        #[prost(message, tag = "6")]
+        UpAck(super::UpAck),
+        /// Snapshot start.
+        #[prost(message, tag = "7")]
+        SnapshotBegin(super::SnapshotBegin),
+        /// Snapshot end.
+        #[prost(message, tag = "8")]
+        SnapshotEnd(super::SnapshotEnd),
+        /// Keepalive.
+        #[prost(message, tag = "9")]
+        Ping(super::Ping),
+        /// Keepalive answer.
+        #[prost(message, tag = "10")]
+        Pong(super::Ping),
+        /// Fatal error.
+        #[prost(message, tag = "11")]
+        Error(super::ErrorFrame),
+    }
+}
+
+/// Current protocol version.
+pub const PROTOCOL: u32 = 1;
+/// Largest encoded frame accepted (objects are capped at 3 MiB by the API; JSON plus framing).
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+
+/// Frame encoding failures.
+#[derive(Debug, PartialEq)]
+pub enum FrameError {
+    /// Larger than [`MAX_FRAME`].
+    TooLarge(usize),
+    /// Not a valid frame.
+    Malformed(String),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes exceeds the {MAX_FRAME}-byte limit")
+            }
+            FrameError::Malformed(m) => write!(f, "malformed frame: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl Frame {
+    /// A frame with a body.
+    pub fn new(body: frame::Body) -> Self {
+        Frame { body: Some(body) }
+    }
+
+    /// Length-prefixed (u32 big-endian) encoding.
+    pub fn encode_framed(&self) -> Result<Vec<u8>, FrameError> {
+        use prost::Message;
+        let len = self.encoded_len();
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        let mut out = Vec::with_capacity(4 + len);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        self.encode(&mut out)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Decode one frame body (without the length prefix).
+    pub fn decode_body(bytes: &[u8]) -> Result<Self, FrameError> {
+        use prost::Message;
+        if bytes.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(bytes.len()));
+        }
+        let f = Frame::decode(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        if f.body.is_none() {
+            return Err(FrameError::Malformed("empty frame".into()));
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_bad_bytes_are_errors() {
+        let f = Frame::new(frame::Body::Down(Down {
+            rv: 7,
+            prev_rv: 3,
+            kind: ChangeKind::Put as i32,
+            key: Some(ObjectKey {
+                resource: "pods".into(),
+                tenant: "t".into(),
+                namespace: "ns".into(),
+                name: "p".into(),
+            }),
+            object: b"{}".to_vec(),
+        }));
+        let bytes = f.encode_framed().unwrap();
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 4);
+        assert_eq!(Frame::decode_body(&bytes[4..]).unwrap(), f);
+        assert!(Frame::decode_body(&[0xff, 0xff, 0xff]).is_err());
+        assert!(Frame::decode_body(&[]).is_err());
+        for cut in 0..bytes.len() - 4 {
+            let _ = Frame::decode_body(&bytes[4..4 + cut]);
+        }
+        let big = Frame::new(frame::Body::Up(Up {
+            seq: 1,
+            kind: 0,
+            key: None,
+            object: vec![0; MAX_FRAME],
+        }));
+        assert!(matches!(big.encode_framed(), Err(FrameError::TooLarge(_))));
+    }
+}
