@@ -75,24 +75,33 @@ pub struct Welcome {
     pub up_acked: u64,
 }
 
-/// One downlink change.
+/// One change to one object.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Down {
-    /// Version of this change in the cloud store.
-    #[prost(uint64, tag = "1")]
-    pub rv: u64,
-    /// Version of the previous change sent to this site (0 after Welcome/SnapshotEnd).
-    #[prost(uint64, tag = "2")]
-    pub prev_rv: u64,
+pub struct Change {
     /// Kind.
-    #[prost(enumeration = "ChangeKind", tag = "3")]
+    #[prost(enumeration = "ChangeKind", tag = "1")]
     pub kind: i32,
     /// Object.
-    #[prost(message, optional, tag = "4")]
+    #[prost(message, optional, tag = "2")]
     pub key: Option<ObjectKey>,
     /// Object JSON (empty for deletes).
-    #[prost(bytes = "vec", tag = "5")]
+    #[prost(bytes = "vec", tag = "3")]
     pub object: Vec<u8>,
+}
+
+/// The downlink changes of one cloud version (one write can move several objects into or out
+/// of a site's share), applied atomically by the edge. Snapshots are sent as chunks.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Down {
+    /// Version of these changes in the cloud store.
+    #[prost(uint64, tag = "1")]
+    pub rv: u64,
+    /// Version of the previous batch sent to this site (0 inside a snapshot).
+    #[prost(uint64, tag = "2")]
+    pub prev_rv: u64,
+    /// The changes.
+    #[prost(message, repeated, tag = "3")]
+    pub changes: Vec<Change>,
 }
 
 /// Edge → cloud: downlink applied through `rv`.
@@ -282,14 +291,16 @@ mod tests {
         let f = Frame::new(frame::Body::Down(Down {
             rv: 7,
             prev_rv: 3,
-            kind: ChangeKind::Put as i32,
-            key: Some(ObjectKey {
-                resource: "pods".into(),
-                tenant: "t".into(),
-                namespace: "ns".into(),
-                name: "p".into(),
-            }),
-            object: b"{}".to_vec(),
+            changes: vec![Change {
+                kind: ChangeKind::Put as i32,
+                key: Some(ObjectKey {
+                    resource: "pods".into(),
+                    tenant: "t".into(),
+                    namespace: "ns".into(),
+                    name: "p".into(),
+                }),
+                object: b"{}".to_vec(),
+            }],
         }));
         let bytes = f.encode_framed().unwrap();
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;

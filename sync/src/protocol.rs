@@ -13,9 +13,12 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use proto::sync::{
-    frame::Body, ChangeKind, Down, DownAck, ErrorFrame, Frame, Hello, ObjectKey, Ping, ResumeMode,
-    SnapshotBegin, SnapshotEnd, Up, UpAck, Welcome, PROTOCOL,
+    frame::Body, Change, Down, DownAck, ErrorFrame, Frame, Hello, Ping, ResumeMode, SnapshotBegin,
+    SnapshotEnd, Up, UpAck, Welcome, PROTOCOL,
 };
+
+/// Snapshot chunks stay well under the frame cap.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
 /// Protocol timing and bounds.
 #[derive(Clone, Debug)]
@@ -511,7 +514,7 @@ impl HubSession {
     }
 
     /// Snapshot: the whole share at version `rv` (the site's version is outside the window).
-    pub fn snapshot(&mut self, rv: u64, objects: Vec<(ObjectKey, Vec<u8>)>, now: Instant) {
+    pub fn snapshot(&mut self, rv: u64, objects: Vec<Change>, now: Instant) {
         if self.state != HubState::AwaitDecision {
             return;
         }
@@ -523,13 +526,26 @@ impl HubSession {
         })));
         self.pending
             .push_back((Frame::new(Body::SnapshotBegin(SnapshotBegin { rv })), None));
-        for (key, object) in objects {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for c in objects {
+            bytes += c.object.len();
+            chunk.push(c);
+            if bytes >= SNAPSHOT_CHUNK || chunk.len() >= 256 {
+                let d = Down {
+                    rv,
+                    prev_rv: 0,
+                    changes: std::mem::take(&mut chunk),
+                };
+                self.pending.push_back((Frame::new(Body::Down(d)), None));
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
             let d = Down {
                 rv,
                 prev_rv: 0,
-                kind: ChangeKind::Put as i32,
-                key: Some(key),
-                object,
+                changes: chunk,
             };
             self.pending.push_back((Frame::new(Body::Down(d)), None));
         }
@@ -545,17 +561,15 @@ impl HubSession {
         self.state == HubState::Streaming && self.pending.len() < self.cfg.down_window
     }
 
-    /// Queue one change of the site's share (versions must increase).
-    pub fn push_down(&mut self, rv: u64, kind: ChangeKind, key: ObjectKey, object: Vec<u8>) {
+    /// Queue the share's changes at version `rv` (versions must increase).
+    pub fn push_down(&mut self, rv: u64, changes: Vec<Change>) {
         if self.state != HubState::Streaming || rv <= self.sent_rv {
             return;
         }
         let d = Down {
             rv,
             prev_rv: self.sent_rv,
-            kind: kind as i32,
-            key: Some(key),
-            object,
+            changes,
         };
         self.pending
             .push_back((Frame::new(Body::Down(d)), Some(rv)));

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use proto::sync::{ChangeKind, Frame, ObjectKey, Up};
+use proto::sync::{Change, ChangeKind, Frame, ObjectKey, Up};
 
 use crate::protocol::{Config, EdgeAction, EdgeSession, HubAction, HubSession};
 
@@ -232,16 +232,19 @@ impl Sim {
             while let Some(a) = edge.poll_action() {
                 match a {
                     EdgeAction::Apply(d) => {
-                        let name = d.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
-                        if d.kind == ChangeKind::Delete as i32 {
-                            self.edge.store.remove(&name);
-                        } else {
-                            self.edge.store.insert(name.clone(), d.object.clone());
-                        }
-                        match &mut self.edge.snapshot_seen {
-                            Some(seen) => {
+                        for c in &d.changes {
+                            let name = c.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
+                            if c.kind == ChangeKind::Delete as i32 {
+                                self.edge.store.remove(&name);
+                            } else {
+                                self.edge.store.insert(name.clone(), c.object.clone());
+                            }
+                            if let Some(seen) = &mut self.edge.snapshot_seen {
                                 seen.insert(name);
                             }
+                        }
+                        match &mut self.edge.snapshot_seen {
+                            Some(_) => {}
                             None => {
                                 assert!(
                                     d.rv > self.edge.applied_rv,
@@ -275,7 +278,11 @@ impl Sim {
                                 .cloud
                                 .objects
                                 .iter()
-                                .map(|(k, v)| (key(k), v.clone()))
+                                .map(|(k, v)| Change {
+                                    kind: ChangeKind::Put as i32,
+                                    key: Some(key(k)),
+                                    object: v.clone(),
+                                })
                                 .collect();
                             hub.snapshot(self.cloud.rv, objs, self.now);
                         }
@@ -310,7 +317,14 @@ impl Sim {
                 else {
                     break;
                 };
-                hub.push_down(rv, kind, key(&name), v);
+                hub.push_down(
+                    rv,
+                    vec![Change {
+                        kind: kind as i32,
+                        key: Some(key(&name)),
+                        object: v,
+                    }],
+                );
             }
             edge.handle_timeout(self.now);
             hub.handle_timeout(self.now);
