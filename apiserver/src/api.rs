@@ -19,6 +19,9 @@ use crate::store::{Event, EventType, Key, Op, Precondition, Scope, Store, StoreE
 use crate::table::{self, Include};
 use crate::{patch, validate};
 
+/// Internal resource holding edge join tokens by hash (never served).
+pub const JOIN_TOKENS: &str = "jointokens";
+
 /// Limits and knobs of the API.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -1272,19 +1275,21 @@ impl Api {
         let secs = body
             .pointer("/spec/expirationSeconds")
             .and_then(Value::as_i64);
-        if let Some(s) = secs {
-            if s < 600 {
-                return Err(ApiError::invalid(
-                    "authentication.k8s.io",
-                    "TokenRequest",
-                    t.name(),
-                    vec![Cause::invalid(
-                        "spec.expirationSeconds",
-                        &s.to_string(),
-                        "may not specify a duration less than 10 minutes",
-                    )],
-                ));
-            }
+        let min = if t.res.plural == "edgesites" { 1 } else { 600 };
+        if let Some(s) = secs.filter(|s| *s < min) {
+            return Err(ApiError::invalid(
+                "authentication.k8s.io",
+                "TokenRequest",
+                t.name(),
+                vec![Cause::invalid(
+                    "spec.expirationSeconds",
+                    &s.to_string(),
+                    &format!("may not specify a duration less than {min} seconds"),
+                )],
+            ));
+        }
+        if t.res.plural == "edgesites" {
+            return self.join_token(t, caller, secs).await;
         }
         let (id, expires, bound_key, bound_uid) = match t.res.plural {
             "serviceaccounts" => {
@@ -1368,6 +1373,47 @@ impl Api {
             }
         }
         Ok(Reply::json(StatusCode::CREATED, &out))
+    }
+
+    /// Mint a single-use, expiring join token for an edge site (stored hashed).
+    async fn join_token(
+        &self,
+        t: &Target,
+        caller: &Identity,
+        secs: Option<i64>,
+    ) -> ApiResult<Reply> {
+        if !caller.is_system_admin() {
+            return Err(ApiError::forbidden(
+                &caller.user,
+                "create",
+                "edge.atoll.io",
+                "edgesites/token",
+                t.name(),
+                " at the cluster scope",
+            ));
+        }
+        let key = t.key(t.name());
+        self.store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found("edge.atoll.io", "edgesites", t.name()))?;
+        let secret = auth::new_token();
+        let expires = Utc::now() + chrono::Duration::seconds(secs.unwrap_or(3600));
+        let rec = json!({"metadata": {"name": auth::hash_token(&secret)}, "site": t.name(), "used": false,
+            "expires": expires.to_rfc3339_opts(SecondsFormat::Secs, true)});
+        self.store
+            .put(
+                Key::new(JOIN_TOKENS, "", "", &auth::hash_token(&secret)),
+                rec,
+                Precondition::Absent,
+            )
+            .await
+            .map_err(|e| store_err(t.res, t.name(), e))?;
+        tracing::info!(site = %t.name(), "issued join token");
+        Ok(Reply::json(
+            StatusCode::CREATED,
+            &json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1", "metadata": {"name": t.name()},
+                "spec": {}, "status": {"token": secret, "expirationTimestamp": expires.to_rfc3339_opts(SecondsFormat::Secs, true)}}),
+        ))
     }
 
     async fn bind(&self, t: &Target, req: &Request) -> ApiResult<Reply> {

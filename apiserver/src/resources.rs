@@ -218,7 +218,7 @@ pub static RESOURCES: &[Resource] = &[
         Space::System,
         &["es"],
         &[],
-        &["status"],
+        &["status", "token"],
         "io.atoll.edge.v1.EdgeSite",
         true
     ),

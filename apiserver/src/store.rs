@@ -135,6 +135,8 @@ pub enum Precondition {
     Exists,
     /// The object must exist at exactly this version.
     Version(u64),
+    /// Whatever the current state (upsert, or delete if present).
+    Any,
 }
 
 /// One write in a transaction.
@@ -427,6 +429,19 @@ impl Store {
         (st.rv, items, live)
     }
 
+    /// Every object (all resources, all spaces) and a subscription to later changes, taken
+    /// under one lock: the stream starts exactly after the returned version.
+    pub fn snapshot_and_watch(&self) -> (u64, Listing, broadcast::Receiver<Arc<Event>>) {
+        let st = self.read();
+        let live = self.events.subscribe();
+        let items = st
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (st.rv, items, live)
+    }
+
     /// Commit a transaction: all ops apply or none. Returns the committed events in order.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Arc<Event>>, StoreError> {
         let (reply, rx) = oneshot::channel();
@@ -489,6 +504,7 @@ fn list_locked(st: &State, scope: &Scope, after: Option<&Key>) -> Vec<(Key, Arc<
 
 fn check(pre: Precondition, current: Option<&Arc<Value>>, key: &Key) -> Result<(), StoreError> {
     match (pre, current) {
+        (Precondition::Any, _) => Ok(()),
         (Precondition::Absent, None) => Ok(()),
         (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
         (_, None) => Err(StoreError::NotFound(key.clone())),

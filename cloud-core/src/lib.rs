@@ -2,10 +2,12 @@
 //! the region PKI, and the built-in controllers. (Sync hub, scheduler and workload controllers
 //! arrive with their issues.)
 
+pub mod hub;
 pub mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::api::{default_sa, namespace_object, Api, ApiConfig};
@@ -33,6 +35,9 @@ pub enum Error {
     /// The listen address could not be bound.
     #[error("binding {0}")]
     Bind(SocketAddr, #[source] std::io::Error),
+    /// The sync endpoint could not start.
+    #[error("sync endpoint on {0}")]
+    Sync(SocketAddr, #[source] sync::quic::QuicError),
 }
 
 /// Configuration of `cloud-core serve`.
@@ -42,6 +47,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// API listen address.
     pub listen: SocketAddr,
+    /// Sync (QUIC) listen address for edge sites.
+    pub sync_listen: SocketAddr,
     /// Extra names for the serving certificate.
     pub tls_sans: Vec<String>,
     /// Number of recent events a watch can resume from.
@@ -54,6 +61,8 @@ pub struct ServeConfig {
 pub struct Running {
     /// The bound API address.
     pub addr: SocketAddr,
+    /// The bound sync address.
+    pub sync_addr: SocketAddr,
     /// The store.
     pub store: Store,
     /// Path of the admin kubeconfig.
@@ -109,8 +118,10 @@ pub async fn start(
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    if !cfg.listen.ip().is_unspecified() && !sans.contains(&cfg.listen.ip().to_string()) {
-        sans.push(cfg.listen.ip().to_string());
+    for ip in [cfg.listen.ip(), cfg.sync_listen.ip()] {
+        if !ip.is_unspecified() && !sans.contains(&ip.to_string()) {
+            sans.push(ip.to_string());
+        }
     }
     sans.extend(cfg.tls_sans.iter().cloned());
     let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
@@ -154,11 +165,23 @@ pub async fn start(
         store.clone(),
         cancel.child_token(),
     ));
-    // Written only now that the listener is up, so "file exists" means "server is ready". A
+    // The sync endpoint presents the serving certificate and the CA, so a joining edge can
+    // check the CA against the hash pinned in its join token.
+    let mut chain = pki.cert_pem.clone();
+    chain.extend_from_slice(&pki.ca_pem);
+    let endpoint = sync::quic::server(cfg.sync_listen, &chain, &pki.key_pem, &pki.ca_pem)
+        .map_err(|e| Error::Sync(cfg.sync_listen, e))?;
+    let sync_addr = endpoint
+        .local_addr()
+        .map_err(|e| Error::Bind(cfg.sync_listen, e))?;
+    let ca_pem = pki.ca_pem.clone();
+    let hub = hub::Hub::start(store.clone(), Arc::new(pki), cancel.child_token());
+    tracker.spawn(hub.serve(endpoint, cancel.child_token()));
+    // Written only now that the listeners are up, so "file exists" means "server is ready". A
     // changed address rewrites it with the same token.
     let kc = Kubeconfig {
         server,
-        ca_pem: pki.ca_pem.clone(),
+        ca_pem,
         token,
     };
     let rendered = kc.render("atoll", "admin");
@@ -166,9 +189,10 @@ pub async fn start(
     {
         pki::write_private(&kubeconfig_path, rendered.as_bytes())?;
     }
-    tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "cloud-core serving");
+    tracing::info!(%addr, %sync_addr, kubeconfig = %kubeconfig_path.display(), "cloud-core serving");
     Ok(Running {
         addr,
+        sync_addr,
         store,
         admin_kubeconfig: kubeconfig_path,
     })

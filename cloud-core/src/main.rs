@@ -39,6 +39,18 @@ enum Cmd {
         #[arg(long, env = "ATOLL_MAX_BODY", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
         max_body: u64,
     },
+    /// Print a single-use join token for an edge site (creating the EdgeSite if absent).
+    JoinToken {
+        /// The system admin kubeconfig.
+        #[arg(long, env = "ATOLL_KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// The site.
+        #[arg(long, env = "ATOLL_SITE")]
+        site: String,
+        /// How long the token stays valid (e.g. 30m, 1h, 90s).
+        #[arg(long, env = "ATOLL_TTL", default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
     /// Print a kubeconfig for an administrator of a tenant.
     Kubeconfig {
         /// The system admin kubeconfig.
@@ -115,6 +127,72 @@ async fn tenant_kubeconfig(
     Ok(())
 }
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 30m, 1h, 90s)"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+async fn join_token(kubeconfig: PathBuf, site: String, ttl: Duration) -> anyhow::Result<()> {
+    if !apiserver::validate::is_dns1123_label(&site) {
+        anyhow::bail!("invalid site name {site:?}: must be an RFC 1123 label");
+    }
+    let admin = Kubeconfig::load(&kubeconfig)?;
+    let client = Client::new(admin.clone())?;
+    let es = serde_json::json!({"apiVersion": "edge.atoll.io/v1", "kind": "EdgeSite", "metadata": {"name": site}, "spec": {}});
+    match client
+        .request(
+            http::Method::POST,
+            "/apis/edge.atoll.io/v1/edgesites",
+            Some(&es),
+        )
+        .await
+    {
+        Ok(_) | Err(apiserver::client::ClientError::Status { code: 409, .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": ttl.as_secs()}});
+    let resp = client
+        .request(
+            http::Method::POST,
+            &format!("/apis/edge.atoll.io/v1/edgesites/{site}/token"),
+            Some(&body),
+        )
+        .await?;
+    let secret = resp
+        .pointer("/status/token")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| anyhow::anyhow!("the server returned no token"))?;
+    // The token carries the CA's hash, so the edge can authenticate the cloud at first contact.
+    let pin = {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(&admin.ca_pem)
+            .map_err(|e| anyhow::anyhow!("kubeconfig CA: {e}"))?;
+        sync::quic::fingerprint(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    println!("{secret}.{pin}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -140,7 +218,7 @@ fn main() -> ExitCode {
             Cmd::Serve {
                 data_dir,
                 listen,
-                sync_listen: _,
+                sync_listen,
                 tls_sans,
                 watch_window,
                 max_body,
@@ -150,6 +228,7 @@ fn main() -> ExitCode {
                 let cfg = cloud_core::ServeConfig {
                     data_dir,
                     listen,
+                    sync_listen,
                     tls_sans,
                     watch_window: watch_window as usize,
                     max_body: max_body as usize,
@@ -163,6 +242,11 @@ fn main() -> ExitCode {
                 tenant,
                 user,
             } => tenant_kubeconfig(kubeconfig, tenant, user).await,
+            Cmd::JoinToken {
+                kubeconfig,
+                site,
+                ttl,
+            } => join_token(kubeconfig, site, ttl).await,
         }
     });
     match result {

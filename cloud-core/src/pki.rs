@@ -18,6 +18,68 @@ pub struct Pki {
     pub cert_pem: Vec<u8>,
     /// Serving key (PEM).
     pub key_pem: Vec<u8>,
+    /// CA key (PEM); used only to sign site certificates.
+    ca_key_pem: Vec<u8>,
+}
+
+/// A certificate and its key, PEM.
+pub struct Issued {
+    /// Certificate.
+    pub cert_pem: String,
+    /// Private key.
+    pub key_pem: String,
+    /// SHA-256 of the certificate's DER (how the hub recognises it).
+    pub fingerprint: [u8; 32],
+}
+
+impl Pki {
+    /// Issue a certificate signed by the region CA: a client certificate for a site's sync
+    /// connection (`client`), or a serving certificate with `names` as SANs.
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[String],
+        client: bool,
+        days: i64,
+    ) -> Result<Issued, Error> {
+        let ca_key =
+            KeyPair::from_pem(&String::from_utf8_lossy(&self.ca_key_pem)).map_err(Error::Pki)?;
+        let issuer = ca_params()?.self_signed(&ca_key).map_err(Error::Pki)?;
+        let mut p = CertificateParams::new(names.to_vec()).map_err(Error::Pki)?;
+        p.distinguished_name.push(DnType::CommonName, common_name);
+        p.distinguished_name.push(
+            DnType::OrganizationName,
+            if client { "atoll:sites" } else { "atoll" },
+        );
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::hours(1);
+        p.not_after = now + time::Duration::days(days);
+        let key = KeyPair::generate().map_err(Error::Pki)?;
+        let cert = p.signed_by(&key, &issuer, &ca_key).map_err(Error::Pki)?;
+        let fingerprint = sync::quic::fingerprint(cert.der());
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            fingerprint,
+        })
+    }
+
+    /// SHA-256 of the CA certificate's DER: the pin carried in join tokens.
+    pub fn ca_fingerprint(&self) -> Result<[u8; 32], Error> {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(&self.ca_pem)
+            .map_err(|e| Error::Tls(apiserver::server::ServerError::Pem(e.to_string())))?;
+        Ok(sync::quic::fingerprint(&der))
+    }
 }
 
 /// Write a file readable only by its owner, atomically (temp file, fsync, rename).
@@ -95,5 +157,6 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
         ca_pem: read("ca.crt")?,
         cert_pem: read("apiserver.crt")?,
         key_pem: read("apiserver.key")?,
+        ca_key_pem: read("ca.key")?,
     })
 }

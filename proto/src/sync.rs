@@ -172,11 +172,48 @@ pub struct ErrorFrame {
     pub message: String,
 }
 
+/// Edge → cloud on a connection without a client certificate: join the region.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JoinRequest {
+    /// The site to join as (must match the token).
+    #[prost(string, tag = "1")]
+    pub site: String,
+    /// The secret part of the join token (the CA pin part stays with the edge).
+    #[prost(string, tag = "2")]
+    pub secret: String,
+    /// Extra names for the edge's serving certificate.
+    #[prost(string, repeated, tag = "3")]
+    pub serving_names: Vec<String>,
+}
+
+/// Cloud → edge: the site's credentials, signed by the region CA.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JoinResponse {
+    /// Region CA certificate (PEM).
+    #[prost(string, tag = "1")]
+    pub ca_pem: String,
+    /// Client certificate for sync (PEM).
+    #[prost(string, tag = "2")]
+    pub client_cert_pem: String,
+    /// Its key (PEM).
+    #[prost(string, tag = "3")]
+    pub client_key_pem: String,
+    /// Serving certificate for the edge API (PEM).
+    #[prost(string, tag = "4")]
+    pub serving_cert_pem: String,
+    /// Its key (PEM).
+    #[prost(string, tag = "5")]
+    pub serving_key_pem: String,
+}
+
 /// One message.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Frame {
     /// The message.
-    #[prost(oneof = "frame::Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(
+        oneof = "frame::Body",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
+    )]
     pub body: Option<frame::Body>,
 }
 
@@ -218,6 +255,12 @@ pub mod frame {
         /// Fatal error.
         #[prost(message, tag = "11")]
         Error(super::ErrorFrame),
+        /// Join request.
+        #[prost(message, tag = "12")]
+        JoinRequest(super::JoinRequest),
+        /// Join response.
+        #[prost(message, tag = "13")]
+        JoinResponse(super::JoinResponse),
     }
 }
 

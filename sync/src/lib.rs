@@ -6,6 +6,7 @@
 //! reconnect storms are deterministic unit tests (see `tests` in that module).
 
 pub mod protocol;
+pub mod quic;
 
 #[cfg(test)]
 mod sim;

@@ -652,5 +652,7 @@ fn name(b: &Body) -> &'static str {
         Body::Ping(_) => "Ping",
         Body::Pong(_) => "Pong",
         Body::Error(_) => "Error",
+        Body::JoinRequest(_) => "JoinRequest",
+        Body::JoinResponse(_) => "JoinResponse",
     }
 }

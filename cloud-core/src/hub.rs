@@ -1,0 +1,991 @@
+//! The sync hub: serves edge sites over QUIC.
+//!
+//! - The share tracker (one task) follows every store event in version order and keeps, per
+//!   site, the keys the site needs (its nodes, the pods bound to them, and what those pods
+//!   reference: namespace, tenant, service account, configmaps, secrets; the tokens of those
+//!   tenants), refcounted, plus a bounded log of downlink batches. A reconnecting site whose
+//!   version is still in its log gets exactly the missed batches; otherwise a snapshot.
+//! - Join: a single-use, expiring token (stored hashed) buys a client certificate and a
+//!   serving certificate signed by the region CA; the client certificate's fingerprint is the
+//!   site's identity from then on.
+//! - Uplink: edge-authoritative changes are applied under the site's authority, each in one
+//!   transaction with the site's applied sequence number.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apiserver::store::{Event, EventType, Key, Op, Precondition, Store};
+use proto::sync::{
+    frame::Body, Change, ChangeKind, ErrorFrame, Frame, JoinRequest, JoinResponse, ObjectKey, Up,
+};
+use serde_json::{json, Value};
+use sync::protocol::{Config, HubAction, HubSession};
+use sync::quic;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::pki::Pki;
+
+/// Annotation on objects created at an edge site: the site that owns them.
+pub const ORIGIN: &str = "edge.atoll.io/origin";
+/// Label on every node of a site.
+pub const SITE_LABEL: &str = proto::SITE_LABEL;
+/// Internal resource: join tokens by hash.
+pub const JOIN_TOKENS: &str = apiserver::api::JOIN_TOKENS;
+const SITE_CERTS: &str = "sitecerts";
+const SITE_SEQ: &str = "siteseqs";
+const EDGESITES: &str = "edgesites.edge.atoll.io";
+/// Most downlink changes kept per site for resuming.
+const LOG_LIMIT: usize = 100_000;
+
+/// The origin site of an object, if it was created at an edge.
+pub fn origin(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/annotations")?.get(ORIGIN)?.as_str()
+}
+
+fn obj_key(k: &Key) -> ObjectKey {
+    ObjectKey {
+        resource: k.resource.clone(),
+        tenant: k.tenant.clone(),
+        namespace: k.namespace.clone(),
+        name: k.name.clone(),
+    }
+}
+
+fn put(k: &Key, v: &Value) -> Change {
+    Change {
+        kind: ChangeKind::Put as i32,
+        key: Some(obj_key(k)),
+        object: serde_json::to_vec(v).unwrap_or_default(),
+    }
+}
+
+fn del(k: &Key) -> Change {
+    Change {
+        kind: ChangeKind::Delete as i32,
+        key: Some(obj_key(k)),
+        object: Vec::new(),
+    }
+}
+
+/// The keys a pod needs at its site (itself included).
+pub fn pod_refs(key: &Key, pod: &Value) -> Vec<Key> {
+    let (t, ns) = (key.tenant.as_str(), key.namespace.as_str());
+    let mut out = vec![key.clone(), Key::new("namespaces", t, "", ns)];
+    if !t.is_empty() {
+        out.push(Key::new("tenants", "", "", t));
+    }
+    let sa = pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    out.push(Key::new("serviceaccounts", t, ns, sa));
+    let mut add = |res: &str, name: Option<&str>| {
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            let k = Key::new(res, t, ns, n);
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+    };
+    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
+    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    for v in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add("configmaps", s(v, "/configMap/name").as_deref());
+        add("secrets", s(v, "/secret/secretName").as_deref());
+        for src in v
+            .pointer("/projected/sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add("configmaps", s(src, "/configMap/name").as_deref());
+            add("secrets", s(src, "/secret/name").as_deref());
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        for c in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+                add(
+                    "configmaps",
+                    s(e, "/valueFrom/configMapKeyRef/name").as_deref(),
+                );
+                add("secrets", s(e, "/valueFrom/secretKeyRef/name").as_deref());
+            }
+            for e in c
+                .get("envFrom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                add("configmaps", s(e, "/configMapRef/name").as_deref());
+                add("secrets", s(e, "/secretRef/name").as_deref());
+            }
+        }
+    }
+    for p in spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        add("secrets", s(p, "/name").as_deref());
+    }
+    out
+}
+
+/// What a subscribing session gets.
+pub enum Start {
+    /// Changes after the site's version follow on the channel.
+    Resume,
+    /// The whole share at `rv`, then changes after it on the channel.
+    Snapshot(u64, Vec<Change>),
+}
+
+type Batch = (u64, Arc<Vec<Change>>);
+
+struct Subscribe {
+    site: String,
+    applied_rv: u64,
+    reply: oneshot::Sender<(Start, mpsc::Receiver<Batch>)>,
+}
+
+#[derive(Default)]
+struct SiteFeed {
+    wanted: HashMap<Key, usize>,
+    pods: HashMap<Key, Vec<Key>>,
+    log: VecDeque<Batch>,
+    log_changes: usize,
+    log_start: u64,
+    sub: Option<mpsc::Sender<Batch>>,
+}
+
+/// Per-site share state, driven by store events in version order.
+struct Tracker {
+    objects: HashMap<Key, Arc<Value>>,
+    node_site: HashMap<String, String>,
+    pod_node: HashMap<Key, String>,
+    sites: HashMap<String, SiteFeed>,
+    rv: u64,
+}
+
+fn node_site(v: &Value) -> Option<String> {
+    v.pointer("/metadata/labels")?
+        .get(SITE_LABEL)?
+        .as_str()
+        .map(String::from)
+}
+
+impl Tracker {
+    fn new(rv: u64, items: Vec<(Key, Arc<Value>)>) -> Self {
+        let mut t = Tracker {
+            objects: HashMap::new(),
+            node_site: HashMap::new(),
+            pod_node: HashMap::new(),
+            sites: HashMap::new(),
+            rv,
+        };
+        let mut sink = HashMap::new();
+        // Nodes first, so pods find their sites.
+        let (nodes, rest): (Vec<_>, Vec<_>) =
+            items.into_iter().partition(|(k, _)| k.resource == "nodes");
+        for (k, v) in nodes.into_iter().chain(rest) {
+            t.objects.insert(k.clone(), v.clone());
+            t.track(&k, None, Some(&v), &mut sink);
+        }
+        for f in t.sites.values_mut() {
+            f.log_start = rv;
+        }
+        t
+    }
+
+    fn feed(&mut self, site: &str) -> &mut SiteFeed {
+        let rv = self.rv;
+        self.sites
+            .entry(site.to_string())
+            .or_insert_with(|| SiteFeed {
+                log_start: rv,
+                ..Default::default()
+            })
+    }
+
+    fn tokens_of(&self, tenant: &str) -> Vec<Key> {
+        self.objects
+            .iter()
+            .filter(|(k, v)| {
+                k.resource == apiserver::auth::TOKENS
+                    && v.get("tenant").and_then(Value::as_str) == Some(tenant)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Change the refcount of `key` at `site`, emitting the change when it enters or leaves.
+    fn want(&mut self, site: &str, key: &Key, delta: i64, out: &mut HashMap<String, Vec<Change>>) {
+        let feed = self.feed(site);
+        let c = feed.wanted.entry(key.clone()).or_insert(0);
+        let before = *c;
+        *c = (*c as i64 + delta).max(0) as usize;
+        let after = *c;
+        if after == 0 {
+            feed.wanted.remove(key);
+        }
+        let mut keys = vec![key.clone()];
+        if key.resource == "tenants" && (before == 0) != (after == 0) {
+            keys.extend(self.tokens_of(&key.name));
+        }
+        for k in keys {
+            match (before, after) {
+                (0, a) if a > 0 => {
+                    if let Some(v) = self.objects.get(&k) {
+                        if origin(v) != Some(site) {
+                            out.entry(site.to_string()).or_default().push(put(&k, v));
+                        }
+                    }
+                }
+                (b, 0) if b > 0 => out.entry(site.to_string()).or_default().push(del(&k)),
+                _ => {}
+            }
+        }
+    }
+
+    fn set_pod(
+        &mut self,
+        pod: &Key,
+        site: Option<&str>,
+        value: Option<&Value>,
+        out: &mut HashMap<String, Vec<Change>>,
+    ) {
+        // Remove from wherever it was.
+        let old_site = self
+            .pod_node
+            .get(pod)
+            .and_then(|n| self.node_site.get(n))
+            .cloned();
+        let old_refs = old_site
+            .as_ref()
+            .and_then(|s| self.sites.get_mut(s))
+            .and_then(|f| f.pods.remove(pod));
+        let new_refs = match (site, value) {
+            (Some(_), Some(v)) => Some(pod_refs(pod, v)),
+            _ => None,
+        };
+        if let (Some(s), Some(old)) = (&old_site, &old_refs) {
+            for k in old {
+                if new_refs
+                    .as_ref()
+                    .is_none_or(|n| !n.contains(k) || site != Some(s.as_str()))
+                {
+                    self.want(s, k, -1, out);
+                }
+            }
+        }
+        if let (Some(s), Some(new)) = (site, &new_refs) {
+            for k in new {
+                let had = old_site.as_deref() == Some(s)
+                    && old_refs.as_ref().is_some_and(|o| o.contains(k));
+                if !had {
+                    self.want(s, k, 1, out);
+                }
+            }
+            self.feed(s).pods.insert(pod.clone(), new.clone());
+        }
+    }
+
+    /// Membership changes caused by a change of `key`.
+    fn track(
+        &mut self,
+        key: &Key,
+        prev: Option<&Value>,
+        now: Option<&Value>,
+        out: &mut HashMap<String, Vec<Change>>,
+    ) {
+        match key.resource.as_str() {
+            "nodes" => {
+                let old = prev.and_then(node_site);
+                let new = now.and_then(node_site);
+                if old != new {
+                    if let Some(s) = &old {
+                        self.want(s, key, -1, out);
+                        self.node_site.remove(&key.name);
+                    }
+                    if let Some(s) = &new {
+                        self.node_site.insert(key.name.clone(), s.clone());
+                        self.want(s, key, 1, out);
+                    }
+                    // Pods on this node move with it.
+                    let pods: Vec<Key> = self
+                        .pod_node
+                        .iter()
+                        .filter(|(_, n)| **n == key.name)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for p in pods {
+                        let v = self.objects.get(&p).cloned();
+                        if let Some(s) = &old {
+                            if let Some(refs) =
+                                self.sites.get_mut(s).and_then(|f| f.pods.remove(&p))
+                            {
+                                for k in refs {
+                                    self.want(s, &k, -1, out);
+                                }
+                            }
+                        }
+                        if let (Some(s), Some(v)) = (&new, v) {
+                            let refs = pod_refs(&p, &v);
+                            for k in &refs {
+                                self.want(s, k, 1, out);
+                            }
+                            self.feed(s).pods.insert(p.clone(), refs);
+                        }
+                    }
+                }
+            }
+            "pods" => {
+                let node = now
+                    .and_then(|v| v.pointer("/spec/nodeName"))
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                    .map(String::from);
+                let site = node.as_ref().and_then(|n| self.node_site.get(n)).cloned();
+                self.set_pod(key, site.as_deref(), now, out);
+                match node {
+                    Some(n) => {
+                        self.pod_node.insert(key.clone(), n);
+                    }
+                    None => {
+                        self.pod_node.remove(key);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn process(&mut self, e: &Event) {
+        self.rv = e.rv;
+        let now = (e.kind != EventType::Deleted).then(|| e.object.clone());
+        match &now {
+            Some(v) => {
+                self.objects.insert(e.key.clone(), v.clone());
+            }
+            None => {
+                self.objects.remove(&e.key);
+            }
+        }
+        let mut out: HashMap<String, Vec<Change>> = HashMap::new();
+        self.track(&e.key, e.prev.as_deref(), now.as_deref(), &mut out);
+        // Content changes of keys a site already holds.
+        let token_tenant = (e.key.resource == apiserver::auth::TOKENS).then(|| {
+            e.object
+                .get("tenant")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
+        let sites: Vec<String> = self.sites.keys().cloned().collect();
+        for s in sites {
+            let f = &self.sites[&s];
+            let held = f.wanted.contains_key(&e.key)
+                || token_tenant.as_ref().is_some_and(|t| {
+                    !t.is_empty() && f.wanted.contains_key(&Key::new("tenants", "", "", t))
+                });
+            if !held
+                || out
+                    .get(&s)
+                    .is_some_and(|c| c.iter().any(|c| c.key.as_ref() == Some(&obj_key(&e.key))))
+            {
+                continue;
+            }
+            match &now {
+                Some(v) if origin(v) == Some(s.as_str()) => {}
+                Some(v) => out.entry(s).or_default().push(put(&e.key, v)),
+                None => out.entry(s).or_default().push(del(&e.key)),
+            }
+        }
+        for (s, changes) in out {
+            let feed = self.feed(&s);
+            let batch: Batch = (e.rv, Arc::new(changes));
+            feed.log_changes += batch.1.len();
+            feed.log.push_back(batch.clone());
+            while feed.log_changes > LOG_LIMIT {
+                match feed.log.pop_front() {
+                    Some((rv, c)) => {
+                        feed.log_changes -= c.len();
+                        feed.log_start = rv;
+                    }
+                    None => break,
+                }
+            }
+            if let Some(tx) = &feed.sub {
+                if tx.try_send(batch).is_err() {
+                    // A slow or gone session: drop it; it resumes from the log on reconnect.
+                    feed.sub = None;
+                }
+            }
+        }
+    }
+
+    fn subscribe(&mut self, site: &str, applied_rv: u64) -> (Start, mpsc::Receiver<Batch>) {
+        let rv = self.rv;
+        let (tx, rx) = mpsc::channel(4096);
+        let feed = self.feed(site);
+        let start = if applied_rv > 0 && applied_rv >= feed.log_start && applied_rv <= rv {
+            for b in feed.log.iter().filter(|(r, _)| *r > applied_rv) {
+                if tx.try_send(b.clone()).is_err() {
+                    break;
+                }
+            }
+            Start::Resume
+        } else {
+            let keys: Vec<Key> = feed.wanted.keys().cloned().collect();
+            let mut changes = Vec::new();
+            for k in keys {
+                let mut ks = vec![k.clone()];
+                if k.resource == "tenants" {
+                    ks.extend(self.tokens_of(&k.name));
+                }
+                for k in ks {
+                    if let Some(v) = self.objects.get(&k) {
+                        if origin(v) != Some(site) {
+                            changes.push(put(&k, v));
+                        }
+                    }
+                }
+            }
+            Start::Snapshot(rv, changes)
+        };
+        self.feed(site).sub = Some(tx);
+        (start, rx)
+    }
+}
+
+/// Handle to the share tracker task.
+#[derive(Clone)]
+pub struct Shares {
+    tx: mpsc::Sender<Subscribe>,
+}
+
+impl Shares {
+    /// Start tracking shares over `store`.
+    pub fn start(store: Store, cancel: CancellationToken) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Subscribe>(64);
+        tokio::spawn(async move {
+            loop {
+                let (rv, items, mut live) = store.snapshot_and_watch();
+                let mut t = Tracker::new(rv, items);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        ev = live.recv() => match ev {
+                            Ok(e) => if e.rv > t.rv { t.process(&e) },
+                            Err(_) => {
+                                tracing::warn!("share tracker fell behind the store; rebuilding (sites will resync)");
+                                break;
+                            }
+                        },
+                        cmd = rx.recv() => match cmd {
+                            Some(s) => {
+                                let r = t.subscribe(&s.site, s.applied_rv);
+                                let _ = s.reply.send(r);
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            }
+        });
+        Shares { tx }
+    }
+
+    async fn subscribe(
+        &self,
+        site: &str,
+        applied_rv: u64,
+    ) -> Option<(Start, mpsc::Receiver<Batch>)> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Subscribe {
+                site: site.to_string(),
+                applied_rv,
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+}
+
+/// What the hub knows about connected sites (for EdgeSite status).
+#[derive(Default)]
+struct Live {
+    connected: HashMap<String, u64>,
+}
+
+/// The hub.
+pub struct Hub {
+    store: Store,
+    pki: Arc<Pki>,
+    shares: Shares,
+    live: Mutex<Live>,
+    cfg: Config,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn now_str() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Hub {
+    /// Build the hub and start its share tracker and status loop.
+    pub fn start(store: Store, pki: Arc<Pki>, cancel: CancellationToken) -> Arc<Self> {
+        let shares = Shares::start(store.clone(), cancel.clone());
+        let hub = Arc::new(Hub {
+            store,
+            pki,
+            shares,
+            live: Mutex::new(Live::default()),
+            cfg: Config::default(),
+        });
+        let h = hub.clone();
+        tokio::spawn(async move {
+            loop {
+                h.update_status().await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        });
+        hub
+    }
+
+    /// Accept site connections on `endpoint` until cancelled.
+    pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint, cancel: CancellationToken) {
+        loop {
+            let incoming = tokio::select! {
+                _ = cancel.cancelled() => { endpoint.close(0u32.into(), b"shutting down"); return }
+                i = endpoint.accept() => match i { Some(i) => i, None => return },
+            };
+            let hub = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                if let Err(e) = hub.connection(incoming).await {
+                    tracing::info!(%remote, error = %e, "sync connection ended");
+                }
+            });
+        }
+    }
+
+    fn site_of_cert(&self, conn: &quinn::Connection) -> Option<String> {
+        let certs = conn
+            .peer_identity()?
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()?;
+        let fp = hex(&quic::fingerprint(certs.first()?));
+        let rec = self.store.get(&Key::new(SITE_CERTS, "", "", &fp))?;
+        rec.get("site").and_then(Value::as_str).map(String::from)
+    }
+
+    async fn connection(self: Arc<Self>, incoming: quinn::Incoming) -> Result<(), String> {
+        let conn = incoming.await.map_err(|e| e.to_string())?;
+        let site = self.site_of_cert(&conn);
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let first = quic::read_frame(&mut recv)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("stream closed before hello")?;
+        match (first.body, site) {
+            (Some(Body::JoinRequest(j)), _) => {
+                let reply = match self.join(&j).await {
+                    Ok(r) => Frame::new(Body::JoinResponse(r)),
+                    Err(msg) => {
+                        tracing::warn!(site = %j.site, reason = %msg, "join refused");
+                        Frame::new(Body::Error(ErrorFrame {
+                            retryable: false,
+                            message: msg,
+                        }))
+                    }
+                };
+                quic::write_frame(&mut send, &reply)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+                Ok(())
+            }
+            (Some(Body::Hello(h)), Some(site)) => self.session(conn, send, recv, site, h).await,
+            (Some(Body::Hello(h)), None) => {
+                let msg = format!(
+                    "site {:?} presented no certificate issued at join; join first",
+                    h.site
+                );
+                let f = Frame::new(Body::Error(ErrorFrame {
+                    retryable: false,
+                    message: msg.clone(),
+                }));
+                let _ = quic::write_frame(&mut send, &f).await;
+                let _ = send.finish();
+                Err(msg)
+            }
+            _ => Err("unexpected first frame".into()),
+        }
+    }
+
+    async fn join(&self, j: &JoinRequest) -> Result<JoinResponse, String> {
+        let key = Key::new(JOIN_TOKENS, "", "", &apiserver::auth::hash_token(&j.secret));
+        let rec = self.store.get(&key).ok_or("invalid join token")?;
+        let site = rec.get("site").and_then(Value::as_str).unwrap_or("");
+        if site != j.site {
+            return Err(format!("join token is for site {site:?}, not {:?}", j.site));
+        }
+        if rec.get("used").and_then(Value::as_bool) == Some(true) {
+            return Err("join token already used".into());
+        }
+        let expired = rec
+            .get("expires")
+            .and_then(Value::as_str)
+            .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+            .is_none_or(|e| e < chrono::Utc::now());
+        if expired {
+            return Err("join token expired".into());
+        }
+        if self.store.get(&Key::new(EDGESITES, "", "", site)).is_none() {
+            return Err(format!("edge site {site:?} does not exist"));
+        }
+        let client = self
+            .pki
+            .issue(site, &[format!("{site}.sites.atoll.internal")], true, 365)
+            .map_err(|e| format!("issuing certificate: {e}"))?;
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        names.extend(
+            j.serving_names
+                .iter()
+                .filter(|n| !n.is_empty() && n.len() < 254)
+                .take(16)
+                .cloned(),
+        );
+        let serving = self
+            .pki
+            .issue(&format!("edge-{site}"), &names, false, 365)
+            .map_err(|e| format!("issuing certificate: {e}"))?;
+        let mut used = (*rec).clone();
+        used["used"] = json!(true);
+        let rv = apiserver::store::object_rv(&rec).unwrap_or(0);
+        let cert_rec = json!({"metadata": {"name": hex(&client.fingerprint)}, "site": site, "issued": now_str()});
+        self.store
+            .commit(vec![
+                Op::Put {
+                    key,
+                    value: used,
+                    pre: Precondition::Version(rv),
+                },
+                Op::Put {
+                    key: Key::new(SITE_CERTS, "", "", &hex(&client.fingerprint)),
+                    value: cert_rec,
+                    pre: Precondition::Absent,
+                },
+            ])
+            .await
+            .map_err(|_| "join token already used".to_string())?;
+        tracing::info!(%site, "site joined");
+        Ok(JoinResponse {
+            ca_pem: String::from_utf8_lossy(&self.pki.ca_pem).into_owned(),
+            client_cert_pem: client.cert_pem,
+            client_key_pem: client.key_pem,
+            serving_cert_pem: serving.cert_pem,
+            serving_key_pem: serving.key_pem,
+        })
+    }
+
+    fn up_applied(&self, site: &str) -> u64 {
+        self.store
+            .get(&Key::new(SITE_SEQ, "", "", site))
+            .and_then(|v| v.get("seq").and_then(Value::as_u64))
+            .unwrap_or(0)
+    }
+
+    async fn session(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        site: String,
+        hello: proto::sync::Hello,
+    ) -> Result<(), String> {
+        let now = || tokio::time::Instant::now().into_std();
+        let mut s = HubSession::new(self.cfg.clone(), &site, self.up_applied(&site), now());
+        s.handle(Frame::new(Body::Hello(hello)), now());
+        // Frames are read on their own task: reads are not cancel-safe inside select!.
+        let (ftx, mut frx) = mpsc::channel::<Frame>(256);
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(f)) = quic::read_frame(&mut recv).await {
+                if ftx.send(f).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut feed: Option<mpsc::Receiver<Batch>> = None;
+        self.live
+            .lock()
+            .map(|mut l| l.connected.insert(site.clone(), 0))
+            .ok();
+        self.update_status().await;
+        tracing::info!(%site, remote = %conn.remote_address(), "site connected");
+        let result = 'session: loop {
+            while let Some(f) = s.poll_transmit(now()) {
+                if let Err(e) = quic::write_frame(&mut send, &f).await {
+                    break 'session format!("write failed: {e}");
+                }
+            }
+            let mut closed = None;
+            while let Some(a) = s.poll_action() {
+                match a {
+                    HubAction::Hello { applied_rv } => {
+                        match self.shares.subscribe(&site, applied_rv).await {
+                            Some((Start::Resume, rx)) => {
+                                s.resume(applied_rv, now());
+                                feed = Some(rx);
+                            }
+                            Some((Start::Snapshot(rv, changes), rx)) => {
+                                tracing::info!(%site, applied_rv, rv, objects = changes.len(), "sending snapshot");
+                                s.snapshot(rv, changes, now());
+                                feed = Some(rx);
+                            }
+                            None => closed = Some("hub shutting down".to_string()),
+                        }
+                    }
+                    HubAction::ApplyUp(up) => {
+                        let seq = up.seq;
+                        if let Err(e) = self.apply_up(&site, up).await {
+                            closed = Some(format!("applying uplink {seq}: {e}"));
+                            break;
+                        }
+                        s.up_applied(seq);
+                    }
+                    HubAction::DownAcked(rv) => {
+                        self.live
+                            .lock()
+                            .map(|mut l| l.connected.insert(site.clone(), rv))
+                            .ok();
+                    }
+                    HubAction::Close(c) => closed = Some(c.reason),
+                }
+            }
+            if let Some(reason) = closed {
+                while let Some(f) = s.poll_transmit(now()) {
+                    let _ = quic::write_frame(&mut send, &f).await;
+                }
+                break reason;
+            }
+            let wants = s.wants_down();
+            let deadline = tokio::time::Instant::from_std(s.next_timeout());
+            tokio::select! {
+                f = frx.recv() => match f {
+                    Some(f) => s.handle(f, now()),
+                    None => break "connection closed".to_string(),
+                },
+                b = async { feed.as_mut()?.recv().await }, if wants && feed.is_some() => match b {
+                    Some((rv, changes)) => s.push_down(rv, (*changes).clone()),
+                    None => break "share feed dropped (site too slow)".to_string(),
+                },
+                _ = tokio::time::sleep_until(deadline) => s.handle_timeout(now()),
+            }
+        };
+        reader.abort();
+        conn.close(0u32.into(), b"bye");
+        self.live.lock().map(|mut l| l.connected.remove(&site)).ok();
+        self.update_status().await;
+        tracing::info!(%site, reason = %result, "site disconnected");
+        Ok(())
+    }
+
+    /// Apply one uplink change under the site's authority, atomically with its sequence.
+    async fn apply_up(&self, site: &str, up: Up) -> Result<(), String> {
+        let k = up.key.clone().ok_or("uplink without a key")?;
+        let key = Key::new(&k.resource, &k.tenant, &k.namespace, &k.name);
+        let seq_key = Key::new(SITE_SEQ, "", "", site);
+        let seq_rec = json!({"metadata": {"name": site}, "seq": up.seq});
+        let current = self.store.get(&key);
+        let owned_by_site = current.as_deref().is_none_or(|c| origin(c) == Some(site));
+        let in_share = match current.as_deref() {
+            Some(c) if key.resource == "nodes" => node_site(c).as_deref() == Some(site),
+            Some(c) if key.resource == "pods" => {
+                let node = c
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.store
+                    .get(&Key::new("nodes", "", "", node))
+                    .is_some_and(|n| node_site(&n).as_deref() == Some(site))
+            }
+            _ => false,
+        };
+        let mut ops = Vec::new();
+        let kind = ChangeKind::try_from(up.kind).map_err(|_| "unknown change kind")?;
+        match kind {
+            ChangeKind::Put if owned_by_site => {
+                let mut v: Value =
+                    serde_json::from_slice(&up.object).map_err(|e| format!("bad object: {e}"))?;
+                v["metadata"]["annotations"][ORIGIN] = json!(site);
+                if key.resource == "nodes" {
+                    v["metadata"]["labels"][SITE_LABEL] = json!(site);
+                }
+                if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                let pre = if current.is_some() {
+                    Precondition::Exists
+                } else {
+                    Precondition::Absent
+                };
+                ops.push(Op::Put {
+                    key: key.clone(),
+                    value: v,
+                    pre,
+                });
+            }
+            ChangeKind::Status if owned_by_site || in_share => {
+                if let Some(c) = &current {
+                    let v: Value = serde_json::from_slice(&up.object)
+                        .map_err(|e| format!("bad object: {e}"))?;
+                    let mut n = (**c).clone();
+                    n["status"] = v.get("status").cloned().unwrap_or(Value::Null);
+                    let rv = apiserver::store::object_rv(c).unwrap_or(0);
+                    ops.push(Op::Put {
+                        key: key.clone(),
+                        value: n,
+                        pre: Precondition::Version(rv),
+                    });
+                }
+            }
+            ChangeKind::Delete
+                if current.is_some()
+                    && (owned_by_site
+                        || (in_share
+                            && current.as_deref().is_some_and(|c| {
+                                c.pointer("/metadata/deletionTimestamp").is_some()
+                            }))) =>
+            {
+                ops.push(Op::Delete {
+                    key: key.clone(),
+                    pre: Precondition::Exists,
+                });
+            }
+            ChangeKind::Delete if current.is_none() => {}
+            _ => {
+                tracing::warn!(%site, key = ?key, ?kind, "uplink refused: not the site's to write");
+            }
+        }
+        ops.push(Op::Put {
+            key: seq_key.clone(),
+            value: seq_rec.clone(),
+            pre: Precondition::Any,
+        });
+        match self.store.commit(ops).await {
+            Ok(_) => Ok(()),
+            // Concurrent cloud change of the same object: the edge's status loses this race and
+            // will send a newer one; record the sequence so the stream moves on.
+            Err(apiserver::store::StoreError::Conflict(_))
+            | Err(apiserver::store::StoreError::AlreadyExists(_))
+            | Err(apiserver::store::StoreError::NotFound(_)) => {
+                tracing::debug!(%site, key = ?key, "uplink change lost a race with a cloud write");
+                self.store
+                    .put(seq_key, seq_rec, Precondition::Any)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Write every EdgeSite's status: Connected, last seen, node count, applied version.
+    async fn update_status(&self) {
+        let (_, sites) = self.store.list(
+            &apiserver::store::Scope {
+                resource: EDGESITES.into(),
+                tenant: Some(String::new()),
+                namespace: None,
+            },
+            None,
+        );
+        let (_, nodes) = self.store.list(
+            &apiserver::store::Scope {
+                resource: "nodes".into(),
+                tenant: Some(String::new()),
+                namespace: None,
+            },
+            None,
+        );
+        let connected = self
+            .live
+            .lock()
+            .map(|l| l.connected.clone())
+            .unwrap_or_default();
+        for (k, v) in sites {
+            let name = k.name.clone();
+            let up = connected.get(&name);
+            let count = nodes
+                .iter()
+                .filter(|(_, n)| node_site(n).as_deref() == Some(name.as_str()))
+                .count();
+            let mut n = (*v).clone();
+            let old_status = v.get("status").cloned();
+            let was = v
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c["type"] == "Connected"))
+                .and_then(|c| c.get("status"))
+                .and_then(Value::as_str)
+                .map(String::from);
+            let status = if up.is_some() { "True" } else { "False" };
+            let transition = if was.as_deref() == Some(status) {
+                v.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Connected"))
+                    .and_then(|c| c.get("lastTransitionTime"))
+                    .cloned()
+                    .unwrap_or(json!(now_str()))
+            } else {
+                json!(now_str())
+            };
+            let reason = if up.is_some() {
+                "SyncConnected"
+            } else {
+                "SyncDisconnected"
+            };
+            n["status"]["conditions"] = json!([{"type": "Connected", "status": status, "reason": reason, "message": "", "lastTransitionTime": transition}]);
+            n["status"]["nodeCount"] = json!(count);
+            if let Some(rv) = up {
+                n["status"]["lastSeen"] = json!(now_str());
+                if *rv > 0 {
+                    n["status"]["appliedVersion"] = json!(rv.to_string());
+                }
+            }
+            if n.get("status") == old_status.as_ref() {
+                continue;
+            }
+            let rv = apiserver::store::object_rv(&v).unwrap_or(0);
+            let _ = self.store.put(k, n, Precondition::Version(rv)).await;
+        }
+    }
+}
