@@ -158,6 +158,35 @@ pub struct Api {
     pub openapi: OpenApi,
     /// Knobs.
     pub config: ApiConfig,
+    /// Admission and transaction hooks (edge-core's authority rules and outbox).
+    pub hooks: Option<Arc<dyn Hooks>>,
+}
+
+/// A write seen by [`Hooks::admit`].
+pub enum Write<'a> {
+    /// A new object (the hook may annotate it).
+    Create(&'a mut Value),
+    /// A change of `current`; `status` when through the status subresource.
+    Update {
+        /// The stored object.
+        current: &'a Value,
+        /// Status subresource.
+        status: bool,
+    },
+    /// A deletion (or a deletion request) of `current`.
+    Delete {
+        /// The stored object.
+        current: &'a Value,
+    },
+}
+
+/// Extension points for a server that is not the source of truth for everything it serves.
+pub trait Hooks: Send + Sync {
+    /// Refuse or adjust a write before it is validated and committed.
+    fn admit(&self, res: &Resource, write: Write<'_>) -> ApiResult<()>;
+    /// Extra ops to commit in the same transaction as a write of `key` (`new` is `None` for a
+    /// deletion; `status` when only the status changed through its subresource).
+    fn also(&self, res: &Resource, key: &Key, new: Option<&Value>, status: bool) -> Vec<Op>;
 }
 
 fn now() -> String {
@@ -360,11 +389,49 @@ impl Target {
 impl Api {
     /// Build the API over a store.
     pub fn new(store: Store, config: ApiConfig) -> Arc<Self> {
+        Self::with_hooks(store, config, None)
+    }
+
+    /// Build the API with hooks.
+    pub fn with_hooks(store: Store, config: ApiConfig, hooks: Option<Arc<dyn Hooks>>) -> Arc<Self> {
         Arc::new(Api {
             store,
             openapi: OpenApi::build(),
             config,
+            hooks,
         })
+    }
+
+    /// The one path for writes of API objects: adds the hooks' ops to the transaction.
+    async fn write(
+        &self,
+        res: &Resource,
+        key: Key,
+        new: Option<Value>,
+        pre: Precondition,
+        status: bool,
+    ) -> Result<Arc<Event>, StoreError> {
+        let extra = match &self.hooks {
+            Some(h) => h.also(res, &key, new.as_ref(), status),
+            None => Vec::new(),
+        };
+        let mut ops = vec![match new {
+            Some(value) => Op::Put { key, value, pre },
+            None => Op::Delete { key, pre },
+        }];
+        ops.extend(extra);
+        let mut evs = self.store.commit(ops).await?;
+        if evs.is_empty() {
+            return Err(StoreError::Closed);
+        }
+        Ok(evs.swap_remove(0))
+    }
+
+    fn admit(&self, res: &Resource, w: Write<'_>) -> ApiResult<()> {
+        match &self.hooks {
+            Some(h) => h.admit(res, w),
+            None => Ok(()),
+        }
     }
 
     /// Identify the caller from the `Authorization` header.
@@ -753,7 +820,8 @@ impl Api {
 
     async fn create(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
         let body = parse_body(&req.headers, &req.body)?;
-        let (obj, warnings) = self.prepare_create(t, req, body)?;
+        let (mut obj, warnings) = self.prepare_create(t, req, body)?;
+        self.admit(t.res, Write::Create(&mut obj))?;
         let name = meta_str(&obj, "name").to_string();
         if t.res.namespaced {
             let ns = t.namespace.as_deref().unwrap_or("");
@@ -775,12 +843,17 @@ impl Api {
             }
             return Ok(Reply::json(StatusCode::CREATED, &obj).warn(warnings));
         }
+        let extra = match &self.hooks {
+            Some(h) => h.also(t.res, &key, Some(&obj), false),
+            None => Vec::new(),
+        };
         let mut ops = vec![Op::Put {
             key,
             value: obj,
             pre: Precondition::Absent,
         }];
         ops.extend(companions(t, &name));
+        ops.extend(extra);
         let evs = self
             .store
             .commit(ops)
@@ -803,6 +876,7 @@ impl Api {
         q: &Query,
     ) -> ApiResult<(Value, Vec<String>)> {
         let res = t.res;
+        self.admit(res, Write::Update { current, status })?;
         if !body.is_object() {
             return Err(ApiError::bad_request(format!(
                 "the body must be a {} object",
@@ -891,6 +965,7 @@ impl Api {
 
     /// Commit `new` over `current` (at version `pre`), finishing a deletion whose finalizers
     /// are gone.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_update(
         &self,
         t: &Target,
@@ -899,6 +974,7 @@ impl Api {
         new: Value,
         pre: Precondition,
         dry: bool,
+        status: bool,
     ) -> ApiResult<Value> {
         let same = {
             let (mut a, mut b) = (current.clone(), new.clone());
@@ -926,9 +1002,9 @@ impl Api {
                     > 0)
             && !matches!(t.res.plural, "namespaces" | "tenants");
         let ev = if finalized {
-            self.store.delete(key, pre).await
+            self.write(t.res, key, None, pre, false).await
         } else {
-            self.store.put(key, new, pre).await
+            self.write(t.res, key, Some(new), pre, status).await
         }
         .map_err(|e| store_err(t.res, t.name(), e))?;
         Ok((*ev.object).clone())
@@ -960,7 +1036,7 @@ impl Api {
         };
         let (new, warnings) = self.merge_update(t, &current, body, status, &req.query)?;
         let out = self
-            .commit_update(t, key, &current, new, pre, dry_run(&req.query)?)
+            .commit_update(t, key, &current, new, pre, dry_run(&req.query)?, status)
             .await?;
         Ok(Reply::json(StatusCode::OK, &out).warn(warnings))
     }
@@ -1017,6 +1093,7 @@ impl Api {
                     new,
                     Precondition::Version(cur_rv),
                     dry_run(&req.query)?,
+                    status,
                 )
                 .await
             {
@@ -1050,6 +1127,7 @@ impl Api {
                 .store
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, &name))?;
+            self.admit(t.res, Write::Delete { current: &current })?;
             let rv = crate::store::object_rv(&current).unwrap_or(0);
             if let Some(u) = &opts.uid {
                 if u != meta_str(&current, "uid") {
@@ -1130,8 +1208,13 @@ impl Api {
                     return Ok(new);
                 }
                 match self
-                    .store
-                    .put(key.clone(), new, Precondition::Version(rv))
+                    .write(
+                        t.res,
+                        key.clone(),
+                        Some(new),
+                        Precondition::Version(rv),
+                        false,
+                    )
                     .await
                 {
                     Ok(ev) => return Ok((*ev.object).clone()),
@@ -1143,8 +1226,7 @@ impl Api {
                 return Ok((*current).clone());
             }
             match self
-                .store
-                .delete(key.clone(), Precondition::Version(rv))
+                .write(t.res, key.clone(), None, Precondition::Version(rv), false)
                 .await
             {
                 Ok(ev) => return Ok((*ev.object).clone()),

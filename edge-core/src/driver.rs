@@ -1,0 +1,321 @@
+//! The edge's sync driver: connects to the cloud with the site's certificate, runs an
+//! [`EdgeSession`] per connection, applies the downlink to the local store (atomically with the
+//! applied version) and feeds the persistent outbox up. Reconnects with jittered, capped
+//! backoff; everything it needs across connections is in the local store.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiserver::store::{EventType, Key, Op, Precondition, Scope, Store};
+use proto::sync::{Change, ChangeKind, Frame, ObjectKey, Up};
+use serde_json::{json, Value};
+use sync::protocol::{Config, EdgeAction, EdgeSession};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hooks::OUTBOX;
+use crate::{cloud_addr, is_owned, Creds};
+
+const STATE: &str = "syncstate";
+/// Kinds a snapshot replaces wholesale (namespaces and tenants stay: the site keeps working
+/// in them offline).
+const SNAPSHOT_KINDS: &[&str] = &[
+    "pods",
+    "nodes",
+    "configmaps",
+    "secrets",
+    "serviceaccounts",
+    "tokens",
+    "events",
+    "leases.coordination.k8s.io",
+];
+/// Kinds whose status the edge owns even when the cloud owns the spec.
+const EDGE_STATUS: &[&str] = &["pods", "nodes"];
+
+/// Durable sync position.
+#[derive(Clone, Copy, Debug, Default)]
+struct State {
+    applied_rv: u64,
+    up_base: u64,
+}
+
+/// The sync driver.
+pub struct Driver {
+    site: String,
+    cloud: String,
+    store: Store,
+    creds: Arc<Creds>,
+    cfg: Config,
+}
+
+fn key_of(k: &ObjectKey) -> Key {
+    Key::new(&k.resource, &k.tenant, &k.namespace, &k.name)
+}
+
+impl Driver {
+    /// A driver for `site` against the cloud at `cloud` (HOST:PORT).
+    pub fn new(site: String, cloud: String, store: Store, creds: Creds) -> Self {
+        Driver {
+            site,
+            cloud,
+            store,
+            creds: Arc::new(creds),
+            cfg: Config::default(),
+        }
+    }
+
+    fn state(&self) -> State {
+        let v = self.store.get(&Key::new(STATE, "", "", "state"));
+        let n = |f: &str| {
+            v.as_ref()
+                .and_then(|v| v.get(f))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        State {
+            applied_rv: n("appliedRv"),
+            up_base: n("upBase"),
+        }
+    }
+
+    fn state_op(st: State) -> Op {
+        Op::Put {
+            key: Key::new(STATE, "", "", "state"),
+            value: json!({"metadata": {"name": "state"}, "appliedRv": st.applied_rv, "upBase": st.up_base}),
+            pre: Precondition::Any,
+        }
+    }
+
+    /// Run until cancelled: connect, sync, reconnect.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let started = tokio::time::Instant::now();
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.connection() => r,
+            };
+            match result {
+                Ok(reason) => tracing::info!(site = %self.site, %reason, "sync connection ended"),
+                Err(e) => tracing::warn!(site = %self.site, error = %e, "sync connection failed"),
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(200);
+            }
+            // Jittered, capped exponential backoff.
+            let jitter = Duration::from_millis(
+                u64::from(std::process::id() % 7) * 20
+                    + (started.elapsed().subsec_millis() % 100) as u64,
+            );
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff + jitter) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn outbox_up(rec: &Value, seq: u64) -> Up {
+        let k = rec.get("key").cloned().unwrap_or(Value::Null);
+        let s = |f: &str| k.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = match rec.get("kind").and_then(Value::as_str) {
+            Some("Delete") => ChangeKind::Delete,
+            Some("Status") => ChangeKind::Status,
+            _ => ChangeKind::Put,
+        };
+        let object = match rec.get("object") {
+            Some(Value::Null) | None => Vec::new(),
+            Some(o) => serde_json::to_vec(o).unwrap_or_default(),
+        };
+        Up {
+            seq,
+            kind: kind as i32,
+            key: Some(ObjectKey {
+                resource: s("resource"),
+                tenant: s("tenant"),
+                namespace: s("namespace"),
+                name: s("name"),
+            }),
+            object,
+        }
+    }
+
+    async fn connection(&self) -> Result<String, String> {
+        let now = || tokio::time::Instant::now().into_std();
+        // Outbox as of now, in commit order, and the stream of later entries.
+        let scope = Scope {
+            resource: OUTBOX.into(),
+            tenant: Some(String::new()),
+            namespace: None,
+        };
+        let (_, mut items, mut live) = self.store.list_and_watch(&scope);
+        items.sort_by_key(|(_, v)| apiserver::store::object_rv(v).unwrap_or(0));
+        let mut st = self.state();
+        let mut wire: VecDeque<(u64, Key)> = VecDeque::new();
+        let mut ups = Vec::new();
+        for (i, (k, v)) in items.iter().enumerate() {
+            let seq = st.up_base + 1 + i as u64;
+            wire.push_back((seq, k.clone()));
+            ups.push(Self::outbox_up(v, seq));
+        }
+        let mut next_seq = st.up_base + 1 + items.len() as u64;
+        let seen_keys: HashSet<Key> = items.iter().map(|(k, _)| k.clone()).collect();
+
+        let (addr, host) = cloud_addr(&self.cloud).map_err(|e| e.to_string())?;
+        let ep = sync::quic::client(sync::quic::ClientAuth::Mutual {
+            ca_pem: &self.creds.ca,
+            cert_pem: &self.creds.client.0,
+            key_pem: &self.creds.client.1,
+        })
+        .map_err(|e| e.to_string())?;
+        let conn = ep
+            .connect(addr, &host)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut s = EdgeSession::new(self.cfg.clone(), &self.site, st.applied_rv, ups, now());
+        let (ftx, mut frx) = mpsc::channel::<Frame>(256);
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(f)) = sync::quic::read_frame(&mut recv).await {
+                if ftx.send(f).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tracing::info!(site = %self.site, cloud = %self.cloud, applied_rv = st.applied_rv, outbox = wire.len(), "connected to the cloud");
+        let mut snapshot: Option<HashSet<Key>> = None;
+        let result = 'conn: loop {
+            while let Some(f) = s.poll_transmit(now()) {
+                if let Err(e) = sync::quic::write_frame(&mut send, &f).await {
+                    break 'conn format!("write failed: {e}");
+                }
+            }
+            while let Some(a) = s.poll_action() {
+                match a {
+                    EdgeAction::Apply(d) => {
+                        let in_snapshot = snapshot.is_some();
+                        if let Some(seen) = &mut snapshot {
+                            seen.extend(
+                                d.changes.iter().filter_map(|c| c.key.as_ref().map(key_of)),
+                            );
+                        }
+                        let mut ops: Vec<Op> =
+                            d.changes.iter().filter_map(|c| self.apply_op(c)).collect();
+                        if !in_snapshot {
+                            st.applied_rv = d.rv;
+                            ops.push(Self::state_op(st));
+                        }
+                        if let Err(e) = self.store.commit(ops).await {
+                            break 'conn format!("applying downlink {}: {e}", d.rv);
+                        }
+                        if !in_snapshot {
+                            s.applied(d.rv);
+                        }
+                    }
+                    EdgeAction::SnapshotBegin(rv) => {
+                        tracing::info!(site = %self.site, rv, "receiving snapshot");
+                        snapshot = Some(HashSet::new());
+                    }
+                    EdgeAction::SnapshotEnd(rv) => {
+                        let seen = snapshot.take().unwrap_or_default();
+                        let mut ops = Vec::new();
+                        for res in SNAPSHOT_KINDS {
+                            let (_, items) = self.store.list(
+                                &Scope {
+                                    resource: res.to_string(),
+                                    tenant: None,
+                                    namespace: None,
+                                },
+                                None,
+                            );
+                            for (k, v) in items {
+                                if !seen.contains(&k) && !is_owned(&v, &self.site) {
+                                    ops.push(Op::Delete {
+                                        key: k,
+                                        pre: Precondition::Any,
+                                    });
+                                }
+                            }
+                        }
+                        st.applied_rv = rv;
+                        ops.push(Self::state_op(st));
+                        if let Err(e) = self.store.commit(ops).await {
+                            break 'conn format!("finishing snapshot {rv}: {e}");
+                        }
+                        s.applied(rv);
+                    }
+                    EdgeAction::UpAcked(seq) => {
+                        let mut ops = Vec::new();
+                        while wire.front().is_some_and(|(w, _)| *w <= seq) {
+                            if let Some((_, k)) = wire.pop_front() {
+                                ops.push(Op::Delete {
+                                    key: k,
+                                    pre: Precondition::Any,
+                                });
+                            }
+                        }
+                        st.up_base = seq;
+                        ops.push(Self::state_op(st));
+                        if let Err(e) = self.store.commit(ops).await {
+                            break 'conn format!("recording uplink ack {seq}: {e}");
+                        }
+                    }
+                    EdgeAction::Close(c) => break 'conn c.reason,
+                }
+            }
+            let deadline = tokio::time::Instant::from_std(s.next_timeout());
+            tokio::select! {
+                f = frx.recv() => match f {
+                    Some(f) => s.handle(f, now()),
+                    None => break 'conn "connection closed".to_string(),
+                },
+                ev = live.recv() => match ev {
+                    Ok(e) if e.kind == EventType::Added && e.key.resource == OUTBOX && !seen_keys.contains(&e.key) => {
+                        wire.push_back((next_seq, e.key.clone()));
+                        s.push_up(Self::outbox_up(&e.object, next_seq));
+                        next_seq += 1;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break 'conn "fell behind the local store; reconnecting".to_string(),
+                },
+                _ = tokio::time::sleep_until(deadline) => s.handle_timeout(now()),
+            }
+        };
+        reader.abort();
+        conn.close(0u32.into(), b"bye");
+        Ok(result)
+    }
+
+    /// The local write for one downlink change; `None` when the edge owns the object.
+    fn apply_op(&self, c: &Change) -> Option<Op> {
+        let key = key_of(c.key.as_ref()?);
+        let current = self.store.get(&key);
+        if current.as_deref().is_some_and(|v| is_owned(v, &self.site)) {
+            return None;
+        }
+        match ChangeKind::try_from(c.kind).ok()? {
+            ChangeKind::Delete => current.map(|_| Op::Delete {
+                key,
+                pre: Precondition::Any,
+            }),
+            ChangeKind::Put | ChangeKind::Status => {
+                let mut v: Value = serde_json::from_slice(&c.object).ok()?;
+                if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                if EDGE_STATUS.contains(&key.resource.as_str()) {
+                    if let Some(local) = current.as_deref().and_then(|c| c.get("status")) {
+                        v["status"] = local.clone();
+                    }
+                }
+                Some(Op::Put {
+                    key,
+                    value: v,
+                    pre: Precondition::Any,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! edge-core: a site's control plane. It serves the Kubernetes API (the `apiserver` crate) on a
+//! local replica of the site's share, keeps it in sync with the cloud over QUIC (the `sync`
+//! crate), and keeps serving and accepting edge-owned writes while the cloud is unreachable.
+
+pub mod driver;
+pub mod hooks;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use apiserver::api::{default_sa, namespace_object, Api, ApiConfig};
+use apiserver::auth::{self, Identity};
+use apiserver::client::Kubeconfig;
+use apiserver::store::{Key, Op, Precondition, Scope, Store};
+use proto::sync::{frame::Body, Frame, JoinRequest};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// edge-core failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad configuration (exit 64).
+    #[error("{0}")]
+    Config(String),
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// Joining the region failed.
+    #[error("joining the region: {0}")]
+    Join(String),
+    /// The local store failed.
+    #[error("store")]
+    Store(#[from] apiserver::store::StoreError),
+    /// TLS setup failed.
+    #[error("tls")]
+    Tls(#[from] apiserver::server::ServerError),
+    /// The API address could not be bound.
+    #[error("binding {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+}
+
+/// Configuration of `edge-core serve`.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The cloud's sync address (HOST:PORT).
+    pub cloud: String,
+    /// This site's name.
+    pub site: String,
+    /// Join token (first start only).
+    pub join_token: Option<String>,
+    /// API listen address.
+    pub listen: SocketAddr,
+    /// Watch window of the local store.
+    pub watch_window: usize,
+}
+
+/// A running edge-core.
+pub struct Running {
+    /// API address.
+    pub addr: SocketAddr,
+    /// Local store.
+    pub store: Store,
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::Io(tmp.clone(), e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
+}
+
+/// Credentials a site holds after joining.
+pub struct Creds {
+    /// Region CA.
+    pub ca: Vec<u8>,
+    /// Sync client certificate and key.
+    pub client: (Vec<u8>, Vec<u8>),
+    /// API serving certificate and key.
+    pub serving: (Vec<u8>, Vec<u8>),
+}
+
+fn load_creds(pki: &Path) -> Option<Creds> {
+    let r = |n: &str| std::fs::read(pki.join(n)).ok();
+    Some(Creds {
+        ca: r("ca.crt")?,
+        client: (r("client.crt")?, r("client.key")?),
+        serving: (r("serving.crt")?, r("serving.key")?),
+    })
+}
+
+/// Split `HOST:PORT` into a socket address and a TLS server name.
+pub fn cloud_addr(cloud: &str) -> Result<(SocketAddr, String), Error> {
+    use std::net::ToSocketAddrs;
+    let (host, _) = cloud
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Config(format!("--cloud {cloud:?} must be HOST:PORT")))?;
+    let addr = cloud
+        .to_socket_addrs()
+        .map_err(|e| Error::Config(format!("--cloud {cloud:?}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::Config(format!("--cloud {cloud:?} resolves to nothing")))?;
+    Ok((addr, host.trim_matches(['[', ']']).to_string()))
+}
+
+/// Join the region with a token (`SECRET.CAHASH`), storing the credentials under `pki`.
+async fn join(cfg: &EdgeConfig, token: &str, pki: &Path) -> Result<Creds, Error> {
+    let (secret, pin_hex) = token
+        .rsplit_once('.')
+        .ok_or_else(|| Error::Config("malformed join token (expected SECRET.CAHASH)".into()))?;
+    let pin: Vec<u8> = (0..pin_hex.len())
+        .step_by(2)
+        .map(|i| {
+            pin_hex
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<_>>()
+        .filter(|p: &Vec<u8>| p.len() == 32)
+        .ok_or_else(|| Error::Config("malformed join token: bad CA hash".into()))?;
+    let pin: [u8; 32] = pin
+        .try_into()
+        .map_err(|_| Error::Config("malformed join token".into()))?;
+    let (addr, host) = cloud_addr(&cfg.cloud)?;
+    let ep = sync::quic::client(sync::quic::ClientAuth::Pinned(pin))
+        .map_err(|e| Error::Join(e.to_string()))?;
+    let conn = ep
+        .connect(addr, &host)
+        .map_err(|e| Error::Join(e.to_string()))?
+        .await
+        .map_err(|e| Error::Join(format!("{e} (is the cloud's CA the one in the token?)")))?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?;
+    let req = Frame::new(Body::JoinRequest(JoinRequest {
+        site: cfg.site.clone(),
+        secret: secret.to_string(),
+        serving_names: vec![cfg.listen.ip().to_string()],
+    }));
+    sync::quic::write_frame(&mut send, &req)
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?;
+    let _ = send.finish();
+    let resp = sync::quic::read_frame(&mut recv)
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?;
+    conn.close(0u32.into(), b"joined");
+    match resp.and_then(|f| f.body) {
+        Some(Body::JoinResponse(r)) => {
+            std::fs::create_dir_all(pki).map_err(|e| Error::Io(pki.to_path_buf(), e))?;
+            write_private(&pki.join("client.key"), r.client_key_pem.as_bytes())?;
+            write_private(&pki.join("serving.key"), r.serving_key_pem.as_bytes())?;
+            for (n, d) in [
+                ("ca.crt", &r.ca_pem),
+                ("client.crt", &r.client_cert_pem),
+                ("serving.crt", &r.serving_cert_pem),
+            ] {
+                write_private(&pki.join(n), d.as_bytes())?;
+            }
+            tracing::info!(site = %cfg.site, "joined the region");
+            load_creds(pki).ok_or_else(|| Error::Join("credentials were not stored".into()))
+        }
+        Some(Body::Error(e)) => Err(Error::Join(format!("the cloud refused: {}", e.message))),
+        _ => Err(Error::Join("no answer from the cloud".into())),
+    }
+}
+
+/// The local system namespaces: present before the cloud sends anything, so the site can
+/// work from its first offline minute; the cloud's copies replace them when they arrive.
+async fn bootstrap(store: &Store) -> Result<(), Error> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if store.get(&Key::new("namespaces", "", "", ns)).is_none() {
+            store
+                .commit(vec![
+                    Op::Put {
+                        key: Key::new("namespaces", "", "", ns),
+                        value: namespace_object("", ns),
+                        pre: Precondition::Absent,
+                    },
+                    default_sa("", ns),
+                ])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The local admin: a token stored hashed and marked as the site's own (never synced).
+async fn admin_token(store: &Store, site: &str, path: &Path) -> Result<String, Error> {
+    if let Ok(k) = Kubeconfig::load(path) {
+        if auth::authenticate(store, &k.token).is_some_and(|id| id.is_system_admin()) {
+            return Ok(k.token);
+        }
+    }
+    let token = auth::new_token();
+    let mut rec = auth::token_record(&Identity::system_admin(), None, None);
+    rec["metadata"]["name"] = json!(auth::hash_token(&token));
+    rec["metadata"]["annotations"] = json!({hooks::ORIGIN: site});
+    store
+        .put(auth::token_key(&token), rec, Precondition::Absent)
+        .await?;
+    Ok(token)
+}
+
+fn last_outbox_key(store: &Store) -> u64 {
+    let (_, items) = store.list(
+        &Scope {
+            resource: hooks::OUTBOX.into(),
+            tenant: Some(String::new()),
+            namespace: None,
+        },
+        None,
+    );
+    items
+        .last()
+        .and_then(|(k, _)| k.name.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Start the site: join if needed, serve the API, run the sync driver.
+pub async fn start(
+    cfg: EdgeConfig,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Running, Error> {
+    if !apiserver::validate::is_dns1123_label(&cfg.site) {
+        return Err(Error::Config(format!(
+            "invalid site name {:?}: must be an RFC 1123 label",
+            cfg.site
+        )));
+    }
+    cloud_addr(&cfg.cloud)?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Io(cfg.data_dir.clone(), e))?;
+    let pki = cfg.data_dir.join("pki");
+    let site_file = cfg.data_dir.join("site");
+    if let Ok(s) = std::fs::read_to_string(&site_file) {
+        if s.trim() != cfg.site {
+            return Err(Error::Config(format!(
+                "this data dir belongs to site {:?}, not {:?}",
+                s.trim(),
+                cfg.site
+            )));
+        }
+    }
+    let creds = match load_creds(&pki) {
+        Some(c) => c,
+        None => {
+            let token = cfg.join_token.clone().ok_or_else(|| Error::Config("this site has not joined yet: pass --join-token (from `cloud-core join-token`)".into()))?;
+            let c = join(&cfg, &token, &pki).await?;
+            std::fs::write(&site_file, &cfg.site).map_err(|e| Error::Io(site_file.clone(), e))?;
+            c
+        }
+    };
+    let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?;
+    bootstrap(&store).await?;
+    let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
+    let token = admin_token(&store, &cfg.site, &kubeconfig_path).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::Bind(cfg.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Bind(cfg.listen, e))?;
+    let hooks: Arc<dyn apiserver::api::Hooks> =
+        Arc::new(hooks::EdgeHooks::new(&cfg.site, last_outbox_key(&store)));
+    let api = Api::with_hooks(
+        store.clone(),
+        ApiConfig {
+            advertise: addr.to_string(),
+            ..ApiConfig::default()
+        },
+        Some(hooks),
+    );
+    let tls = apiserver::server::tls_config(&creds.serving.0, &creds.serving.1)?;
+    tracker.spawn(apiserver::server::serve(
+        listener,
+        tls,
+        api,
+        cancel.child_token(),
+        tracker.clone(),
+    ));
+    let drv = driver::Driver::new(cfg.site.clone(), cfg.cloud.clone(), store.clone(), creds);
+    tracker.spawn(drv.run(cancel.child_token()));
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let kc = Kubeconfig {
+        server: format!("https://{host}:{}", addr.port()),
+        ca_pem: std::fs::read(pki.join("ca.crt")).map_err(|e| Error::Io(pki.join("ca.crt"), e))?,
+        token,
+    };
+    let rendered = kc.render(&format!("atoll-{}", cfg.site), "admin");
+    if std::fs::read_to_string(&kubeconfig_path).ok().as_deref() != Some(rendered.as_str()) {
+        write_private(&kubeconfig_path, rendered.as_bytes())?;
+    }
+    tracing::info!(%addr, site = %cfg.site, "edge-core serving");
+    Ok(Running { addr, store })
+}
+
+/// Value helper shared by the driver.
+pub(crate) fn is_owned(v: &Value, site: &str) -> bool {
+    hooks::origin(v) == Some(site)
+}

@@ -1,0 +1,139 @@
+//! `edge-core`: parse config, start tracing, run the site, drain on a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Parser)]
+#[command(name = "edge-core", version, about = "Atoll edge site control plane")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the site's Kubernetes API, synced with the cloud.
+    Serve {
+        /// Data directory: local store, credentials, admin.kubeconfig.
+        #[arg(long, env = "ATOLL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The cloud's sync address (HOST:PORT of `cloud-core serve --sync-listen`).
+        #[arg(long, env = "ATOLL_CLOUD")]
+        cloud: String,
+        /// This site's name.
+        #[arg(long, env = "ATOLL_SITE")]
+        site: String,
+        /// Single-use join token (first start only).
+        #[arg(long, env = "ATOLL_JOIN_TOKEN", hide_env_values = true)]
+        join_token: Option<String>,
+        /// API listen address.
+        #[arg(long, env = "ATOLL_LISTEN", default_value = "127.0.0.1:6444")]
+        listen: SocketAddr,
+        /// Recent events a watch can resume from.
+        #[arg(long, env = "ATOLL_WATCH_WINDOW", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+        watch_window: u64,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("ATOLL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var("ATOLL_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down; a second signal forces exit");
+    cancel.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    std::process::exit(130);
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Cmd::Serve {
+        data_dir,
+        cloud,
+        site,
+        join_token,
+        listen,
+        watch_window,
+    } = cli.cmd;
+    let result = rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        tokio::spawn(shutdown_signal(cancel.clone()));
+        let tracker = TaskTracker::new();
+        let cfg = edge_core::EdgeConfig {
+            data_dir,
+            cloud,
+            site,
+            join_token,
+            listen,
+            watch_window: watch_window as usize,
+        };
+        edge_core::start(cfg, cancel.clone(), &tracker).await?;
+        cancel.cancelled().await;
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+        Ok::<_, edge_core::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ edge_core::Error::Config(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(64)
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
