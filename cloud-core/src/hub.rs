@@ -757,7 +757,9 @@ impl Hub {
                 }
             }
             let mut closed = None;
+            let mut acted = false;
             while let Some(a) = s.poll_action() {
+                acted = true;
                 match a {
                     HubAction::Hello { applied_rv } => {
                         match self.shares.subscribe(&site, applied_rv).await {
@@ -797,6 +799,10 @@ impl Hub {
                 break reason;
             }
             let wants = s.wants_down();
+            if acted {
+                // Actions may have queued frames: send them before blocking.
+                continue;
+            }
             let deadline = tokio::time::Instant::from_std(s.next_timeout());
             tokio::select! {
                 f = frx.recv() => match f {

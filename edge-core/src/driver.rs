@@ -192,7 +192,9 @@ impl Driver {
                     break 'conn format!("write failed: {e}");
                 }
             }
+            let mut acted = false;
             while let Some(a) = s.poll_action() {
+                acted = true;
                 match a {
                     EdgeAction::Apply(d) => {
                         let in_snapshot = snapshot.is_some();
@@ -264,6 +266,10 @@ impl Driver {
                     }
                     EdgeAction::Close(c) => break 'conn c.reason,
                 }
+            }
+            if acted {
+                // Actions may have queued frames: send them before blocking.
+                continue;
             }
             let deadline = tokio::time::Instant::from_std(s.next_timeout());
             tokio::select! {

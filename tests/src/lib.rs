@@ -33,6 +33,13 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A free loopback UDP address (bound and released; the caller binds it right after).
+pub fn free_udp_addr() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free udp port")
+}
+
 /// A free loopback port (bound and released; the caller binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -62,6 +69,8 @@ pub struct CloudCore {
     pub addr: SocketAddr,
     /// Extra flags passed on every start.
     pub extra: Vec<String>,
+    /// Sync (QUIC) address; fixed across restarts so edges can reconnect.
+    pub sync_addr: SocketAddr,
 }
 
 impl CloudCore {
@@ -81,6 +90,7 @@ impl CloudCore {
             dir,
             addr,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            sync_addr: free_udp_addr(),
         };
         cc.spawn();
         cc
@@ -98,6 +108,8 @@ impl CloudCore {
             .arg(self.dir.path())
             .arg("--listen")
             .arg(self.addr.to_string())
+            .arg("--sync-listen")
+            .arg(self.sync_addr.to_string())
             .args(&self.extra)
             .env("ATOLL_LOG", "info")
             .stdout(Stdio::null())
@@ -255,4 +267,177 @@ pub fn names(table: &str) -> Vec<String> {
         .skip(1)
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .collect()
+}
+
+impl CloudCore {
+    /// A fresh join token for `site` (creates the EdgeSite), valid for `ttl` (e.g. "10m").
+    pub fn join_token(&self, site: &str, ttl: &str) -> String {
+        let out = Command::new(bin("cloud-core"))
+            .args(["join-token", "--kubeconfig"])
+            .arg(self.kubeconfig())
+            .args(["--site", site, "--ttl", ttl])
+            .output()
+            .expect("run cloud-core join-token");
+        assert!(
+            out.status.success(),
+            "join-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// A running `edge-core serve`, killed on drop.
+pub struct EdgeCore {
+    child: Option<Child>,
+    /// Data directory (kept across restarts).
+    pub dir: tempfile::TempDir,
+    /// Site name.
+    pub site: String,
+    /// The cloud's sync address.
+    pub cloud: SocketAddr,
+    /// API address (known after the first start).
+    pub addr: SocketAddr,
+}
+
+impl EdgeCore {
+    /// Join `site` to the region with `token` and serve.
+    pub fn join(cloud: &CloudCore, site: &str, token: &str) -> Self {
+        let mut e = EdgeCore {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            site: site.to_string(),
+            cloud: cloud.sync_addr,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        };
+        e.spawn(Some(token));
+        e
+    }
+
+    /// Run `edge-core serve` once, expecting it to fail; returns its exit code and stderr.
+    pub fn join_fails(cloud: SocketAddr, site: &str, token: Option<&str>) -> (i32, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(bin("edge-core"));
+        cmd.arg("serve").arg("--data-dir").arg(dir.path()).args([
+            "--cloud",
+            &cloud.to_string(),
+            "--site",
+            site,
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        if let Some(t) = token {
+            cmd.args(["--join-token", t]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn edge-core");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("edge-core did not fail within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("output");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn spawn(&mut self, token: Option<&str>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("edge-core.log"))
+            .expect("log");
+        let mut cmd = Command::new(bin("edge-core"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args([
+                "--cloud",
+                &self.cloud.to_string(),
+                "--site",
+                &self.site,
+                "--listen",
+                &self.addr.to_string(),
+            ])
+            .env("ATOLL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(t) = token {
+            cmd.args(["--join-token", t]);
+        }
+        self.child = Some(cmd.spawn().expect("spawn edge-core"));
+        let kc = self.kubeconfig();
+        wait_for("edge-core to serve", Duration::from_secs(30), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("edge-core exited early ({st}); log:\n{}", self.log());
+                }
+            }
+            match server_addr(&kc) {
+                Some(a) if self.addr.port() == 0 => self.addr = a,
+                Some(_) => {}
+                None => return false,
+            }
+            TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+        });
+    }
+
+    /// The edge's admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("edge-core.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again (no token: it has joined).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn(None);
+    }
+
+    /// kubectl against the edge.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl(&self.kubeconfig(), self.dir.path(), args, None)
+    }
+
+    /// kubectl against the edge; stdout, panicking on failure.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        ok(self.kubectl(args), args)
+    }
+}
+
+impl Drop for EdgeCore {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- edge-core {} log ({}) ---\n{}",
+                self.site,
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+        self.kill9();
+    }
 }
