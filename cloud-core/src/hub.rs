@@ -542,6 +542,13 @@ pub struct Hub {
     cfg: Config,
 }
 
+/// Finish the stream and give the peer a moment to read what was written (an error frame)
+/// before the connection goes.
+async fn finish(send: &mut quinn::SendStream) {
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -639,7 +646,7 @@ impl Hub {
                     message: msg.clone(),
                 }));
                 let _ = quic::write_frame(&mut send, &f).await;
-                let _ = send.finish();
+                finish(&mut send).await;
                 Err(msg)
             }
             _ => Err("unexpected first frame".into()),
@@ -816,6 +823,7 @@ impl Hub {
                 _ = tokio::time::sleep_until(deadline) => s.handle_timeout(now()),
             }
         };
+        finish(&mut send).await;
         reader.abort();
         conn.close(0u32.into(), b"bye");
         self.live.lock().map(|mut l| l.connected.remove(&site)).ok();

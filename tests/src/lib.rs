@@ -441,3 +441,93 @@ impl Drop for EdgeCore {
         self.kill9();
     }
 }
+
+/// A UDP relay between an edge and the cloud's sync port that the test can cut and heal:
+/// a partition without killing either side.
+pub struct Relay {
+    /// Address edges connect to.
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Relay to `upstream`.
+    pub fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("relay bind");
+        let addr = sock.local_addr().expect("relay addr");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (c, s) = (cut.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // One upstream socket per client address, so the cloud sees distinct peers.
+            let mut peers: std::collections::HashMap<SocketAddr, std::net::UdpSocket> =
+                std::collections::HashMap::new();
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let up = peers.entry(from).or_insert_with(|| {
+                        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("upstream bind");
+                        u.set_nonblocking(true).expect("nonblocking");
+                        u
+                    });
+                    if !c.load(Ordering::Relaxed) {
+                        let _ = up.send_to(&buf[..n], upstream);
+                    }
+                }
+                for (client, up) in &peers {
+                    while let Ok((n, _)) = up.recv_from(&mut buf) {
+                        if !c.load(Ordering::Relaxed) {
+                            let _ = sock.send_to(&buf[..n], client);
+                        }
+                    }
+                }
+            }
+        });
+        Relay {
+            addr,
+            cut,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Drop every packet in both directions until [`Relay::heal`].
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Forward again.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl EdgeCore {
+    /// Join through a relay (the edge talks to `relay` instead of the cloud directly).
+    pub fn join_via(cloud: &CloudCore, relay: &Relay, site: &str, token: &str) -> Self {
+        let mut e = EdgeCore {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            site: site.to_string(),
+            cloud: relay.addr,
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        };
+        let _ = cloud;
+        e.spawn(Some(token));
+        e
+    }
+}
