@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Builds Atoll and starts a local region on loopback: cloud-core on the embedded store.
+# Builds Atoll and starts a local region on loopback: cloud-core on the embedded store and one
+# edge site (edge-core "site1") joined to it over QUIC.
 #   deploy/up.sh          start (data in $ATOLL_HOME, default ./.atoll)
 #   deploy/up.sh down     stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ATOLL_HOME=${ATOLL_HOME:-$PWD/.atoll}
 API=${ATOLL_LISTEN:-127.0.0.1:6443}
+SYNC=${ATOLL_SYNC_LISTEN:-127.0.0.1:7443}
+EDGE_API=${ATOLL_EDGE_LISTEN:-127.0.0.1:6444}
+SITE=${ATOLL_SITE:-site1}
 mkdir -p "$ATOLL_HOME"
 
 stop() {
-  if [ -f "$ATOLL_HOME/cloud-core.pid" ]; then
-    kill "$(cat "$ATOLL_HOME/cloud-core.pid")" 2>/dev/null || true
-    rm -f "$ATOLL_HOME/cloud-core.pid"
-    echo "stopped cloud-core"
-  fi
+  for p in edge-core cloud-core; do
+    if [ -f "$ATOLL_HOME/$p.pid" ]; then
+      kill "$(cat "$ATOLL_HOME/$p.pid")" 2>/dev/null || true
+      rm -f "$ATOLL_HOME/$p.pid"
+      echo "stopped $p"
+    fi
+  done
 }
 if [ "${1:-}" = down ]; then stop; exit 0; fi
 
@@ -21,10 +27,10 @@ if ! command -v kubectl >/dev/null; then
   echo "deploy/up.sh: kubectl is required on PATH to drive the region" >&2
   exit 1
 fi
-cargo build --release --locked -p cloud-core
+cargo build --release --locked -p cloud-core -p edge-core
 stop
 BIN=$PWD/target/release
-nohup "$BIN/cloud-core" serve --data-dir "$ATOLL_HOME/cloud" --listen "$API" \
+nohup "$BIN/cloud-core" serve --data-dir "$ATOLL_HOME/cloud" --listen "$API" --sync-listen "$SYNC" \
   >"$ATOLL_HOME/cloud-core.log" 2>&1 &
 echo $! >"$ATOLL_HOME/cloud-core.pid"
 
@@ -40,11 +46,34 @@ for _ in $(seq 1 300); do
 done
 if [ -z "$ready" ]; then echo "cloud-core did not become ready; see $ATOLL_HOME/cloud-core.log" >&2; exit 1; fi
 
-cat <<MSG
-Atoll region is up: cloud-core on https://$API (log: $ATOLL_HOME/cloud-core.log)
+# The edge site: joins once with a single-use token, then restarts with its own certificate.
+EDGE_DIR=$ATOLL_HOME/$SITE
+JOIN=()
+if [ ! -f "$EDGE_DIR/pki/client.crt" ]; then
+  JOIN=(--join-token "$("$BIN/cloud-core" join-token --kubeconfig "$KC" --site "$SITE" --ttl 10m)")
+fi
+nohup "$BIN/edge-core" serve --data-dir "$EDGE_DIR" --cloud "$SYNC" --site "$SITE" --listen "$EDGE_API" "${JOIN[@]}" \
+  >"$ATOLL_HOME/edge-core.log" 2>&1 &
+echo $! >"$ATOLL_HOME/edge-core.pid"
+EKC=$EDGE_DIR/admin.kubeconfig
+ready=""
+for _ in $(seq 1 300); do
+  if [ -f "$EKC" ] && kubectl --kubeconfig "$EKC" get --raw /readyz >/dev/null 2>&1; then ready=1; break; fi
+  if ! kill -0 "$(cat "$ATOLL_HOME/edge-core.pid")" 2>/dev/null; then
+    echo "edge-core exited; log:" >&2; cat "$ATOLL_HOME/edge-core.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+if [ -z "$ready" ]; then echo "edge-core did not become ready; see $ATOLL_HOME/edge-core.log" >&2; exit 1; fi
 
-Try:
+cat <<MSG
+Atoll region is up on loopback:
+  cloud-core  https://$API  (sync $SYNC)   log: $ATOLL_HOME/cloud-core.log
+  edge-core   https://$EDGE_API  site $SITE       log: $ATOLL_HOME/edge-core.log
+
+Try, at the cloud:
   export KUBECONFIG=$KC
+  kubectl get edgesites
   kubectl get namespaces
   kubectl api-resources
   kubectl run web --image=busybox:1.36 -- sleep 3600
@@ -52,6 +81,10 @@ Try:
   printf 'apiVersion: v1\nkind: Tenant\nmetadata: {name: acme}\n' | kubectl apply -f -
   $BIN/cloud-core kubeconfig --kubeconfig $KC --tenant acme > acme.kubeconfig
   kubectl --kubeconfig acme.kubeconfig get namespaces
+and at the edge site (works while the cloud is down too):
+  kubectl --kubeconfig $EKC get nodes,pods
+  printf 'apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n' | kubectl --kubeconfig $EKC apply -f -
+  kubectl get nodes -l atoll.io/site=$SITE      # at the cloud: the node, labelled with its site
 
 Stop with: deploy/up.sh down
 MSG
