@@ -147,9 +147,9 @@ pub fn pod_refs(key: &Key, pod: &Value) -> Vec<Key> {
 
 /// What a subscribing session gets.
 pub enum Start {
-    /// Changes after the site's version follow on the channel.
+    /// Changes after the site's version follow in its log.
     Resume,
-    /// The whole share at `rv`, then changes after it on the channel.
+    /// The whole share at `rv`; changes after it follow in the log.
     Snapshot(u64, Vec<Change>),
 }
 
@@ -158,17 +158,92 @@ type Batch = (u64, Arc<Vec<Change>>);
 struct Subscribe {
     site: String,
     applied_rv: u64,
-    reply: oneshot::Sender<(Start, mpsc::Receiver<Batch>)>,
+    reply: oneshot::Sender<(Start, Arc<SiteLog>)>,
+}
+
+/// Why a session cannot read on from the log.
+#[derive(Debug, PartialEq)]
+pub enum LogGap {
+    /// The position was evicted (the site was away too long): it must resync by snapshot.
+    Evicted,
+    /// The tracker was rebuilt; this log is dead.
+    Closed,
 }
 
 #[derive(Default)]
+struct LogInner {
+    entries: VecDeque<Batch>,
+    changes: usize,
+    /// Every batch with a version above `start` is in `entries`.
+    start: u64,
+    closed: bool,
+}
+
+/// A site's downlink log: appended by the tracker, read (pulled) by the site's session, so a
+/// slow site never blocks the tracker and never silently misses a batch.
+#[derive(Default)]
+pub struct SiteLog {
+    inner: Mutex<LogInner>,
+    notify: tokio::sync::Notify,
+}
+
+impl SiteLog {
+    fn new(start: u64) -> Self {
+        SiteLog {
+            inner: Mutex::new(LogInner {
+                start,
+                ..Default::default()
+            }),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn append(&self, b: Batch) {
+        if let Ok(mut l) = self.inner.lock() {
+            l.changes += b.1.len();
+            l.entries.push_back(b);
+            while l.changes > LOG_LIMIT {
+                match l.entries.pop_front() {
+                    Some((rv, c)) => {
+                        l.changes -= c.len();
+                        l.start = rv;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn close(&self) {
+        if let Ok(mut l) = self.inner.lock() {
+            l.closed = true;
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn start(&self) -> u64 {
+        self.inner.lock().map(|l| l.start).unwrap_or(u64::MAX)
+    }
+
+    /// Up to `max` batches after version `rv`.
+    pub fn after(&self, rv: u64, max: usize) -> Result<Vec<Batch>, LogGap> {
+        let l = self.inner.lock().map_err(|_| LogGap::Closed)?;
+        if l.closed {
+            return Err(LogGap::Closed);
+        }
+        if rv < l.start {
+            return Err(LogGap::Evicted);
+        }
+        let first = l.entries.partition_point(|(r, _)| *r <= rv);
+        Ok(l.entries.iter().skip(first).take(max).cloned().collect())
+    }
+}
+
 struct SiteFeed {
     wanted: HashMap<Key, usize>,
     pods: HashMap<Key, Vec<Key>>,
-    log: VecDeque<Batch>,
-    log_changes: usize,
-    log_start: u64,
-    sub: Option<mpsc::Sender<Batch>>,
+    log: Arc<SiteLog>,
 }
 
 /// Per-site share state, driven by store events in version order.
@@ -205,7 +280,7 @@ impl Tracker {
             t.track(&k, None, Some(&v), &mut sink);
         }
         for f in t.sites.values_mut() {
-            f.log_start = rv;
+            f.log = Arc::new(SiteLog::new(rv));
         }
         t
     }
@@ -215,8 +290,9 @@ impl Tracker {
         self.sites
             .entry(site.to_string())
             .or_insert_with(|| SiteFeed {
-                log_start: rv,
-                ..Default::default()
+                wanted: HashMap::new(),
+                pods: HashMap::new(),
+                log: Arc::new(SiteLog::new(rv)),
             })
     }
 
@@ -415,38 +491,15 @@ impl Tracker {
             }
         }
         for (s, changes) in out {
-            let feed = self.feed(&s);
-            let batch: Batch = (e.rv, Arc::new(changes));
-            feed.log_changes += batch.1.len();
-            feed.log.push_back(batch.clone());
-            while feed.log_changes > LOG_LIMIT {
-                match feed.log.pop_front() {
-                    Some((rv, c)) => {
-                        feed.log_changes -= c.len();
-                        feed.log_start = rv;
-                    }
-                    None => break,
-                }
-            }
-            if let Some(tx) = &feed.sub {
-                if tx.try_send(batch).is_err() {
-                    // A slow or gone session: drop it; it resumes from the log on reconnect.
-                    feed.sub = None;
-                }
-            }
+            self.feed(&s).log.append((e.rv, Arc::new(changes)));
         }
     }
 
-    fn subscribe(&mut self, site: &str, applied_rv: u64) -> (Start, mpsc::Receiver<Batch>) {
+    fn subscribe(&mut self, site: &str, applied_rv: u64) -> (Start, Arc<SiteLog>) {
         let rv = self.rv;
-        let (tx, rx) = mpsc::channel(4096);
         let feed = self.feed(site);
-        let start = if applied_rv > 0 && applied_rv >= feed.log_start && applied_rv <= rv {
-            for b in feed.log.iter().filter(|(r, _)| *r > applied_rv) {
-                if tx.try_send(b.clone()).is_err() {
-                    break;
-                }
-            }
+        let log = feed.log.clone();
+        let start = if applied_rv > 0 && applied_rv >= log.start() && applied_rv <= rv {
             Start::Resume
         } else {
             let keys: Vec<Key> = feed.wanted.keys().cloned().collect();
@@ -466,8 +519,7 @@ impl Tracker {
             }
             Start::Snapshot(rv, changes)
         };
-        self.feed(site).sub = Some(tx);
-        (start, rx)
+        (start, log)
     }
 }
 
@@ -492,6 +544,9 @@ impl Shares {
                             Ok(e) => if e.rv > t.rv { t.process(&e) },
                             Err(_) => {
                                 tracing::warn!("share tracker fell behind the store; rebuilding (sites will resync)");
+                                for f in t.sites.values() {
+                                    f.log.close();
+                                }
                                 break;
                             }
                         },
@@ -509,11 +564,7 @@ impl Shares {
         Shares { tx }
     }
 
-    async fn subscribe(
-        &self,
-        site: &str,
-        applied_rv: u64,
-    ) -> Option<(Start, mpsc::Receiver<Batch>)> {
+    async fn subscribe(&self, site: &str, applied_rv: u64) -> Option<(Start, Arc<SiteLog>)> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Subscribe {
@@ -540,6 +591,15 @@ pub struct Hub {
     shares: Shares,
     live: Mutex<Live>,
     cfg: Config,
+}
+
+/// Poll a future once (registers its waker), ignoring the result.
+fn futures_poll_once<F: std::future::Future>(
+    f: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    f.poll(&mut cx)
 }
 
 /// Finish the stream and give the peer a moment to read what was written (an error frame)
@@ -750,7 +810,7 @@ impl Hub {
                 }
             }
         });
-        let mut feed: Option<mpsc::Receiver<Batch>> = None;
+        let mut log: Option<Arc<SiteLog>> = None;
         self.live
             .lock()
             .map(|mut l| l.connected.insert(site.clone(), 0))
@@ -772,12 +832,12 @@ impl Hub {
                         match self.shares.subscribe(&site, applied_rv).await {
                             Some((Start::Resume, rx)) => {
                                 s.resume(applied_rv, now());
-                                feed = Some(rx);
+                                log = Some(rx);
                             }
                             Some((Start::Snapshot(rv, changes), rx)) => {
                                 tracing::info!(%site, applied_rv, rv, objects = changes.len(), "sending snapshot");
                                 s.snapshot(rv, changes, now());
-                                feed = Some(rx);
+                                log = Some(rx);
                             }
                             None => closed = Some("hub shutting down".to_string()),
                         }
@@ -805,21 +865,51 @@ impl Hub {
                 }
                 break reason;
             }
-            let wants = s.wants_down();
             if acted {
                 // Actions may have queued frames: send them before blocking.
                 continue;
             }
+            // Pull the next batches from the site's log; register for a wakeup first so an
+            // append between the check and the wait is not missed.
+            let notified = log.as_ref().map(|l| l.clone());
+            let notified_fut = async {
+                match &notified {
+                    Some(l) => l.notify.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(notified_fut);
+            let mut pulled = false;
+            if let (Some(l), true) = (&log, s.wants_down()) {
+                // Touch the future so the Notified is registered before reading.
+                let _ = futures_poll_once(notified_fut.as_mut());
+                match l.after(s.sent_rv(), 64) {
+                    Ok(batches) => {
+                        for (rv, changes) in batches {
+                            pulled = true;
+                            s.push_down(rv, (*changes).clone());
+                        }
+                    }
+                    Err(LogGap::Evicted) => {
+                        break "the site fell out of its downlink log; it will resync by snapshot"
+                            .to_string()
+                    }
+                    Err(LogGap::Closed) => {
+                        break "share tracker rebuilt; the site will resync".to_string()
+                    }
+                }
+            }
+            if pulled {
+                continue;
+            }
+            let wants = s.wants_down() && log.is_some();
             let deadline = tokio::time::Instant::from_std(s.next_timeout());
             tokio::select! {
                 f = frx.recv() => match f {
                     Some(f) => s.handle(f, now()),
                     None => break "connection closed".to_string(),
                 },
-                b = async { feed.as_mut()?.recv().await }, if wants && feed.is_some() => match b {
-                    Some((rv, changes)) => s.push_down(rv, (*changes).clone()),
-                    None => break "share feed dropped (site too slow)".to_string(),
-                },
+                _ = &mut notified_fut, if wants => {}
                 _ = tokio::time::sleep_until(deadline) => s.handle_timeout(now()),
             }
         };

@@ -192,28 +192,40 @@ impl Driver {
                     break 'conn format!("write failed: {e}");
                 }
             }
-            let mut acted = false;
-            while let Some(a) = s.poll_action() {
-                acted = true;
+            let mut actions: VecDeque<EdgeAction> =
+                std::iter::from_fn(|| s.poll_action()).collect();
+            let acted = !actions.is_empty();
+            while let Some(a) = actions.pop_front() {
                 match a {
-                    EdgeAction::Apply(d) => {
-                        let in_snapshot = snapshot.is_some();
-                        if let Some(seen) = &mut snapshot {
-                            seen.extend(
-                                d.changes.iter().filter_map(|c| c.key.as_ref().map(key_of)),
-                            );
+                    EdgeAction::Apply(first) => {
+                        // Consecutive downlink batches are applied in one local commit (one fsync).
+                        let mut batch = vec![first];
+                        while matches!(actions.front(), Some(EdgeAction::Apply(_))) {
+                            if let Some(EdgeAction::Apply(d)) = actions.pop_front() {
+                                batch.push(d);
+                            }
                         }
-                        let mut ops: Vec<Op> =
-                            d.changes.iter().filter_map(|c| self.apply_op(c)).collect();
+                        let in_snapshot = snapshot.is_some();
+                        let mut ops: Vec<Op> = Vec::new();
+                        let mut last = 0;
+                        for d in &batch {
+                            if let Some(seen) = &mut snapshot {
+                                seen.extend(
+                                    d.changes.iter().filter_map(|c| c.key.as_ref().map(key_of)),
+                                );
+                            }
+                            ops.extend(d.changes.iter().filter_map(|c| self.apply_op(c)));
+                            last = d.rv;
+                        }
                         if !in_snapshot {
-                            st.applied_rv = d.rv;
+                            st.applied_rv = last;
                             ops.push(Self::state_op(st));
                         }
                         if let Err(e) = self.store.commit(ops).await {
-                            break 'conn format!("applying downlink {}: {e}", d.rv);
+                            break 'conn format!("applying downlink {last}: {e}");
                         }
                         if !in_snapshot {
-                            s.applied(d.rv);
+                            s.applied(last);
                         }
                     }
                     EdgeAction::SnapshotBegin(rv) => {

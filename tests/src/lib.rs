@@ -449,49 +449,73 @@ pub struct Relay {
     pub addr: SocketAddr,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Relay {
-    /// Relay to `upstream`.
+    /// Relay to `upstream`. Each direction has its own thread, so neither waits on the other.
     pub fn start(upstream: SocketAddr) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("relay bind");
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let sock = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").expect("relay bind"));
         let addr = sock.local_addr().expect("relay addr");
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
-        let cut = std::sync::Arc::new(AtomicBool::new(false));
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let (c, s) = (cut.clone(), stop.clone());
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (c, s, b) = (cut.clone(), stop.clone(), bytes.clone());
         let thread = std::thread::spawn(move || {
-            // One upstream socket per client address, so the cloud sees distinct peers.
-            let mut peers: std::collections::HashMap<SocketAddr, std::net::UdpSocket> =
+            // One upstream socket (and return thread) per client, so the cloud sees distinct peers.
+            let mut peers: std::collections::HashMap<SocketAddr, Arc<std::net::UdpSocket>> =
                 std::collections::HashMap::new();
+            let mut back = Vec::new();
             let mut buf = vec![0u8; 65536];
             while !s.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    let up = peers.entry(from).or_insert_with(|| {
-                        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("upstream bind");
-                        u.set_nonblocking(true).expect("nonblocking");
-                        u
-                    });
-                    if !c.load(Ordering::Relaxed) {
-                        let _ = up.send_to(&buf[..n], upstream);
-                    }
-                }
-                for (client, up) in &peers {
-                    while let Ok((n, _)) = up.recv_from(&mut buf) {
-                        if !c.load(Ordering::Relaxed) {
-                            let _ = sock.send_to(&buf[..n], client);
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let up = peers.entry(from).or_insert_with(|| {
+                    let u =
+                        Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").expect("upstream bind"));
+                    u.set_read_timeout(Some(Duration::from_millis(50)))
+                        .expect("timeout");
+                    let (u2, client, sock, c, s, b) = (
+                        u.clone(),
+                        from,
+                        sock.clone(),
+                        c.clone(),
+                        s.clone(),
+                        b.clone(),
+                    );
+                    back.push(std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        while !s.load(Ordering::Relaxed) {
+                            if let Ok((n, _)) = u2.recv_from(&mut buf) {
+                                if !c.load(Ordering::Relaxed) {
+                                    b.fetch_add(n as u64, Ordering::Relaxed);
+                                    let _ = sock.send_to(&buf[..n], client);
+                                }
+                            }
                         }
-                    }
+                    }));
+                    u
+                });
+                if !c.load(Ordering::Relaxed) {
+                    b.fetch_add(n as u64, Ordering::Relaxed);
+                    let _ = up.send_to(&buf[..n], upstream);
                 }
+            }
+            for t in back {
+                let _ = t.join();
             }
         });
         Relay {
             addr,
             cut,
             stop,
+            bytes,
             thread: Some(thread),
         }
     }
@@ -499,6 +523,11 @@ impl Relay {
     /// Drop every packet in both directions until [`Relay::heal`].
     pub fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// UDP payload bytes forwarded so far, both directions.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forward again.

@@ -93,7 +93,7 @@ fn flapping_link_converges_with_nothing_lost() {
     let mut i = 0;
     // Cut and heal every second for a minute while both sides write.
     while start.elapsed() < Duration::from_secs(60) {
-        if (start.elapsed().as_secs() % 2) == 0 {
+        if start.elapsed().as_secs().is_multiple_of(2) {
             relay.cut();
         } else {
             relay.heal();
