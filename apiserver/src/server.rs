@@ -50,6 +50,65 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
+/// A serving certificate that can be replaced while the listener runs (certificate rotation).
+#[derive(Debug)]
+pub struct SwapCert(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+fn certified(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::sign::CertifiedKey>, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServerError::Pem(e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| ServerError::Pem(e.to_string()))?;
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(certs, signer)))
+}
+
+impl SwapCert {
+    /// Start with this certificate.
+    pub fn new(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Self>, ServerError> {
+        Ok(Arc::new(SwapCert(std::sync::RwLock::new(certified(
+            cert_pem, key_pem,
+        )?))))
+    }
+
+    /// Serve this certificate to new connections from now on.
+    pub fn set(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), ServerError> {
+        let c = certified(cert_pem, key_pem)?;
+        if let Ok(mut g) = self.0.write() {
+            *g = c;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SwapCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().ok().map(|c| c.clone())
+    }
+}
+
+/// A server config whose certificate can be swapped at run time.
+pub fn tls_config_swappable(cert: Arc<SwapCert>) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 fn full(
     status: http::StatusCode,
     ct: &str,

@@ -591,6 +591,7 @@ pub struct Hub {
     shares: Shares,
     live: Mutex<Live>,
     cfg: Config,
+    site_cert_ttl: Duration,
 }
 
 /// Poll a future once (registers its waker), ignoring the result.
@@ -619,7 +620,12 @@ fn now_str() -> String {
 
 impl Hub {
     /// Build the hub and start its share tracker and status loop.
-    pub fn start(store: Store, pki: Arc<Pki>, cancel: CancellationToken) -> Arc<Self> {
+    pub fn start(
+        store: Store,
+        pki: Arc<Pki>,
+        site_cert_ttl: Duration,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         let shares = Shares::start(store.clone(), cancel.clone());
         let hub = Arc::new(Hub {
             store,
@@ -627,6 +633,7 @@ impl Hub {
             shares,
             live: Mutex::new(Live::default()),
             cfg: Config::default(),
+            site_cert_ttl,
         });
         let h = hub.clone();
         tokio::spawn(async move {
@@ -695,7 +702,12 @@ impl Hub {
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
                 Ok(())
             }
-            (Some(Body::Hello(h)), Some(site)) => self.session(conn, send, recv, site, h).await,
+            (Some(Body::Hello(h)), Some(site)) => {
+                let renewals = self.serve_renewals(conn.clone(), site.clone());
+                let r = self.clone().session(conn, send, recv, site, h).await;
+                renewals.abort();
+                r
+            }
             (Some(Body::Hello(h)), None) => {
                 let msg = format!(
                     "site {:?} presented no certificate issued at join; join first",
@@ -734,30 +746,11 @@ impl Hub {
         if self.store.get(&Key::new(EDGESITES, "", "", site)).is_none() {
             return Err(format!("edge site {site:?} does not exist"));
         }
-        let client = self
-            .pki
-            .issue(site, &[format!("{site}.sites.atoll.internal")], true, 365)
-            .map_err(|e| format!("issuing certificate: {e}"))?;
-        let mut names = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ];
-        names.extend(
-            j.serving_names
-                .iter()
-                .filter(|n| !n.is_empty() && n.len() < 254)
-                .take(16)
-                .cloned(),
-        );
-        let serving = self
-            .pki
-            .issue(&format!("edge-{site}"), &names, false, 365)
-            .map_err(|e| format!("issuing certificate: {e}"))?;
+        let (resp, fp) = self.issue_site(site, &j.serving_names)?;
         let mut used = (*rec).clone();
         used["used"] = json!(true);
         let rv = apiserver::store::object_rv(&rec).unwrap_or(0);
-        let cert_rec = json!({"metadata": {"name": hex(&client.fingerprint)}, "site": site, "issued": now_str()});
+        let cert_rec = json!({"metadata": {"name": hex(&fp)}, "site": site, "issued": now_str()});
         self.store
             .commit(vec![
                 Op::Put {
@@ -766,7 +759,7 @@ impl Hub {
                     pre: Precondition::Version(rv),
                 },
                 Op::Put {
-                    key: Key::new(SITE_CERTS, "", "", &hex(&client.fingerprint)),
+                    key: Key::new(SITE_CERTS, "", "", &hex(&fp)),
                     value: cert_rec,
                     pre: Precondition::Absent,
                 },
@@ -774,12 +767,95 @@ impl Hub {
             .await
             .map_err(|_| "join token already used".to_string())?;
         tracing::info!(%site, "site joined");
-        Ok(JoinResponse {
+        Ok(resp)
+    }
+
+    /// A site's client and serving certificates, signed by the region CA.
+    fn issue_site(
+        &self,
+        site: &str,
+        serving_names: &[String],
+    ) -> Result<(JoinResponse, [u8; 32]), String> {
+        let ttl = self.site_cert_ttl;
+        let client = self
+            .pki
+            .issue(site, &[format!("{site}.sites.atoll.internal")], true, ttl)
+            .map_err(|e| format!("issuing certificate: {e}"))?;
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        names.extend(
+            serving_names
+                .iter()
+                .filter(|n| !n.is_empty() && n.len() < 254)
+                .take(16)
+                .cloned(),
+        );
+        let serving = self
+            .pki
+            .issue(&format!("edge-{site}"), &names, false, ttl)
+            .map_err(|e| format!("issuing certificate: {e}"))?;
+        let resp = JoinResponse {
             ca_pem: String::from_utf8_lossy(&self.pki.ca_pem).into_owned(),
             client_cert_pem: client.cert_pem,
             client_key_pem: client.key_pem,
             serving_cert_pem: serving.cert_pem,
             serving_key_pem: serving.key_pem,
+            not_before: client.not_before,
+            not_after: client.not_after,
+        };
+        Ok((resp, client.fingerprint))
+    }
+
+    /// Renew an authenticated site's certificates; the old ones stay valid until they expire,
+    /// so nothing is dropped.
+    async fn renew(&self, site: &str, names: &[String]) -> Result<JoinResponse, String> {
+        let (resp, fp) = self.issue_site(site, names)?;
+        let rec = json!({"metadata": {"name": hex(&fp)}, "site": site, "issued": now_str()});
+        self.store
+            .put(
+                Key::new(SITE_CERTS, "", "", &hex(&fp)),
+                rec,
+                Precondition::Absent,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(%site, "site certificates renewed");
+        Ok(resp)
+    }
+
+    /// Serve renewal requests on further streams of an authenticated connection.
+    fn serve_renewals(
+        self: &Arc<Self>,
+        conn: quinn::Connection,
+        site: String,
+    ) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let (hub, site) = (hub.clone(), site.clone());
+                tokio::spawn(async move {
+                    let reply = match quic::read_frame(&mut recv).await {
+                        Ok(Some(Frame {
+                            body: Some(Body::RenewRequest(r)),
+                        })) => match hub.renew(&site, &r.serving_names).await {
+                            Ok(resp) => Frame::new(Body::JoinResponse(resp)),
+                            Err(e) => Frame::new(Body::Error(ErrorFrame {
+                                retryable: true,
+                                message: e,
+                            })),
+                        },
+                        _ => Frame::new(Body::Error(ErrorFrame {
+                            retryable: false,
+                            message: "expected a renewal request".into(),
+                        })),
+                    };
+                    let _ = quic::write_frame(&mut send, &reply).await;
+                    finish(&mut send).await;
+                });
+            }
         })
     }
 

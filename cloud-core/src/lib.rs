@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Sync (QUIC) listen address for edge sites.
     pub sync_listen: SocketAddr,
+    /// Lifetime of the certificates issued to sites (renewed at two thirds of it).
+    pub site_cert_ttl: Duration,
     /// Extra names for the serving certificate.
     pub tls_sans: Vec<String>,
     /// Number of recent events a watch can resume from.
@@ -175,7 +177,12 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Error::Bind(cfg.sync_listen, e))?;
     let ca_pem = pki.ca_pem.clone();
-    let hub = hub::Hub::start(store.clone(), Arc::new(pki), cancel.child_token());
+    let hub = hub::Hub::start(
+        store.clone(),
+        Arc::new(pki),
+        cfg.site_cert_ttl,
+        cancel.child_token(),
+    );
     tracker.spawn(hub.serve(endpoint, cancel.child_token()));
     // Written only now that the listeners are up, so "file exists" means "server is ready". A
     // changed address rewrites it with the same token.

@@ -35,6 +35,9 @@ enum Cmd {
         /// Recent events a watch can resume from (older versions get 410 Gone).
         #[arg(long, env = "ATOLL_WATCH_WINDOW", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         watch_window: u64,
+        /// Lifetime of site certificates; sites renew them at two thirds of it.
+        #[arg(long, env = "ATOLL_SITE_CERT_TTL", default_value = "90d", value_parser = parse_duration)]
+        site_cert_ttl: Duration,
         /// Largest accepted request body in bytes.
         #[arg(long, env = "ATOLL_MAX_BODY", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
         max_body: u64,
@@ -219,6 +222,7 @@ fn main() -> ExitCode {
                 data_dir,
                 listen,
                 sync_listen,
+                site_cert_ttl,
                 tls_sans,
                 watch_window,
                 max_body,
@@ -229,6 +233,7 @@ fn main() -> ExitCode {
                     data_dir,
                     listen,
                     sync_listen,
+                    site_cert_ttl,
                     tls_sans,
                     watch_window: watch_window as usize,
                     max_body: max_body as usize,

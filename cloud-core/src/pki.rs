@@ -30,6 +30,10 @@ pub struct Issued {
     pub key_pem: String,
     /// SHA-256 of the certificate's DER (how the hub recognises it).
     pub fingerprint: [u8; 32],
+    /// When it was issued (unix seconds).
+    pub not_before: i64,
+    /// Validity end (unix seconds).
+    pub not_after: i64,
 }
 
 impl Pki {
@@ -40,7 +44,7 @@ impl Pki {
         common_name: &str,
         names: &[String],
         client: bool,
-        days: i64,
+        lifetime: std::time::Duration,
     ) -> Result<Issued, Error> {
         let ca_key =
             KeyPair::from_pem(&String::from_utf8_lossy(&self.ca_key_pem)).map_err(Error::Pki)?;
@@ -62,11 +66,16 @@ impl Pki {
         ];
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::days(days);
+        p.not_after = now
+            + time::Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2));
         let key = KeyPair::generate().map_err(Error::Pki)?;
+        // The renewal clock starts at issuance (not at the skew-tolerant, back-dated not_before).
+        let (not_before, not_after) = (now.unix_timestamp(), p.not_after.unix_timestamp());
         let cert = p.signed_by(&key, &issuer, &ca_key).map_err(Error::Pki)?;
         let fingerprint = sync::quic::fingerprint(cert.der());
         Ok(Issued {
+            not_before,
+            not_after,
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             fingerprint,

@@ -45,7 +45,10 @@ pub struct Driver {
     site: String,
     cloud: String,
     store: Store,
-    creds: Arc<Creds>,
+    creds: Arc<std::sync::RwLock<Creds>>,
+    pki: std::path::PathBuf,
+    serving: Arc<apiserver::server::SwapCert>,
+    serving_names: Vec<String>,
     cfg: Config,
 }
 
@@ -55,14 +58,102 @@ fn key_of(k: &ObjectKey) -> Key {
 
 impl Driver {
     /// A driver for `site` against the cloud at `cloud` (HOST:PORT).
-    pub fn new(site: String, cloud: String, store: Store, creds: Creds) -> Self {
+    pub fn new(
+        site: String,
+        cloud: String,
+        store: Store,
+        creds: Creds,
+        pki: std::path::PathBuf,
+        serving: Arc<apiserver::server::SwapCert>,
+        serving_names: Vec<String>,
+    ) -> Self {
         Driver {
             site,
             cloud,
             store,
-            creds: Arc::new(creds),
+            creds: Arc::new(std::sync::RwLock::new(creds)),
+            pki,
+            serving,
+            serving_names,
             cfg: Config::default(),
         }
+    }
+
+    fn creds(&self) -> Creds {
+        self.creds
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Renew the site's certificates over a second stream of the live connection, at two
+    /// thirds of their lifetime, without dropping the connection; then store them and serve
+    /// the new API certificate.
+    fn renewer(&self, conn: quinn::Connection) -> tokio::task::JoinHandle<()> {
+        let (creds, pki, serving, names, site) = (
+            self.creds.clone(),
+            self.pki.clone(),
+            self.serving.clone(),
+            self.serving_names.clone(),
+            self.site.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let at = creds.read().ok().and_then(|c| c.renew_at());
+                let Some(at) = at else { return };
+                // At least a second between attempts, whatever the clock says.
+                let wait = at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .max(Duration::from_secs(1));
+                tokio::time::sleep(wait).await;
+                let result: Result<Creds, String> = async {
+                    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+                    let req = Frame::new(proto::sync::frame::Body::RenewRequest(
+                        proto::sync::RenewRequest {
+                            serving_names: names.clone(),
+                        },
+                    ));
+                    sync::quic::write_frame(&mut send, &req)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = send.finish();
+                    match sync::quic::read_frame(&mut recv)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .and_then(|f| f.body)
+                    {
+                        Some(proto::sync::frame::Body::JoinResponse(r)) => {
+                            Ok(Creds::from_response(r))
+                        }
+                        Some(proto::sync::frame::Body::Error(e)) => Err(e.message),
+                        _ => Err("no answer".into()),
+                    }
+                }
+                .await;
+                match result {
+                    Ok(new) => {
+                        if let Err(e) = new.save(&pki) {
+                            tracing::error!(%site, error = %e, "storing renewed certificates");
+                            return;
+                        }
+                        if let Err(e) =
+                            serving.set(new.serving_cert.as_bytes(), new.serving_key.as_bytes())
+                        {
+                            tracing::error!(%site, error = %e, "loading the renewed serving certificate");
+                        }
+                        if let Ok(mut c) = creds.write() {
+                            *c = new;
+                        }
+                        tracing::info!(%site, "certificates renewed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%site, error = %e, "certificate renewal failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        })
     }
 
     fn state(&self) -> State {
@@ -163,10 +254,11 @@ impl Driver {
         let seen_keys: HashSet<Key> = items.iter().map(|(k, _)| k.clone()).collect();
 
         let (addr, host) = cloud_addr(&self.cloud).map_err(|e| e.to_string())?;
+        let creds = self.creds();
         let ep = sync::quic::client(sync::quic::ClientAuth::Mutual {
-            ca_pem: &self.creds.ca,
-            cert_pem: &self.creds.client.0,
-            key_pem: &self.creds.client.1,
+            ca_pem: creds.ca.as_bytes(),
+            cert_pem: creds.client_cert.as_bytes(),
+            key_pem: creds.client_key.as_bytes(),
         })
         .map_err(|e| e.to_string())?;
         let conn = ep
@@ -175,6 +267,7 @@ impl Driver {
             .await
             .map_err(|e| e.to_string())?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let renewer = self.renewer(conn.clone());
         let mut s = EdgeSession::new(self.cfg.clone(), &self.site, st.applied_rv, ups, now());
         let (ftx, mut frx) = mpsc::channel::<Frame>(256);
         let reader = tokio::spawn(async move {
@@ -302,6 +395,7 @@ impl Driver {
             }
         };
         reader.abort();
+        renewer.abort();
         conn.close(0u32.into(), b"bye");
         Ok(result)
     }

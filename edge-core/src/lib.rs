@@ -83,23 +83,60 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
-/// Credentials a site holds after joining.
+/// Credentials a site holds after joining, kept in one file (`pki/site.json`, 0600) so a
+/// renewal replaces them all at once.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Creds {
-    /// Region CA.
-    pub ca: Vec<u8>,
-    /// Sync client certificate and key.
-    pub client: (Vec<u8>, Vec<u8>),
-    /// API serving certificate and key.
-    pub serving: (Vec<u8>, Vec<u8>),
+    /// Region CA (PEM).
+    pub ca: String,
+    /// Sync client certificate (PEM).
+    pub client_cert: String,
+    /// Its key (PEM).
+    pub client_key: String,
+    /// API serving certificate (PEM).
+    pub serving_cert: String,
+    /// Its key (PEM).
+    pub serving_key: String,
+    /// Validity start (unix seconds).
+    pub not_before: i64,
+    /// Validity end (unix seconds).
+    pub not_after: i64,
+}
+
+impl Creds {
+    /// From the cloud's answer to a join or renewal.
+    pub fn from_response(r: proto::sync::JoinResponse) -> Self {
+        Creds {
+            ca: r.ca_pem,
+            client_cert: r.client_cert_pem,
+            client_key: r.client_key_pem,
+            serving_cert: r.serving_cert_pem,
+            serving_key: r.serving_key_pem,
+            not_before: r.not_before,
+            not_after: r.not_after,
+        }
+    }
+
+    /// Store atomically.
+    pub fn save(&self, pki: &Path) -> Result<(), Error> {
+        std::fs::create_dir_all(pki).map_err(|e| Error::Io(pki.to_path_buf(), e))?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Join(e.to_string()))?;
+        write_private(&pki.join("site.json"), &json)?;
+        write_private(&pki.join("ca.crt"), self.ca.as_bytes())
+    }
+
+    /// When to renew: at two thirds of the lifetime.
+    pub fn renew_at(&self) -> Option<std::time::SystemTime> {
+        if self.not_after <= self.not_before {
+            return None;
+        }
+        let at = self.not_before + (self.not_after - self.not_before) * 2 / 3;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(at).ok()?))
+    }
 }
 
 fn load_creds(pki: &Path) -> Option<Creds> {
-    let r = |n: &str| std::fs::read(pki.join(n)).ok();
-    Some(Creds {
-        ca: r("ca.crt")?,
-        client: (r("client.crt")?, r("client.key")?),
-        serving: (r("serving.crt")?, r("serving.key")?),
-    })
+    serde_json::from_slice(&std::fs::read(pki.join("site.json")).ok()?).ok()
 }
 
 /// Split `HOST:PORT` into a socket address and a TLS server name.
@@ -161,18 +198,10 @@ async fn join(cfg: &EdgeConfig, token: &str, pki: &Path) -> Result<Creds, Error>
     conn.close(0u32.into(), b"joined");
     match resp.and_then(|f| f.body) {
         Some(Body::JoinResponse(r)) => {
-            std::fs::create_dir_all(pki).map_err(|e| Error::Io(pki.to_path_buf(), e))?;
-            write_private(&pki.join("client.key"), r.client_key_pem.as_bytes())?;
-            write_private(&pki.join("serving.key"), r.serving_key_pem.as_bytes())?;
-            for (n, d) in [
-                ("ca.crt", &r.ca_pem),
-                ("client.crt", &r.client_cert_pem),
-                ("serving.crt", &r.serving_cert_pem),
-            ] {
-                write_private(&pki.join(n), d.as_bytes())?;
-            }
+            let creds = Creds::from_response(r);
+            creds.save(pki)?;
             tracing::info!(site = %cfg.site, "joined the region");
-            load_creds(pki).ok_or_else(|| Error::Join("credentials were not stored".into()))
+            Ok(creds)
         }
         Some(Body::Error(e)) => Err(Error::Join(format!("the cloud refused: {}", e.message))),
         _ => Err(Error::Join("no answer from the cloud".into())),
@@ -285,7 +314,11 @@ pub async fn start(
         },
         Some(hooks),
     );
-    let tls = apiserver::server::tls_config(&creds.serving.0, &creds.serving.1)?;
+    let serving = apiserver::server::SwapCert::new(
+        creds.serving_cert.as_bytes(),
+        creds.serving_key.as_bytes(),
+    )?;
+    let tls = apiserver::server::tls_config_swappable(serving.clone())?;
     tracker.spawn(apiserver::server::serve(
         listener,
         tls,
@@ -293,7 +326,16 @@ pub async fn start(
         cancel.child_token(),
         tracker.clone(),
     ));
-    let drv = driver::Driver::new(cfg.site.clone(), cfg.cloud.clone(), store.clone(), creds);
+    let names = vec![cfg.listen.ip().to_string()];
+    let drv = driver::Driver::new(
+        cfg.site.clone(),
+        cfg.cloud.clone(),
+        store.clone(),
+        creds,
+        pki.clone(),
+        serving,
+        names,
+    );
     tracker.spawn(drv.run(cancel.child_token()));
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()

@@ -204,6 +204,21 @@ pub struct JoinResponse {
     /// Its key (PEM).
     #[prost(string, tag = "5")]
     pub serving_key_pem: String,
+    /// Validity start of the certificates (unix seconds).
+    #[prost(int64, tag = "6")]
+    pub not_before: i64,
+    /// Validity end of the certificates (unix seconds); the edge renews well before.
+    #[prost(int64, tag = "7")]
+    pub not_after: i64,
+}
+
+/// Edge → cloud, on a second stream of an authenticated connection: new certificates for the
+/// same site (answered with a `JoinResponse`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RenewRequest {
+    /// Extra names for the serving certificate.
+    #[prost(string, repeated, tag = "1")]
+    pub serving_names: Vec<String>,
 }
 
 /// One message.
@@ -212,7 +227,7 @@ pub struct Frame {
     /// The message.
     #[prost(
         oneof = "frame::Body",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
     )]
     pub body: Option<frame::Body>,
 }
@@ -258,9 +273,12 @@ pub mod frame {
         /// Join request.
         #[prost(message, tag = "12")]
         JoinRequest(super::JoinRequest),
-        /// Join response.
+        /// Join response (also the answer to a renewal).
         #[prost(message, tag = "13")]
         JoinResponse(super::JoinResponse),
+        /// Certificate renewal.
+        #[prost(message, tag = "14")]
+        RenewRequest(super::RenewRequest),
     }
 }
 

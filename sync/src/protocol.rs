@@ -654,5 +654,6 @@ fn name(b: &Body) -> &'static str {
         Body::Error(_) => "Error",
         Body::JoinRequest(_) => "JoinRequest",
         Body::JoinResponse(_) => "JoinResponse",
+        Body::RenewRequest(_) => "RenewRequest",
     }
 }

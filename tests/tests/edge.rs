@@ -328,3 +328,43 @@ fn site_connected_condition_follows_the_site() {
     e1.restart();
     wait_for("Connected=True again", T, || connected("True"));
 }
+
+#[test]
+fn certificates_rotate_before_expiry_without_dropping_the_site() {
+    let cc = CloudCore::start_with(&["--site-cert-ttl", "30s"]);
+    let mut e1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
+    let site_json = e1.dir.path().join("pki/site.json");
+    let creds = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&site_json).unwrap()).unwrap()
+    };
+    let first = creds();
+    let connected = || {
+        cc.kubectl_ok(&[
+            "get",
+            "edgesite",
+            "s1",
+            "-o",
+            "jsonpath={.status.conditions[0].status}",
+        ]) == "True"
+    };
+    wait_for("Connected", T, connected);
+    // Renewal at two thirds of 30 s, over the live connection.
+    wait_for("renewed certificates", Duration::from_secs(40), || {
+        creds()["client_cert"] != first["client_cert"]
+    });
+    let renewed = creds();
+    assert_ne!(renewed["serving_cert"], first["serving_cert"]);
+    assert!(renewed["not_after"].as_i64() > first["not_after"].as_i64());
+    assert_eq!(
+        e1.log().matches("connected to the cloud").count(),
+        1,
+        "renewal must not drop the connection"
+    );
+    assert!(connected());
+    // The edge API keeps serving (now with the new certificate), and a restart uses the new
+    // client certificate.
+    e1.kubectl_ok(&["get", "ns"]);
+    e1.restart();
+    wait_for("Connected after restart", T, connected);
+    assert_eq!(creds()["client_cert"], renewed["client_cert"]);
+}

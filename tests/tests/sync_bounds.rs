@@ -98,11 +98,11 @@ async fn malformed_frames_and_cross_site_writes_are_contained() {
 
     // 3. s1's certificate cannot claim to be s2, nor write s2's pod status.
     e1.kill9();
-    let pki = e1.dir.path().join("pki");
-    let (cert, key) = (
-        std::fs::read(pki.join("client.crt")).unwrap(),
-        std::fs::read(pki.join("client.key")).unwrap(),
-    );
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e1.dir.path().join("pki/site.json")).unwrap())
+            .unwrap();
+    let cert = creds["client_cert"].as_str().unwrap().as_bytes().to_vec();
+    let key = creds["client_key"].as_str().unwrap().as_bytes().to_vec();
     let mutual = || ClientAuth::Mutual {
         ca_pem: &ca,
         cert_pem: &cert,
