@@ -49,12 +49,16 @@ pub fn hash_token(token: &str) -> String {
         .collect()
 }
 
-/// A fresh random token (256 bits, URL-safe).
+/// A fresh random token (256 bits, URL-safe). The fixed prefix keeps it from starting with `-`,
+/// which command lines would take for a flag (`--token -abc...`).
 pub fn new_token() -> String {
     use base64::Engine;
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    format!(
+        "at{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    )
 }
 
 /// The stored record for a token; `bound` ties it to an object (service account) by key and
@@ -156,6 +160,7 @@ mod tests {
     #[test]
     fn hashes_are_stable_and_not_the_token() {
         let t = new_token();
+        assert!(t.starts_with("at") && !t.contains('.'));
         assert_eq!(hash_token(&t), hash_token(&t));
         assert_ne!(hash_token(&t), t);
         assert_eq!(hash_token(&t).len(), 64);

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bootstrap;
 pub mod client;
 pub mod controllers;
 pub mod error;

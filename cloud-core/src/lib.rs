@@ -6,14 +6,13 @@ pub mod hub;
 pub mod pki;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::api::{default_sa, namespace_object, Api, ApiConfig};
-use apiserver::auth::{self, Identity};
+use apiserver::api::{Api, ApiConfig};
 use apiserver::client::Kubeconfig;
-use apiserver::store::{Key, Op, Precondition, Store};
+use apiserver::store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -71,43 +70,6 @@ pub struct Running {
     pub admin_kubeconfig: PathBuf,
 }
 
-const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
-
-/// Create the system space's default namespaces (with their service accounts) if missing.
-async fn bootstrap(store: &Store) -> Result<(), Error> {
-    for ns in SYSTEM_NAMESPACES {
-        if store.get(&Key::new("namespaces", "", "", ns)).is_none() {
-            store
-                .commit(vec![
-                    Op::Put {
-                        key: Key::new("namespaces", "", "", ns),
-                        value: namespace_object("", ns),
-                        pre: Precondition::Absent,
-                    },
-                    default_sa("", ns),
-                ])
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Reuse the admin kubeconfig when its token is still known; otherwise mint a new token.
-async fn admin_token(store: &Store, path: &Path) -> Result<(String, bool), Error> {
-    if let Ok(k) = Kubeconfig::load(path) {
-        if auth::authenticate(store, &k.token).is_some_and(|id| id.is_system_admin()) {
-            return Ok((k.token, false));
-        }
-    }
-    let token = auth::new_token();
-    let mut rec = auth::token_record(&Identity::system_admin(), None, None);
-    rec["metadata"]["name"] = serde_json::json!(auth::hash_token(&token));
-    store
-        .put(auth::token_key(&token), rec, Precondition::Absent)
-        .await?;
-    Ok((token, true))
-}
-
 /// Start serving; returns once the API accepts connections and the admin kubeconfig exists.
 pub async fn start(
     cfg: ServeConfig,
@@ -128,9 +90,9 @@ pub async fn start(
     sans.extend(cfg.tls_sans.iter().cloned());
     let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
     let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?;
-    bootstrap(&store).await?;
+    apiserver::bootstrap::system_namespaces(&store).await?;
     let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
-    let (token, fresh) = admin_token(&store, &kubeconfig_path).await?;
+    let (token, fresh) = apiserver::bootstrap::admin_token(&store, &kubeconfig_path, None).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::Bind(cfg.listen, e))?;
@@ -194,7 +156,8 @@ pub async fn start(
     let rendered = kc.render("atoll", "admin");
     if fresh || std::fs::read_to_string(&kubeconfig_path).ok().as_deref() != Some(rendered.as_str())
     {
-        pki::write_private(&kubeconfig_path, rendered.as_bytes())?;
+        apiserver::bootstrap::write_private(&kubeconfig_path, rendered.as_bytes())
+            .map_err(|e| Error::Io(kubeconfig_path.clone(), e))?;
     }
     tracing::info!(%addr, %sync_addr, kubeconfig = %kubeconfig_path.display(), "cloud-core serving");
     Ok(Running {

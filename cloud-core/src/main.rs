@@ -85,21 +85,6 @@ fn init_tracing() {
     }
 }
 
-async fn shutdown_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down; a second signal forces exit");
-    cancel.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    std::process::exit(130);
-}
-
 async fn tenant_kubeconfig(
     kubeconfig: PathBuf,
     tenant: String,
@@ -228,7 +213,7 @@ fn main() -> ExitCode {
                 max_body,
             } => {
                 let cancel = CancellationToken::new();
-                tokio::spawn(shutdown_signal(cancel.clone()));
+                tokio::spawn(apiserver::bootstrap::shutdown_signal(cancel.clone()));
                 let cfg = cloud_core::ServeConfig {
                     data_dir,
                     listen,

@@ -91,22 +91,8 @@ impl Pki {
     }
 }
 
-/// Write a file readable only by its owner, atomically (temp file, fsync, rename).
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::Io(tmp.clone(), e))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::Io(tmp.clone(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
+fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
+    apiserver::bootstrap::write_private(path, data).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
 fn ca_params() -> Result<CertificateParams, Error> {

@@ -9,10 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use apiserver::api::{default_sa, namespace_object, Api, ApiConfig};
-use apiserver::auth::{self, Identity};
+use apiserver::api::{Api, ApiConfig};
 use apiserver::client::Kubeconfig;
-use apiserver::store::{Key, Op, Precondition, Scope, Store};
+use apiserver::store::{Scope, Store};
 use proto::sync::{frame::Body, Frame, JoinRequest};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -67,20 +66,7 @@ pub struct Running {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::Io(tmp.clone(), e))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::Io(tmp.clone(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
+    apiserver::bootstrap::write_private(path, data).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
 /// Credentials a site holds after joining, kept in one file (`pki/site.json`, 0600) so a
@@ -208,43 +194,6 @@ async fn join(cfg: &EdgeConfig, token: &str, pki: &Path) -> Result<Creds, Error>
     }
 }
 
-/// The local system namespaces: present before the cloud sends anything, so the site can
-/// work from its first offline minute; the cloud's copies replace them when they arrive.
-async fn bootstrap(store: &Store) -> Result<(), Error> {
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        if store.get(&Key::new("namespaces", "", "", ns)).is_none() {
-            store
-                .commit(vec![
-                    Op::Put {
-                        key: Key::new("namespaces", "", "", ns),
-                        value: namespace_object("", ns),
-                        pre: Precondition::Absent,
-                    },
-                    default_sa("", ns),
-                ])
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// The local admin: a token stored hashed and marked as the site's own (never synced).
-async fn admin_token(store: &Store, site: &str, path: &Path) -> Result<String, Error> {
-    if let Ok(k) = Kubeconfig::load(path) {
-        if auth::authenticate(store, &k.token).is_some_and(|id| id.is_system_admin()) {
-            return Ok(k.token);
-        }
-    }
-    let token = auth::new_token();
-    let mut rec = auth::token_record(&Identity::system_admin(), None, None);
-    rec["metadata"]["name"] = json!(auth::hash_token(&token));
-    rec["metadata"]["annotations"] = json!({hooks::ORIGIN: site});
-    store
-        .put(auth::token_key(&token), rec, Precondition::Absent)
-        .await?;
-    Ok(token)
-}
-
 fn last_outbox_key(store: &Store) -> u64 {
     let (_, items) = store.list(
         &Scope {
@@ -295,9 +244,17 @@ pub async fn start(
         }
     };
     let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?;
-    bootstrap(&store).await?;
+    // The system namespaces exist before the cloud sends anything, so the site works from its
+    // first offline minute; the cloud's copies replace them when they arrive.
+    apiserver::bootstrap::system_namespaces(&store).await?;
     let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
-    let token = admin_token(&store, &cfg.site, &kubeconfig_path).await?;
+    // The local admin is the site's own: marked with its origin, never synced.
+    let (token, _) = apiserver::bootstrap::admin_token(
+        &store,
+        &kubeconfig_path,
+        Some(json!({hooks::ORIGIN: cfg.site})),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::Bind(cfg.listen, e))?;

@@ -58,21 +58,6 @@ fn init_tracing() {
     }
 }
 
-async fn shutdown_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down; a second signal forces exit");
-    cancel.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    std::process::exit(130);
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -103,7 +88,7 @@ fn main() -> ExitCode {
     } = cli.cmd;
     let result = rt.block_on(async move {
         let cancel = CancellationToken::new();
-        tokio::spawn(shutdown_signal(cancel.clone()));
+        tokio::spawn(apiserver::bootstrap::shutdown_signal(cancel.clone()));
         let tracker = TaskTracker::new();
         let cfg = edge_core::EdgeConfig {
             data_dir,

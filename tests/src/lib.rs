@@ -60,6 +60,31 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Wait until a spawned server has written its kubeconfig (it does so once it listens) and
+/// accepts connections; learn its port when it picked one. Panics with its log if it exits.
+fn wait_serving(
+    what: &str,
+    child: &mut Option<Child>,
+    kubeconfig: &Path,
+    addr: &mut SocketAddr,
+    log: &Path,
+) {
+    wait_for(&format!("{what} to serve"), Duration::from_secs(30), || {
+        if let Some(Ok(Some(st))) = child.as_mut().map(Child::try_wait) {
+            panic!(
+                "{what} exited early ({st}); log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        match server_addr(kubeconfig) {
+            Some(a) if addr.port() == 0 => *addr = a,
+            Some(_) => {}
+            None => return false,
+        }
+        TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+    });
+}
+
 /// A running `cloud-core serve`, killed on drop.
 pub struct CloudCore {
     child: Option<Child>,
@@ -118,20 +143,8 @@ impl CloudCore {
             .expect("spawn cloud-core");
         self.child = Some(child);
         let kc = self.kubeconfig();
-        wait_for("cloud-core to serve", Duration::from_secs(30), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("cloud-core exited early ({st}); log:\n{}", self.log());
-                }
-            }
-            // The kubeconfig is written once the listener is up.
-            match server_addr(&kc) {
-                Some(a) if self.addr.port() == 0 => self.addr = a,
-                Some(_) => {}
-                None => return false,
-            }
-            TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
-        });
+        let log = self.dir.path().join("cloud-core.log");
+        wait_serving("cloud-core", &mut self.child, &kc, &mut self.addr, &log);
     }
 
     /// The server's process id (0 when not running).
@@ -378,19 +391,8 @@ impl EdgeCore {
         }
         self.child = Some(cmd.spawn().expect("spawn edge-core"));
         let kc = self.kubeconfig();
-        wait_for("edge-core to serve", Duration::from_secs(30), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("edge-core exited early ({st}); log:\n{}", self.log());
-                }
-            }
-            match server_addr(&kc) {
-                Some(a) if self.addr.port() == 0 => self.addr = a,
-                Some(_) => {}
-                None => return false,
-            }
-            TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
-        });
+        let log = self.dir.path().join("edge-core.log");
+        wait_serving("edge-core", &mut self.child, &kc, &mut self.addr, &log);
     }
 
     /// The edge's admin kubeconfig.
