@@ -228,9 +228,8 @@ fn node_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
     {
         Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => "Ready".to_string(),
-        Some(c) if c.get("status").and_then(Value::as_str) == Some("False") => {
-            "NotReady".to_string()
-        }
+        // False and Unknown both read NotReady, as kube-apiserver prints them.
+        Some(_) => "NotReady".to_string(),
         _ => "Unknown".to_string(),
     };
     if o.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {

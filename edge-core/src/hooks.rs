@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 /// Annotation marking the site an object was created at.
 pub const ORIGIN: &str = "edge.atoll.io/origin";
+/// Store name of node leases (kept local).
+const LEASES: &str = "leases.coordination.k8s.io";
 /// Internal resource: outgoing changes, ordered by their commit version.
 pub const OUTBOX: &str = "outbox";
 
@@ -96,6 +98,10 @@ impl Hooks for EdgeHooks {
     }
 
     fn also(&self, _res: &Resource, key: &Key, new: Option<&Value>, status: bool) -> Vec<Op> {
+        // Node leases are the site's own business: the edge judges node health locally.
+        if key.resource == LEASES {
+            return Vec::new();
+        }
         let kind = match new {
             None => "Delete",
             Some(v) if self.owned(v) => "Put",

@@ -4,6 +4,7 @@
 
 pub mod driver;
 pub mod hooks;
+pub mod nodes;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -261,8 +262,13 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Bind(cfg.listen, e))?;
-    let hooks: Arc<dyn apiserver::api::Hooks> =
-        Arc::new(hooks::EdgeHooks::new(&cfg.site, last_outbox_key(&store)));
+    let edge_hooks = Arc::new(hooks::EdgeHooks::new(&cfg.site, last_outbox_key(&store)));
+    tracker.spawn(nodes::run(
+        store.clone(),
+        edge_hooks.clone(),
+        cancel.child_token(),
+    ));
+    let hooks: Arc<dyn apiserver::api::Hooks> = edge_hooks;
     let api = Api::with_hooks(
         store.clone(),
         ApiConfig {

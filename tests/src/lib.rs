@@ -562,3 +562,74 @@ impl EdgeCore {
         e
     }
 }
+
+/// A running `edge-agent`, killed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    /// Root dir.
+    pub dir: tempfile::TempDir,
+    /// Node name.
+    pub node: String,
+    kubeconfig: PathBuf,
+}
+
+impl Agent {
+    /// Start an agent for `node` against the server of `kubeconfig`.
+    pub fn start(kubeconfig: &Path, node: &str) -> Self {
+        let mut a = Agent {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            node: node.to_string(),
+            kubeconfig: kubeconfig.to_path_buf(),
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("log");
+        let child = Command::new(bin("edge-agent"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--node-name", &self.node, "--root-dir"])
+            .arg(self.dir.path().join("root"))
+            .env("ATOLL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn edge-agent");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- edge-agent {} log ---\n{}", self.node, self.log());
+        }
+        self.kill9();
+    }
+}
