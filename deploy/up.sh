@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds Atoll and starts a local region on loopback: cloud-core on the embedded store and one
-# edge site (edge-core "site1") joined to it over QUIC.
+# Builds Atoll and starts a local region on loopback: cloud-core on the embedded store, one edge
+# site (edge-core "site1") joined to it over QUIC, and a node agent ("node1") at that site.
 #   deploy/up.sh          start (data in $ATOLL_HOME, default ./.atoll)
 #   deploy/up.sh down     stop
 set -euo pipefail
@@ -10,10 +10,11 @@ API=${ATOLL_LISTEN:-127.0.0.1:6443}
 SYNC=${ATOLL_SYNC_LISTEN:-127.0.0.1:7443}
 EDGE_API=${ATOLL_EDGE_LISTEN:-127.0.0.1:6444}
 SITE=${ATOLL_SITE:-site1}
+NODE=${ATOLL_NODE:-node1}
 mkdir -p "$ATOLL_HOME"
 
 stop() {
-  for p in edge-core cloud-core; do
+  for p in edge-agent edge-core cloud-core; do
     if [ -f "$ATOLL_HOME/$p.pid" ]; then
       kill "$(cat "$ATOLL_HOME/$p.pid")" 2>/dev/null || true
       rm -f "$ATOLL_HOME/$p.pid"
@@ -27,7 +28,7 @@ if ! command -v kubectl >/dev/null; then
   echo "deploy/up.sh: kubectl is required on PATH to drive the region" >&2
   exit 1
 fi
-cargo build --release --locked -p cloud-core -p edge-core
+cargo build --release --locked -p cloud-core -p edge-core -p edge-agent
 stop
 BIN=$PWD/target/release
 nohup "$BIN/cloud-core" serve --data-dir "$ATOLL_HOME/cloud" --listen "$API" --sync-listen "$SYNC" \
@@ -66,14 +67,30 @@ for _ in $(seq 1 300); do
 done
 if [ -z "$ready" ]; then echo "edge-core did not become ready; see $ATOLL_HOME/edge-core.log" >&2; exit 1; fi
 
+# The node agent registers $NODE at the site and keeps it Ready.
+nohup "$BIN/edge-agent" --kubeconfig "$EKC" --node-name "$NODE" --root-dir "$ATOLL_HOME/$NODE" \
+  >"$ATOLL_HOME/edge-agent.log" 2>&1 &
+echo $! >"$ATOLL_HOME/edge-agent.pid"
+ready=""
+for _ in $(seq 1 300); do
+  if kubectl --kubeconfig "$EKC" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; then ready=1; break; fi
+  if ! kill -0 "$(cat "$ATOLL_HOME/edge-agent.pid")" 2>/dev/null; then
+    echo "edge-agent exited; log:" >&2; cat "$ATOLL_HOME/edge-agent.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+if [ -z "$ready" ]; then echo "node $NODE did not become Ready; see $ATOLL_HOME/edge-agent.log" >&2; exit 1; fi
+
 cat <<MSG
 Atoll region is up on loopback:
   cloud-core  https://$API  (sync $SYNC)   log: $ATOLL_HOME/cloud-core.log
   edge-core   https://$EDGE_API  site $SITE       log: $ATOLL_HOME/edge-core.log
+  edge-agent  node $NODE at $SITE                 log: $ATOLL_HOME/edge-agent.log
 
 Try, at the cloud:
   export KUBECONFIG=$KC
   kubectl get edgesites
+  kubectl get nodes -o wide                      # $NODE, Ready, labelled atoll.io/site=$SITE
   kubectl get namespaces
   kubectl api-resources
   kubectl run web --image=busybox:1.36 -- sleep 3600
@@ -83,8 +100,9 @@ Try, at the cloud:
   kubectl --kubeconfig acme.kubeconfig get namespaces
 and at the edge site (works while the cloud is down too):
   kubectl --kubeconfig $EKC get nodes,pods
-  printf 'apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n' | kubectl --kubeconfig $EKC apply -f -
-  kubectl get nodes -l atoll.io/site=$SITE      # at the cloud: the node, labelled with its site
+  kubectl --kubeconfig $EKC create configmap hello --from-literal=from=edge
+  kubectl get configmap hello -o yaml            # at the cloud, marked edge.atoll.io/origin: $SITE
+(Pods on $NODE are accepted and synced; running their containers is the agent's next step.)
 
 Stop with: deploy/up.sh down
 MSG
