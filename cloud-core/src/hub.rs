@@ -253,6 +253,8 @@ struct Tracker {
     pod_node: HashMap<Key, String>,
     sites: HashMap<String, SiteFeed>,
     rv: u64,
+    /// Set when a node joins or leaves a site (its EdgeSite's node count changed).
+    nodes_moved: bool,
 }
 
 fn node_site(v: &Value) -> Option<String> {
@@ -270,6 +272,7 @@ impl Tracker {
             pod_node: HashMap::new(),
             sites: HashMap::new(),
             rv,
+            nodes_moved: false,
         };
         let mut sink = HashMap::new();
         // Nodes first, so pods find their sites.
@@ -395,9 +398,11 @@ impl Tracker {
                     if let Some(s) = &old {
                         self.want(s, key, -1, out);
                         self.node_site.remove(&key.name);
+                        self.nodes_moved = true;
                     }
                     if let Some(s) = &new {
                         self.node_site.insert(key.name.clone(), s.clone());
+                        self.nodes_moved = true;
                         self.want(s, key, 1, out);
                     }
                     // Pods on this node move with it.
@@ -531,7 +536,11 @@ pub struct Shares {
 
 impl Shares {
     /// Start tracking shares over `store`.
-    pub fn start(store: Store, cancel: CancellationToken) -> Self {
+    pub fn start(
+        store: Store,
+        nodes_moved: Arc<tokio::sync::Notify>,
+        cancel: CancellationToken,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Subscribe>(64);
         tokio::spawn(async move {
             loop {
@@ -541,7 +550,12 @@ impl Shares {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         ev = live.recv() => match ev {
-                            Ok(e) => if e.rv > t.rv { t.process(&e) },
+                            Ok(e) => if e.rv > t.rv {
+                                t.process(&e);
+                                if std::mem::take(&mut t.nodes_moved) {
+                                    nodes_moved.notify_one();
+                                }
+                            },
                             Err(_) => {
                                 tracing::warn!("share tracker fell behind the store; rebuilding (sites will resync)");
                                 for f in t.sites.values() {
@@ -626,7 +640,8 @@ impl Hub {
         site_cert_ttl: Duration,
         cancel: CancellationToken,
     ) -> Arc<Self> {
-        let shares = Shares::start(store.clone(), cancel.clone());
+        let kick = Arc::new(tokio::sync::Notify::new());
+        let shares = Shares::start(store.clone(), kick.clone(), cancel.clone());
         let hub = Arc::new(Hub {
             store,
             pki,
@@ -642,6 +657,7 @@ impl Hub {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = kick.notified() => {}
                 }
             }
         });
