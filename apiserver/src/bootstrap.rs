@@ -90,3 +90,22 @@ pub async fn shutdown_signal(cancel: tokio_util::sync::CancellationToken) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     std::process::exit(130);
 }
+
+/// Install the binaries' log subscriber: filter from `ATOLL_LOG` (default `info`), plain text or
+/// JSON (`ATOLL_LOG_FORMAT=json`), on stderr. Call once, from `main`.
+pub fn init_tracing() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("ATOLL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var("ATOLL_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
