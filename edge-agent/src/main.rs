@@ -28,12 +28,6 @@ struct Cli {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if !apiserver::validate::is_dns1123_subdomain(&cli.node_name) {
-        anyhow::bail!(
-            "invalid node name {:?}: must be an RFC 1123 subdomain",
-            cli.node_name
-        );
-    }
     std::fs::create_dir_all(&cli.root_dir)
         .map_err(|e| anyhow::anyhow!("{}: {e}", cli.root_dir.display()))?;
     let kc = kube::config::Kubeconfig::read_from(&cli.kubeconfig)?;
@@ -55,6 +49,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Bad configuration exits 64 before anything starts.
+    if !apiserver::validate::is_dns1123_subdomain(&cli.node_name) {
+        eprintln!(
+            "error: invalid node name {:?}: must be an RFC 1123 subdomain",
+            cli.node_name
+        );
+        return ExitCode::from(64);
+    }
+    if !cli.kubeconfig.is_file() {
+        eprintln!(
+            "error: kubeconfig {} does not exist",
+            cli.kubeconfig.display()
+        );
+        return ExitCode::from(64);
+    }
     apiserver::bootstrap::init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
