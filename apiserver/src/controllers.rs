@@ -221,3 +221,78 @@ pub async fn run(store: Store, cancel: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemBackend, Op};
+
+    fn obj(name: &str, uid: &str, owner: Option<&str>, fins: &[&str], deleting: bool) -> Value {
+        let mut v = json!({"metadata": {"name": name, "namespace": "ns", "uid": uid}});
+        if let Some(o) = owner {
+            v["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": o}]);
+        }
+        if !fins.is_empty() {
+            v["metadata"]["finalizers"] = json!(fins);
+        }
+        if deleting {
+            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        v
+    }
+
+    async fn setup(owner_fins: &[&str], owner_deleted: bool) -> Store {
+        let s = Store::open(Box::new(MemBackend), 100).expect("store");
+        let mut ops = vec![Op::Put {
+            key: Key::new("configmaps", "", "ns", "dep"),
+            value: obj("dep", "d1", Some("o1"), &[], false),
+            pre: Precondition::Absent,
+        }];
+        if !owner_deleted {
+            ops.push(Op::Put {
+                key: Key::new("configmaps", "", "ns", "owner"),
+                value: obj("owner", "o1", None, owner_fins, true),
+                pre: Precondition::Absent,
+            });
+        }
+        s.commit(ops).await.expect("commit");
+        s
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn background_deletes_orphaned_dependents() {
+        let s = setup(&[], true).await;
+        while reconcile(&s).await {}
+        assert!(s.get(&Key::new("configmaps", "", "ns", "dep")).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn orphan_keeps_dependents_without_the_reference() {
+        let s = setup(&["orphan"], false).await;
+        while reconcile(&s).await {}
+        assert!(
+            s.get(&Key::new("configmaps", "", "ns", "owner")).is_none(),
+            "owner finalized and gone"
+        );
+        let dep = s
+            .get(&Key::new("configmaps", "", "ns", "dep"))
+            .expect("dependent kept");
+        assert_eq!(
+            dep.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .map(Vec::len),
+            Some(0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn foreground_removes_dependents_before_the_owner() {
+        let s = setup(&["foregroundDeletion"], false).await;
+        // First pass deletes the dependent; the owner stays until a later pass sees none left.
+        reconcile(&s).await;
+        assert!(s.get(&Key::new("configmaps", "", "ns", "dep")).is_none());
+        while reconcile(&s).await {}
+        assert!(s.get(&Key::new("configmaps", "", "ns", "owner")).is_none());
+    }
+}
