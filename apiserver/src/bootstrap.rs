@@ -109,3 +109,24 @@ pub fn init_tracing() {
             .init();
     }
 }
+
+/// Parse a binary's command line: `--help`/`--version` print and exit 0; bad arguments print
+/// the error and exit 64 (bad configuration), before anything starts.
+pub fn parse_args<C: clap::Parser>() -> Result<C, std::process::ExitCode> {
+    C::try_parse().map_err(|e| {
+        let code = if e.use_stderr() { 64 } else { 0 };
+        let _ = e.print();
+        std::process::ExitCode::from(code)
+    })
+}
+
+/// A binary's one multi-threaded runtime (exit 1 if it cannot start).
+pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: starting the runtime: {e}");
+            std::process::ExitCode::from(1)
+        })
+}

@@ -27,8 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pki::Pki;
 
-/// Annotation on objects created at an edge site: the site that owns them.
-pub const ORIGIN: &str = "edge.atoll.io/origin";
+pub use proto::{origin, ORIGIN};
 /// Label on every node of a site.
 pub const SITE_LABEL: &str = proto::SITE_LABEL;
 /// Internal resource: join tokens by hash.
@@ -38,11 +37,6 @@ const SITE_SEQ: &str = "siteseqs";
 const EDGESITES: &str = "edgesites.edge.atoll.io";
 /// Most downlink changes kept per site for resuming.
 const LOG_LIMIT: usize = 100_000;
-
-/// The origin site of an object, if it was created at an edge.
-pub fn origin(v: &Value) -> Option<&str> {
-    v.pointer("/metadata/annotations")?.get(ORIGIN)?.as_str()
-}
 
 fn obj_key(k: &Key) -> ObjectKey {
     ObjectKey {
@@ -608,15 +602,6 @@ pub struct Hub {
     site_cert_ttl: Duration,
 }
 
-/// Poll a future once (registers its waker), ignoring the result.
-fn futures_poll_once<F: std::future::Future>(
-    f: std::pin::Pin<&mut F>,
-) -> std::task::Poll<F::Output> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    f.poll(&mut cx)
-}
-
 /// Finish the stream and give the peer a moment to read what was written (an error frame)
 /// before the connection goes.
 async fn finish(send: &mut quinn::SendStream) {
@@ -963,18 +948,13 @@ impl Hub {
             }
             // Pull the next batches from the site's log; register for a wakeup first so an
             // append between the check and the wait is not missed.
-            let notified = log.as_ref().map(|l| l.clone());
-            let notified_fut = async {
-                match &notified {
-                    Some(l) => l.notify.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::pin!(notified_fut);
+            // Before the session has a log (no Hello yet) it waits on a log nobody appends to.
+            let site_log = log.clone().unwrap_or_default();
+            let notified = site_log.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let mut pulled = false;
             if let (Some(l), true) = (&log, s.wants_down()) {
-                // Touch the future so the Notified is registered before reading.
-                let _ = futures_poll_once(notified_fut.as_mut());
                 match l.after(s.sent_rv(), 64) {
                     Ok(batches) => {
                         for (rv, changes) in batches {
@@ -1001,7 +981,7 @@ impl Hub {
                     Some(f) => s.handle(f, now()),
                     None => break "connection closed".to_string(),
                 },
-                _ = &mut notified_fut, if wants => {}
+                _ = &mut notified, if wants => {}
                 _ = tokio::time::sleep_until(deadline) => s.handle_timeout(now()),
             }
         };

@@ -165,24 +165,14 @@ async fn join_token(kubeconfig: PathBuf, site: String, ttl: Duration) -> anyhow:
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match apiserver::bootstrap::parse_args::<Cli>() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
     apiserver::bootstrap::init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match apiserver::bootstrap::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result = rt.block_on(async move {
         match cli.cmd {

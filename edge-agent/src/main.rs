@@ -41,13 +41,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match apiserver::bootstrap::parse_args::<Cli>() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
     // Bad configuration exits 64 before anything starts.
     if !apiserver::validate::is_dns1123_subdomain(&cli.node_name) {
@@ -65,15 +61,9 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     apiserver::bootstrap::init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match apiserver::bootstrap::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,17 +15,12 @@ use apiserver::resources::Resource;
 use apiserver::store::{Key, Op, Precondition};
 use serde_json::{json, Value};
 
-/// Annotation marking the site an object was created at.
-pub const ORIGIN: &str = "edge.atoll.io/origin";
+pub use proto::{origin, ORIGIN};
+
 /// Store name of node leases (kept local).
 const LEASES: &str = "leases.coordination.k8s.io";
 /// Internal resource: outgoing changes, ordered by their commit version.
 pub const OUTBOX: &str = "outbox";
-
-/// The origin site of an object.
-pub fn origin(v: &Value) -> Option<&str> {
-    v.pointer("/metadata/annotations")?.get(ORIGIN)?.as_str()
-}
 
 /// Hooks for one site.
 pub struct EdgeHooks {

@@ -16,6 +16,15 @@ use serde::{Deserialize, Serialize};
 pub const EDGE_GROUP: &str = "edge.atoll.io";
 /// Label every Node at an edge site carries.
 pub const SITE_LABEL: &str = "atoll.io/site";
+/// Annotation on objects created at an edge site, naming the site that owns them. The cloud
+/// and the edge must agree on it: it decides who may write an object and what syncs where.
+pub const ORIGIN: &str = "edge.atoll.io/origin";
+
+/// The site an object was created at, if any (its [`ORIGIN`] annotation).
+pub fn origin(v: &serde_json::Value) -> Option<&str> {
+    v.pointer("/metadata/annotations")?.get(ORIGIN)?.as_str()
+}
+
 /// The system space: the tenant of system objects (nodes, tenants, edge sites).
 pub const SYSTEM_TENANT: &str = "";
 

@@ -60,34 +60,95 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-/// Wait until a spawned server has written its kubeconfig (it does so once it listens) and
-/// accepts connections; learn its port when it picked one. Panics with its log if it exits.
-fn wait_serving(
-    what: &str,
-    child: &mut Option<Child>,
-    kubeconfig: &Path,
-    addr: &mut SocketAddr,
-    log: &Path,
-) {
-    wait_for(&format!("{what} to serve"), Duration::from_secs(30), || {
-        if let Some(Ok(Some(st))) = child.as_mut().map(Child::try_wait) {
-            panic!(
-                "{what} exited early ({st}); log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
+/// A spawned binary whose stderr goes to a log file; killed on drop, and its log printed when
+/// the test is failing.
+pub struct Proc {
+    child: Option<Child>,
+    what: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// A process slot named `what`, logging to `log` (appended across restarts).
+    pub fn new(what: &str, log: PathBuf) -> Self {
+        Proc {
+            child: None,
+            what: what.to_string(),
+            log,
+        }
+    }
+
+    /// Start `cmd` with stdout discarded and stderr to the log.
+    pub fn spawn(&mut self, mut cmd: Command) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = cmd
+            .env("ATOLL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn();
+        self.child = Some(child.unwrap_or_else(|e| panic!("spawn {}: {e}", self.what)));
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL (no chance to flush anything).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait until the server has written its kubeconfig (it does so once it listens) and
+    /// accepts connections; learn its port when it picked one. Panics with its log if it exits.
+    fn wait_serving(&mut self, kubeconfig: &Path, addr: &mut SocketAddr) {
+        wait_for(
+            &format!("{} to serve", self.what),
+            Duration::from_secs(30),
+            || {
+                if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
+                    panic!("{} exited early ({st}); log:\n{}", self.what, self.log());
+                }
+                match server_addr(kubeconfig) {
+                    Some(a) if addr.port() == 0 => *addr = a,
+                    Some(_) => {}
+                    None => return false,
+                }
+                TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+            },
+        );
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} log ({}) ---\n{}",
+                self.what,
+                self.log.display(),
+                self.log()
             );
         }
-        match server_addr(kubeconfig) {
-            Some(a) if addr.port() == 0 => *addr = a,
-            Some(_) => {}
-            None => return false,
-        }
-        TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
-    });
+        self.kill9();
+    }
 }
 
 /// A running `cloud-core serve`, killed on drop.
 pub struct CloudCore {
-    child: Option<Child>,
+    proc: Proc,
     /// Its data directory (kept across restarts).
     pub dir: tempfile::TempDir,
     /// API address.
@@ -111,7 +172,7 @@ impl CloudCore {
         // tests never race for ports. Restarts reuse the port it picked.
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let mut cc = CloudCore {
-            child: None,
+            proc: Proc::new("cloud-core", dir.path().join("cloud-core.log")),
             dir,
             addr,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -122,34 +183,25 @@ impl CloudCore {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("cloud-core.log"))
-            .expect("log");
-        let child = Command::new(bin("cloud-core"))
-            .arg("serve")
+        let mut cmd = Command::new(bin("cloud-core"));
+        cmd.arg("serve")
             .arg("--data-dir")
             .arg(self.dir.path())
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--sync-listen")
-            .arg(self.sync_addr.to_string())
-            .args(&self.extra)
-            .env("ATOLL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn cloud-core");
-        self.child = Some(child);
+            .args([
+                "--listen",
+                &self.addr.to_string(),
+                "--sync-listen",
+                &self.sync_addr.to_string(),
+            ])
+            .args(&self.extra);
+        self.proc.spawn(cmd);
         let kc = self.kubeconfig();
-        let log = self.dir.path().join("cloud-core.log");
-        wait_serving("cloud-core", &mut self.child, &kc, &mut self.addr, &log);
+        self.proc.wait_serving(&kc, &mut self.addr);
     }
 
     /// The server's process id (0 when not running).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.proc.pid()
     }
 
     /// Path of the admin kubeconfig.
@@ -159,15 +211,12 @@ impl CloudCore {
 
     /// The server log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("cloud-core.log")).unwrap_or_default()
+        self.proc.log()
     }
 
     /// SIGKILL the process (no chance to flush anything).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
     /// Start again on the same data dir and port.
@@ -189,19 +238,6 @@ impl CloudCore {
     /// A `kube` client with the admin kubeconfig.
     pub async fn client(&self) -> kube::Client {
         client_for(&self.kubeconfig()).await
-    }
-}
-
-impl Drop for CloudCore {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- cloud-core log ({}) ---\n{}",
-                self.dir.path().display(),
-                self.log()
-            );
-        }
-        self.kill9();
     }
 }
 
@@ -302,7 +338,7 @@ impl CloudCore {
 
 /// A running `edge-core serve`, killed on drop.
 pub struct EdgeCore {
-    child: Option<Child>,
+    proc: Proc,
     /// Data directory (kept across restarts).
     pub dir: tempfile::TempDir,
     /// Site name.
@@ -316,11 +352,24 @@ pub struct EdgeCore {
 impl EdgeCore {
     /// Join `site` to the region with `token` and serve.
     pub fn join(cloud: &CloudCore, site: &str, token: &str) -> Self {
+        Self::join_at(cloud.sync_addr, site, token)
+    }
+
+    /// Join through a relay (the edge talks to `relay` instead of the cloud directly).
+    pub fn join_via(relay: &Relay, site: &str, token: &str) -> Self {
+        Self::join_at(relay.addr, site, token)
+    }
+
+    fn join_at(cloud: SocketAddr, site: &str, token: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut e = EdgeCore {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
+            proc: Proc::new(
+                &format!("edge-core {site}"),
+                dir.path().join("edge-core.log"),
+            ),
+            dir,
             site: site.to_string(),
-            cloud: cloud.sync_addr,
+            cloud,
             addr: "127.0.0.1:0".parse().expect("addr"),
         };
         e.spawn(Some(token));
@@ -366,11 +415,6 @@ impl EdgeCore {
     }
 
     fn spawn(&mut self, token: Option<&str>) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("edge-core.log"))
-            .expect("log");
         let mut cmd = Command::new(bin("edge-core"));
         cmd.arg("serve")
             .arg("--data-dir")
@@ -382,17 +426,13 @@ impl EdgeCore {
                 &self.site,
                 "--listen",
                 &self.addr.to_string(),
-            ])
-            .env("ATOLL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
+            ]);
         if let Some(t) = token {
             cmd.args(["--join-token", t]);
         }
-        self.child = Some(cmd.spawn().expect("spawn edge-core"));
+        self.proc.spawn(cmd);
         let kc = self.kubeconfig();
-        let log = self.dir.path().join("edge-core.log");
-        wait_serving("edge-core", &mut self.child, &kc, &mut self.addr, &log);
+        self.proc.wait_serving(&kc, &mut self.addr);
     }
 
     /// The edge's admin kubeconfig.
@@ -402,15 +442,12 @@ impl EdgeCore {
 
     /// The log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("edge-core.log")).unwrap_or_default()
+        self.proc.log()
     }
 
     /// SIGKILL.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
     /// Start again (no token: it has joined).
@@ -427,20 +464,6 @@ impl EdgeCore {
     /// kubectl against the edge; stdout, panicking on failure.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         ok(self.kubectl(args), args)
-    }
-}
-
-impl Drop for EdgeCore {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- edge-core {} log ({}) ---\n{}",
-                self.site,
-                self.dir.path().display(),
-                self.log()
-            );
-        }
-        self.kill9();
     }
 }
 
@@ -547,25 +570,9 @@ impl Drop for Relay {
     }
 }
 
-impl EdgeCore {
-    /// Join through a relay (the edge talks to `relay` instead of the cloud directly).
-    pub fn join_via(cloud: &CloudCore, relay: &Relay, site: &str, token: &str) -> Self {
-        let mut e = EdgeCore {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            site: site.to_string(),
-            cloud: relay.addr,
-            addr: "127.0.0.1:0".parse().expect("addr"),
-        };
-        let _ = cloud;
-        e.spawn(Some(token));
-        e
-    }
-}
-
 /// A running `edge-agent`, killed on drop.
 pub struct Agent {
-    child: Option<Child>,
+    proc: Proc,
     /// Root dir.
     pub dir: tempfile::TempDir,
     /// Node name.
@@ -576,9 +583,10 @@ pub struct Agent {
 impl Agent {
     /// Start an agent for `node` against the server of `kubeconfig`.
     pub fn start(kubeconfig: &Path, node: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut a = Agent {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
+            proc: Proc::new(&format!("edge-agent {node}"), dir.path().join("agent.log")),
+            dir,
             node: node.to_string(),
             kubeconfig: kubeconfig.to_path_buf(),
         };
@@ -587,30 +595,17 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .expect("log");
-        let child = Command::new(bin("edge-agent"))
-            .arg("--kubeconfig")
+        let mut cmd = Command::new(bin("edge-agent"));
+        cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--node-name", &self.node, "--root-dir"])
-            .arg(self.dir.path().join("root"))
-            .env("ATOLL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn edge-agent");
-        self.child = Some(child);
+            .arg(self.dir.path().join("root"));
+        self.proc.spawn(cmd);
     }
 
     /// SIGKILL.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
     /// Start again.
@@ -621,15 +616,6 @@ impl Agent {
 
     /// The log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- edge-agent {} log ---\n{}", self.node, self.log());
-        }
-        self.kill9();
+        self.proc.log()
     }
 }

@@ -14,7 +14,7 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 fn setup() -> (CloudCore, Relay, EdgeCore) {
     let cc = CloudCore::start();
     let relay = Relay::start(cc.sync_addr);
-    let e = EdgeCore::join_via(&cc, &relay, "s1", &cc.join_token("s1", "10m"));
+    let e = EdgeCore::join_via(&relay, "s1", &cc.join_token("s1", "10m"));
     e.kubectl_ok(&[
         "apply",
         "-f",

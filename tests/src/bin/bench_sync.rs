@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let cc = CloudCore::start();
     let relay = Relay::start(cc.sync_addr);
-    let mut edge = EdgeCore::join_via(&cc, &relay, "s1", &cc.join_token("s1", "10m"));
+    let mut edge = EdgeCore::join_via(&relay, "s1", &cc.join_token("s1", "10m"));
     let node = edge.dir.path().join("n.yaml");
     std::fs::write(&node, "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n")?;
     edge.kubectl_ok(&["apply", "-f", node.to_str().unwrap_or_default()]);
