@@ -13,6 +13,25 @@ SITE=${ATOLL_SITE:-site1}
 NODE=${ATOLL_NODE:-node1}
 mkdir -p "$ATOLL_HOME"
 
+# wait_ready NAME CHECK: poll CHECK (a shell function) for up to 30 s; fail with NAME's log if the
+# process exits or never becomes ready.
+wait_ready() {
+  local name=$1 check=$2
+  for _ in $(seq 1 300); do
+    if "$check"; then return 0; fi
+    if ! kill -0 "$(cat "$ATOLL_HOME/$name.pid")" 2>/dev/null; then
+      echo "$name exited; log:" >&2; cat "$ATOLL_HOME/$name.log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+  echo "$name did not become ready; see $ATOLL_HOME/$name.log" >&2; exit 1
+}
+cloud_ready() { [ -f "$KC" ] && kubectl --kubeconfig "$KC" get --raw /readyz >/dev/null 2>&1; }
+edge_ready() { [ -f "$EKC" ] && kubectl --kubeconfig "$EKC" get --raw /readyz >/dev/null 2>&1; }
+node_ready() {
+  kubectl --kubeconfig "$EKC" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True
+}
+
 stop() {
   for p in edge-agent edge-core cloud-core; do
     if [ -f "$ATOLL_HOME/$p.pid" ]; then
@@ -37,15 +56,7 @@ echo $! >"$ATOLL_HOME/cloud-core.pid"
 
 # Ready once the admin kubeconfig is written and /readyz answers.
 KC=$ATOLL_HOME/cloud/admin.kubeconfig
-ready=""
-for _ in $(seq 1 300); do
-  if [ -f "$KC" ] && kubectl --kubeconfig "$KC" get --raw /readyz >/dev/null 2>&1; then ready=1; break; fi
-  if ! kill -0 "$(cat "$ATOLL_HOME/cloud-core.pid")" 2>/dev/null; then
-    echo "cloud-core exited; log:" >&2; cat "$ATOLL_HOME/cloud-core.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then echo "cloud-core did not become ready; see $ATOLL_HOME/cloud-core.log" >&2; exit 1; fi
+wait_ready cloud-core cloud_ready
 
 # The edge site: joins once with a single-use token, then restarts with its own certificate.
 EDGE_DIR=$ATOLL_HOME/$SITE
@@ -57,29 +68,13 @@ nohup "$BIN/edge-core" serve --data-dir "$EDGE_DIR" --cloud "$SYNC" --site "$SIT
   >"$ATOLL_HOME/edge-core.log" 2>&1 &
 echo $! >"$ATOLL_HOME/edge-core.pid"
 EKC=$EDGE_DIR/admin.kubeconfig
-ready=""
-for _ in $(seq 1 300); do
-  if [ -f "$EKC" ] && kubectl --kubeconfig "$EKC" get --raw /readyz >/dev/null 2>&1; then ready=1; break; fi
-  if ! kill -0 "$(cat "$ATOLL_HOME/edge-core.pid")" 2>/dev/null; then
-    echo "edge-core exited; log:" >&2; cat "$ATOLL_HOME/edge-core.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then echo "edge-core did not become ready; see $ATOLL_HOME/edge-core.log" >&2; exit 1; fi
+wait_ready edge-core edge_ready
 
 # The node agent registers $NODE at the site and keeps it Ready.
 nohup "$BIN/edge-agent" --kubeconfig "$EKC" --node-name "$NODE" --root-dir "$ATOLL_HOME/$NODE" \
   >"$ATOLL_HOME/edge-agent.log" 2>&1 &
 echo $! >"$ATOLL_HOME/edge-agent.pid"
-ready=""
-for _ in $(seq 1 300); do
-  if kubectl --kubeconfig "$EKC" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -q True; then ready=1; break; fi
-  if ! kill -0 "$(cat "$ATOLL_HOME/edge-agent.pid")" 2>/dev/null; then
-    echo "edge-agent exited; log:" >&2; cat "$ATOLL_HOME/edge-agent.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
-if [ -z "$ready" ]; then echo "node $NODE did not become Ready; see $ATOLL_HOME/edge-agent.log" >&2; exit 1; fi
+wait_ready edge-agent node_ready
 
 cat <<MSG
 Atoll region is up on loopback:
