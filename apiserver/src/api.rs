@@ -160,6 +160,8 @@ pub struct Api {
     pub config: ApiConfig,
     /// Admission and transaction hooks (edge-core's authority rules and outbox).
     pub hooks: Option<Arc<dyn Hooks>>,
+    /// Where `pods/log` streams come from (set once by the core that runs this API).
+    logs: std::sync::OnceLock<Arc<dyn crate::logs::LogSource>>,
 }
 
 /// A write seen by [`Hooks::admit`].
@@ -357,7 +359,12 @@ fn decode_continue(resource: &str, s: &str) -> ApiResult<(u64, Key)> {
     ))
 }
 
+/// The pseudo-tenant of cross-tenant reads (`/api/v1/tenants/all/pods`); no tenant may take it.
+pub const ALL_TENANTS: &str = "all";
+
 struct Target {
+    /// `tenants/all`: the scope spans every tenant.
+    all_tenants: bool,
     res: &'static Resource,
     tenant: String,
     namespace: Option<String>,
@@ -377,7 +384,7 @@ impl Target {
     fn scope(&self) -> Scope {
         Scope {
             resource: self.res.store_name(),
-            tenant: Some(self.tenant.clone()),
+            tenant: (!self.all_tenants).then(|| self.tenant.clone()),
             namespace: self.namespace.clone(),
         }
     }
@@ -399,7 +406,13 @@ impl Api {
             openapi: OpenApi::build(),
             config,
             hooks,
+            logs: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Serve `pods/log` from `source`; false if a source was already set.
+    pub fn set_log_source(&self, source: Arc<dyn crate::logs::LogSource>) -> bool {
+        self.logs.set(source).is_ok()
     }
 
     /// The one path for writes of API objects: adds the hooks' ops to the transaction.
@@ -539,7 +552,27 @@ impl Api {
             }
             tenant = String::new();
         }
+        // `tenants/all/...` (Arktos): list or watch across every tenant; system admins only
+        // (node agents see every tenant's pods bound to their node this way).
+        let all_tenants = rp.tenant.as_deref() == Some(ALL_TENANTS);
+        if all_tenants {
+            if !id.is_system_admin() {
+                return Err(ApiError::forbidden_msg(format!(
+                    "{} is forbidden: only system administrators may read across all tenants",
+                    res.plural
+                )));
+            }
+            let reads = req.method == Method::GET && rp.name.is_none() && rp.subresource.is_none();
+            if !reads {
+                return Err(ApiError::method_not_allowed(
+                    req.method.as_str(),
+                    &format!("tenants/{ALL_TENANTS}/{}", res.plural),
+                ));
+            }
+            tenant = String::new();
+        }
         let t = Target {
+            all_tenants,
             res,
             tenant,
             namespace: rp.namespace.clone(),
@@ -565,6 +598,7 @@ impl Api {
         match (verb, t.sub.as_deref()) {
             ("get", None) => self.get(&t, &req),
             ("get", Some("status")) => self.get(&t, &req),
+            ("get", Some("log")) => self.pod_log(&t, &req).await,
             ("list", _) => self.list(&t, &req),
             ("watch", _) => self.watch(&t, &req),
             ("create", None) => {
@@ -625,6 +659,31 @@ impl Api {
             }
             Accept::Json => Ok(Reply::json(StatusCode::OK, &obj)),
         }
+    }
+
+    /// `GET pods/{name}/log`: validated here, streamed from the log source as `text/plain`.
+    async fn pod_log(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
+        let opts = crate::logs::LogOptions::from_query(&req.query, t.name())?;
+        let ns = t.namespace.as_deref().unwrap_or("");
+        let Some(target) = crate::logs::resolve(&self.store, &t.tenant, ns, t.name(), opts)?
+        else {
+            // Not scheduled yet: kube-apiserver answers an empty log.
+            return Ok(Reply::Full {
+                status: StatusCode::OK,
+                content_type: "text/plain",
+                body: Bytes::new(),
+                warnings: vec![],
+            });
+        };
+        let source = self
+            .logs
+            .get()
+            .ok_or_else(|| ApiError::unavailable("this server does not serve pod logs"))?;
+        let rx = source.open(target).await?;
+        Ok(Reply::Stream {
+            content_type: "text/plain",
+            rx,
+        })
     }
 
     fn selectors(&self, t: &Target, q: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {

@@ -227,6 +227,28 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
+    /// An error with `code` and the standard reason for it (used for answers relayed from
+    /// elsewhere, e.g. a node agent or a site).
+    pub fn from_code(code: u16, message: impl Into<String>) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            409 => "Conflict",
+            410 => "Expired",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            c if c >= 500 => "InternalError",
+            _ => "BadRequest",
+        };
+        let code = if (400..600).contains(&code) { code } else { 500 };
+        Self::new(code, reason, message)
+    }
+
     /// The `Status` object.
     pub fn status(&self) -> Value {
         let mut s = json!({

@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod controllers;
 pub mod error;
+pub mod logs;
 pub mod openapi;
 pub mod patch;
 pub mod path;

@@ -14,6 +14,8 @@ use crate::Error;
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Lease duration it advertises.
 pub const LEASE_SECONDS: i32 = 40;
+/// Pods the node takes (kubelet's default).
+pub const MAX_PODS: u32 = 110;
 
 /// Facts about this host.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,8 +82,17 @@ fn micro_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// Where the node's agent answers (status.addresses InternalIP, daemonEndpoints).
+#[derive(Clone, Debug, Default)]
+pub struct Endpoint {
+    /// The node's IP.
+    pub ip: String,
+    /// The agent's HTTPS port.
+    pub port: u16,
+}
+
 /// The node's status as the agent reports it.
-pub fn status(host: &Host, max_pods: u32) -> serde_json::Value {
+pub fn status(host: &Host, max_pods: u32, ep: &Endpoint) -> serde_json::Value {
     let ts = now();
     let cond = |ty: &str, status: &str, reason: &str, msg: &str| json!({"type": ty, "status": status, "reason": reason, "message": msg, "lastHeartbeatTime": ts, "lastTransitionTime": ts});
     let capacity = json!({"cpu": host.cpus.to_string(), "memory": format!("{}Ki", host.memory_kib), "pods": max_pods.to_string()});
@@ -94,7 +105,8 @@ pub fn status(host: &Host, max_pods: u32) -> serde_json::Value {
             cond("PIDPressure", "False", "KubeletHasSufficientPID", "agent has sufficient PID available"),
             cond("Ready", "True", "KubeletReady", "agent is posting ready status"),
         ],
-        "addresses": [{"type": "Hostname", "address": host.hostname}],
+        "addresses": [{"type": "InternalIP", "address": ep.ip}, {"type": "Hostname", "address": host.hostname}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": ep.port}},
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": host.kernel, "osImage": host.os_image,
             "containerRuntimeVersion": "runc", "kubeletVersion": concat!("v1.32.0-atoll.", env!("CARGO_PKG_VERSION")),
@@ -104,7 +116,12 @@ pub fn status(host: &Host, max_pods: u32) -> serde_json::Value {
 }
 
 /// Register the node (create it if absent) and post its status.
-pub async fn register(client: &kube::Client, name: &str, host: &Host) -> Result<(), Error> {
+pub async fn register(
+    client: &kube::Client,
+    name: &str,
+    host: &Host,
+    ep: &Endpoint,
+) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     if nodes.get_opt(name).await?.is_none() {
         let node: Node = serde_json::from_value(json!({
@@ -117,18 +134,23 @@ pub async fn register(client: &kube::Client, name: &str, host: &Host) -> Result<
             Err(e) => return Err(e.into()),
         }
     }
-    post_status(client, name, host).await?;
+    post_status(client, name, host, ep).await?;
     renew_lease(client, name).await
 }
 
 /// Post the node's status.
-pub async fn post_status(client: &kube::Client, name: &str, host: &Host) -> Result<(), Error> {
+pub async fn post_status(
+    client: &kube::Client,
+    name: &str,
+    host: &Host,
+    ep: &Endpoint,
+) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status(host, 110)})),
+            &Patch::Merge(&json!({"status": status(host, MAX_PODS, ep)})),
         )
         .await?;
     Ok(())
@@ -164,11 +186,12 @@ pub async fn renew_lease(client: &kube::Client, name: &str) -> Result<(), Error>
 pub async fn run(
     client: kube::Client,
     name: String,
+    ep: Endpoint,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let host = Host::read()?;
     loop {
-        match register(&client, &name, &host).await {
+        match register(&client, &name, &host, &ep).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(node = %name, error = %e, "registering the node failed; retrying")
@@ -195,7 +218,7 @@ pub async fn run(
             .and_then(|s| s.conditions)
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status != "True"));
         if not_ready || last_status.elapsed() >= Duration::from_secs(300) {
-            match post_status(&client, &name, &host).await {
+            match post_status(&client, &name, &host, &ep).await {
                 Ok(()) => last_status = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!(node = %name, error = %e, "posting node status failed"),
             }
@@ -229,7 +252,16 @@ mod tests {
             os_image: "Debian".into(),
             hostname: "h".into(),
         };
-        let s = status(&h, 110);
+        let s = status(
+            &h,
+            110,
+            &Endpoint {
+                ip: "10.0.0.1".into(),
+                port: 10250,
+            },
+        );
+        assert_eq!(s["addresses"][0]["address"], "10.0.0.1");
+        assert_eq!(s["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
         assert_eq!(s["capacity"]["cpu"], "2");
         assert_eq!(s["capacity"]["memory"], "1024Ki");
         assert!(s["conditions"]

@@ -1,6 +1,8 @@
 //! Shared harness for Atoll's end-to-end tests: spawn the real binaries on free ports in temp
 //! dirs, drive them with stock kubectl and the `kube` crate, and clean up even on failure.
 
+pub mod registry;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -570,7 +572,28 @@ impl Drop for Relay {
     }
 }
 
-/// A running `edge-agent`, killed on drop.
+/// A pod CIDR no other live test process holds (a lock file per /16, released by the kernel
+/// when the holder exits, so a crashed test does not leak it).
+pub fn lease_pod_cidr() -> (String, std::fs::File) {
+    for octet in 100..=250u16 {
+        let path = std::env::temp_dir().join(format!("atoll-test-cidr-{octet}.lock"));
+        let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if f.try_lock().is_ok() {
+            return (format!("10.{octet}.0.0/16"), f);
+        }
+    }
+    panic!("no free test pod CIDR");
+}
+
+/// A running `edge-agent`, killed on drop; everything it made on the host (containers, mounts,
+/// network namespaces, bridges, firewall tables) is removed with `edge-agent reset`.
 pub struct Agent {
     proc: Proc,
     /// Root dir.
@@ -578,20 +601,38 @@ pub struct Agent {
     /// Node name.
     pub node: String,
     kubeconfig: PathBuf,
+    /// The agent's pod CIDR.
+    pub pod_cidr: String,
+    _cidr_lock: std::fs::File,
+    registries: Vec<String>,
 }
 
 impl Agent {
     /// Start an agent for `node` against the server of `kubeconfig`.
     pub fn start(kubeconfig: &Path, node: &str) -> Self {
+        Self::start_with(kubeconfig, node, &[])
+    }
+
+    /// Start an agent that may pull over plain HTTP from `registries`.
+    pub fn start_with(kubeconfig: &Path, node: &str, registries: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let (pod_cidr, lock) = lease_pod_cidr();
         let mut a = Agent {
             proc: Proc::new(&format!("edge-agent {node}"), dir.path().join("agent.log")),
             dir,
             node: node.to_string(),
             kubeconfig: kubeconfig.to_path_buf(),
+            pod_cidr,
+            _cidr_lock: lock,
+            registries: registries.to_vec(),
         };
         a.spawn();
         a
+    }
+
+    /// The agent's root directory.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
     }
 
     fn spawn(&mut self) {
@@ -599,7 +640,12 @@ impl Agent {
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--node-name", &self.node, "--root-dir"])
-            .arg(self.dir.path().join("root"));
+            .arg(self.root())
+            .args(["--listen", "127.0.0.1:0", "--node-ip", "127.0.0.1"])
+            .args(["--pod-cidr", &self.pod_cidr, "--restart-backoff", "1s"]);
+        for r in &self.registries {
+            cmd.args(["--insecure-registry", r]);
+        }
         self.proc.spawn(cmd);
     }
 
@@ -618,4 +664,24 @@ impl Agent {
     pub fn log(&self) -> String {
         self.proc.log()
     }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.proc.kill9();
+        let out = Command::new(bin("edge-agent"))
+            .args(["reset", "--root-dir"])
+            .arg(self.root())
+            .args(["--pod-cidr", &self.pod_cidr])
+            .output();
+        if let Ok(o) = out {
+            if !o.status.success() {
+                eprintln!(
+                    "edge-agent reset failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+    }
+}
 }

@@ -1,0 +1,740 @@
+//! Pod logs (`GET .../pods/{name}/log`): the request options and their validation as
+//! kube-apiserver does it, the pluggable [`LogSource`] a server streams logs from, and the HTTPS
+//! client for a node agent's log endpoint ([`AgentLogs`]).
+//!
+//! The agent endpoint is `GET /containerLogs/{tenant}/{namespace}/{pod}/{container}?...`
+//! (`-` names the system tenant), served over TLS with client certificates required. Like
+//! kube-apiserver by default, the client does not verify the agent's (self-signed) serving
+//! certificate: the agent is found by the address its Node advertises, and a party able to
+//! impersonate that address could serve fake logs (it learns nothing it could not already see:
+//! the request carries no credential beyond the TLS client certificate, which it cannot replay).
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::api::Query;
+use crate::error::{ApiError, ApiResult, Cause};
+use crate::store::{Key, Store};
+
+/// Common name of the client certificate cloud-core presents to the agents of cloud nodes.
+pub const KUBELET_CLIENT_CN: &str = "atoll:kubelet-client";
+/// The agent's log port when its Node does not advertise one (kubelet's default).
+pub const AGENT_PORT: u16 = 10250;
+/// How the system tenant is spelled in agent paths and log directory names.
+pub const SYSTEM_TENANT_SEGMENT: &str = "-";
+/// Chunks buffered between a log producer and the HTTP response (backpressure beyond it).
+pub const STREAM_CHUNKS: usize = 16;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most bytes of an agent's error body that are read and passed on.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// The options of a log request (`PodLogOptions`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogOptions {
+    /// Container; empty means the pod's only container.
+    pub container: String,
+    /// Keep streaming until the container exits or the client goes away.
+    pub follow: bool,
+    /// The previous (terminated) attempt of the container.
+    pub previous: bool,
+    /// Prefix lines with their RFC 3339 timestamps.
+    pub timestamps: bool,
+    /// Only the last N lines.
+    pub tail_lines: Option<i64>,
+    /// Stop after this many bytes.
+    pub limit_bytes: Option<i64>,
+    /// Only lines newer than this many seconds.
+    pub since_seconds: Option<i64>,
+    /// Only lines at or after this RFC 3339 time.
+    pub since_time: Option<String>,
+}
+
+fn parse_bool(q: &Query, k: &str) -> ApiResult<bool> {
+    match q.get(k) {
+        None => Ok(false),
+        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "invalid value {v:?} for {k}: must be a boolean"
+        ))),
+    }
+}
+
+fn parse_int(q: &Query, k: &str) -> ApiResult<Option<i64>> {
+    match q.get(k) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("invalid value {v:?} for {k}: must be an integer"))
+        }),
+    }
+}
+
+fn invalid_number(field: &str, v: i64, why: &str) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid",
+        message: format!("Invalid value: {v}: {why}"),
+        field: field.into(),
+    }
+}
+
+impl LogOptions {
+    /// From the query of a `pods/log` request, validated like kube-apiserver: malformed
+    /// parameters are 400, out-of-range ones 422 (`PodLogOptions "p" is invalid`).
+    pub fn from_query(q: &Query, pod: &str) -> ApiResult<Self> {
+        let since_time = match q.get("sinceTime").filter(|s| !s.is_empty()) {
+            Some(s) => {
+                chrono::DateTime::parse_from_rfc3339(s).map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "invalid value {s:?} for sinceTime: must be an RFC 3339 time"
+                    ))
+                })?;
+                Some(s.to_string())
+            }
+            None => None,
+        };
+        let o = LogOptions {
+            container: q.get("container").unwrap_or("").to_string(),
+            follow: parse_bool(q, "follow")?,
+            previous: parse_bool(q, "previous")?,
+            timestamps: parse_bool(q, "timestamps")?,
+            tail_lines: parse_int(q, "tailLines")?,
+            limit_bytes: parse_int(q, "limitBytes")?,
+            since_seconds: parse_int(q, "sinceSeconds")?,
+            since_time,
+        };
+        o.validate(pod)?;
+        Ok(o)
+    }
+
+    /// Range checks (kube's `ValidatePodLogOptions`).
+    pub fn validate(&self, pod: &str) -> ApiResult<()> {
+        let mut causes = Vec::new();
+        if let Some(t) = self.tail_lines.filter(|t| *t < 0) {
+            causes.push(invalid_number(
+                "tailLines",
+                t,
+                "must be greater than or equal to 0",
+            ));
+        }
+        if let Some(l) = self.limit_bytes.filter(|l| *l < 1) {
+            causes.push(invalid_number("limitBytes", l, "must be greater than 0"));
+        }
+        match (self.since_seconds, &self.since_time) {
+            (Some(_), Some(_)) => causes.push(Cause {
+                reason: "FieldValueForbidden",
+                message: "Forbidden: at most one of `sinceTime` or `sinceSeconds` may be specified"
+                    .into(),
+                field: String::new(),
+            }),
+            (Some(s), None) if s < 1 => {
+                causes.push(invalid_number("sinceSeconds", s, "must be greater than 0"))
+            }
+            _ => {}
+        }
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid("", "PodLogOptions", pod, causes))
+        }
+    }
+
+    /// The wire request for a site (see `proto::sync::LogRequest`).
+    pub fn to_proto(&self, tenant: &str, namespace: &str, pod: &str) -> proto::sync::LogRequest {
+        proto::sync::LogRequest {
+            tenant: tenant.into(),
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: self.container.clone(),
+            follow: self.follow,
+            previous: self.previous,
+            tail_lines: self.tail_lines,
+            timestamps: self.timestamps,
+            limit_bytes: self.limit_bytes,
+            since_seconds: self.since_seconds,
+            since_time: self.since_time.clone().unwrap_or_default(),
+        }
+    }
+
+    /// From a wire request; checked again by the receiver (it comes from the network).
+    pub fn from_proto(r: &proto::sync::LogRequest) -> ApiResult<Self> {
+        let since_time = Some(r.since_time.clone()).filter(|s| !s.is_empty());
+        if let Some(s) = &since_time {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|_| ApiError::bad_request(format!("invalid sinceTime {s:?}")))?;
+        }
+        let o = LogOptions {
+            container: r.container.clone(),
+            follow: r.follow,
+            previous: r.previous,
+            timestamps: r.timestamps,
+            tail_lines: r.tail_lines,
+            limit_bytes: r.limit_bytes,
+            since_seconds: r.since_seconds,
+            since_time,
+        };
+        o.validate(&r.pod)?;
+        Ok(o)
+    }
+
+    /// The agent's query string (without `?`), `uid` pinning the pod instance.
+    pub fn agent_query(&self, uid: &str) -> String {
+        let mut q: Vec<String> = Vec::new();
+        let mut add = |k: &str, v: &str| q.push(format!("{k}={}", encode(v)));
+        if !uid.is_empty() {
+            add("uid", uid);
+        }
+        if self.follow {
+            add("follow", "true");
+        }
+        if self.previous {
+            add("previous", "true");
+        }
+        if self.timestamps {
+            add("timestamps", "true");
+        }
+        if let Some(t) = self.tail_lines {
+            add("tailLines", &t.to_string());
+        }
+        if let Some(l) = self.limit_bytes {
+            add("limitBytes", &l.to_string());
+        }
+        if let Some(s) = self.since_seconds {
+            add("sinceSeconds", &s.to_string());
+        }
+        if let Some(t) = &self.since_time {
+            add("sinceTime", t);
+        }
+        q.join("&")
+    }
+}
+
+/// Percent-encode a query value (everything but unreserved characters).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The containers of a pod in kube's visiting order (init containers, containers, ephemeral
+/// containers), and the regular ones alone.
+fn container_names(pod: &Value) -> (Vec<String>, Vec<String>) {
+    let list = |f: &str| -> Vec<String> {
+        pod.pointer(&format!("/spec/{f}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+            .collect()
+    };
+    let main = list("containers");
+    let mut all = list("initContainers");
+    all.extend(main.iter().cloned());
+    all.extend(list("ephemeralContainers"));
+    (all, main)
+}
+
+/// The container a log request addresses (kube's `validateContainer`).
+pub fn container_of(pod: &Value, name: &str, requested: &str) -> ApiResult<String> {
+    let (all, main) = container_names(pod);
+    if requested.is_empty() {
+        return match main.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}"
+            ))),
+            _ => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                all.join(" ")
+            ))),
+        };
+    }
+    if all.iter().any(|c| c == requested) {
+        Ok(requested.to_string())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "container {requested} is not valid for pod {name}"
+        )))
+    }
+}
+
+/// A resolved log request: which container of which pod instance on which node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogTarget {
+    /// Tenant (`""`: system space).
+    pub tenant: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Pod uid (the instance; a recreated pod has a new one).
+    pub uid: String,
+    /// The node the pod is bound to.
+    pub node: String,
+    /// Container (resolved).
+    pub container: String,
+    /// Options (`container` resolved too).
+    pub opts: LogOptions,
+}
+
+impl LogTarget {
+    /// `/containerLogs/{tenant}/{namespace}/{pod}/{container}?...` on the agent.
+    pub fn agent_path(&self) -> String {
+        let tenant = if self.tenant.is_empty() {
+            SYSTEM_TENANT_SEGMENT
+        } else {
+            &self.tenant
+        };
+        let q = self.opts.agent_query(&self.uid);
+        let mut p = format!(
+            "/containerLogs/{tenant}/{}/{}/{}",
+            encode(&self.namespace),
+            encode(&self.pod),
+            encode(&self.container)
+        );
+        if !q.is_empty() {
+            p.push('?');
+            p.push_str(&q);
+        }
+        p
+    }
+}
+
+/// Resolve a request against the pod in `store`. `Ok(None)`: the pod is not bound to a node
+/// yet, and (like kube-apiserver) the answer is an empty log.
+pub fn resolve(
+    store: &Store,
+    tenant: &str,
+    namespace: &str,
+    pod: &str,
+    mut opts: LogOptions,
+) -> ApiResult<Option<LogTarget>> {
+    let obj = store
+        .get(&Key::new("pods", tenant, namespace, pod))
+        .ok_or_else(|| ApiError::not_found("", "pods", pod))?;
+    let container = container_of(&obj, pod, &opts.container)?;
+    opts.container = container.clone();
+    let node = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(LogTarget {
+        tenant: tenant.into(),
+        namespace: namespace.into(),
+        pod: pod.into(),
+        uid: obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+        node: node.into(),
+        container,
+        opts,
+    }))
+}
+
+/// Log bytes as they come; the producer stops when the receiver is dropped.
+pub type LogStream = mpsc::Receiver<Bytes>;
+/// A boxed future (the trait is object-safe without an async-trait dependency).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a server gets container logs from.
+pub trait LogSource: Send + Sync {
+    /// Open the log stream of `target`; errors are the `Status` kubectl shows.
+    fn open(&self, target: LogTarget) -> BoxFuture<'_, ApiResult<LogStream>>;
+}
+
+/// The PEM client certificate and key to present to agents (read per request, so a renewed
+/// certificate is used from then on).
+pub type ClientCert = Arc<dyn Fn() -> (Vec<u8>, Vec<u8>) + Send + Sync>;
+
+/// Logs straight from the node's agent (edge-core for its nodes, cloud-core for cloud nodes).
+pub struct AgentLogs {
+    store: Store,
+    cert: ClientCert,
+}
+
+/// The address of a node's agent log endpoint: its `InternalIP` (else `ExternalIP`) and
+/// `status.daemonEndpoints.kubeletEndpoint.Port` (else 10250).
+pub fn agent_endpoint(node_name: &str, node: &Value) -> ApiResult<SocketAddr> {
+    let addrs = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ip = ["InternalIP", "ExternalIP"].iter().find_map(|ty| {
+        addrs
+            .iter()
+            .filter(|a| a.get("type").and_then(Value::as_str) == Some(ty))
+            .find_map(|a| a.get("address")?.as_str()?.parse::<IpAddr>().ok())
+    });
+    let ip = ip.ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "node {node_name} has no InternalIP address: its agent cannot be reached for logs"
+        ))
+    })?;
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .unwrap_or(AGENT_PORT);
+    Ok(SocketAddr::new(ip, port))
+}
+
+impl AgentLogs {
+    /// Logs from the agents of the nodes in `store`, presenting `cert`.
+    pub fn new(store: Store, cert: ClientCert) -> Self {
+        AgentLogs { store, cert }
+    }
+
+    /// Stream `target` from its node's agent.
+    pub async fn fetch(&self, target: &LogTarget) -> ApiResult<LogStream> {
+        let node = self
+            .store
+            .get(&Key::new("nodes", "", "", &target.node))
+            .ok_or_else(|| ApiError::not_found("", "nodes", &target.node))?;
+        let addr = agent_endpoint(&target.node, &node)?;
+        let (cert, key) = (self.cert)();
+        fetch(addr, &cert, &key, &target.agent_path(), &target.node).await
+    }
+}
+
+impl LogSource for AgentLogs {
+    fn open(&self, target: LogTarget) -> BoxFuture<'_, ApiResult<LogStream>> {
+        Box::pin(async move { self.fetch(&target).await })
+    }
+}
+
+/// Accepts any server certificate (see the module doc) but checks the handshake signature,
+/// so the session is bound to the key the agent presented.
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn client_tls(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The `Status` for an agent's non-200 answer (kube-apiserver's generic response checker:
+/// 400 and 404 keep the agent's message).
+pub fn agent_error(code: u16, body: &str) -> ApiError {
+    let msg = body.trim();
+    match code {
+        400 => ApiError::bad_request(msg),
+        404 => ApiError::from_code(404, msg),
+        403 | 401 => {
+            tracing::warn!(code, message = %msg, "a node agent refused this server's client certificate");
+            ApiError::from_code(
+                502,
+                format!("the node agent refused the request ({code}): {msg}"),
+            )
+        }
+        c => ApiError::from_code(c.max(500), format!("the node agent answered {c}: {msg}")),
+    }
+}
+
+/// GET `path` from the agent at `addr` over TLS with a client certificate; on 200 the body is
+/// streamed into the returned channel by a task that ends when the body ends or the receiver
+/// is dropped (which closes the connection, so the agent stops too).
+pub async fn fetch(
+    addr: SocketAddr,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    path: &str,
+    node: &str,
+) -> ApiResult<LogStream> {
+    let unreachable = |why: String| {
+        tracing::info!(%node, %addr, error = %why, "node agent unreachable for logs");
+        ApiError::unavailable(format!(
+            "the agent of node {node} at {addr} cannot be reached: {why}"
+        ))
+    };
+    let tls = client_tls(cert_pem, key_pem).map_err(|e| {
+        tracing::error!(error = %e, "log client certificate unusable");
+        ApiError::internal("log client certificate")
+    })?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| unreachable("connection timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| unreachable("tls handshake timed out".into()))?
+    .map_err(|e| unreachable(format!("tls: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|_| ApiError::bad_request("invalid log request"))?;
+    let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            conn.abort();
+            return Err(unreachable(e.to_string()));
+        }
+        Err(_) => {
+            conn.abort();
+            return Err(unreachable("no answer in time".into()));
+        }
+    };
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if status != http::StatusCode::OK {
+        let mut text = Vec::new();
+        let read = async {
+            while let Some(Ok(f)) = body.frame().await {
+                if let Ok(d) = f.into_data() {
+                    text.extend_from_slice(&d[..d.len().min(MAX_ERROR_BODY - text.len())]);
+                    if text.len() >= MAX_ERROR_BODY {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(RESPONSE_TIMEOUT, read).await;
+        conn.abort();
+        return Err(agent_error(
+            status.as_u16(),
+            &String::from_utf8_lossy(&text),
+        ));
+    }
+    let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                f = body.frame() => match f {
+                    Some(Ok(f)) => {
+                        if let Ok(d) = f.into_data() {
+                            if !d.is_empty() && tx.send(d).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    _ => break,
+                },
+                _ = tx.closed() => break,
+            }
+        }
+        drop(sender);
+        conn.abort();
+    });
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn q(s: &str) -> Query {
+        Query::parse(Some(s))
+    }
+
+    #[test]
+    fn options_parse_and_validate_like_kube() {
+        let o = LogOptions::from_query(
+            &q("container=c&follow=true&tailLines=3&timestamps=1&limitBytes=10"),
+            "p",
+        )
+        .unwrap();
+        assert_eq!(o.container, "c");
+        assert!(o.follow && o.timestamps && !o.previous);
+        assert_eq!((o.tail_lines, o.limit_bytes), (Some(3), Some(10)));
+        let e = LogOptions::from_query(&q("tailLines=x"), "p").unwrap_err();
+        assert_eq!(e.code, 400);
+        let e = LogOptions::from_query(&q("tailLines=-1"), "p").unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(
+            e.message,
+            "PodLogOptions \"p\" is invalid: tailLines: Invalid value: -1: must be greater than or equal to 0"
+        );
+        assert_eq!(
+            LogOptions::from_query(&q("limitBytes=0"), "p")
+                .unwrap_err()
+                .code,
+            422
+        );
+        let both = LogOptions::from_query(
+            &q("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z"),
+            "p",
+        )
+        .unwrap_err();
+        assert!(both.message.contains("at most one of"), "{}", both.message);
+        assert_eq!(
+            LogOptions::from_query(&q("sinceTime=yesterday"), "p")
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            LogOptions::from_query(&q("follow=maybe"), "p")
+                .unwrap_err()
+                .code,
+            400
+        );
+    }
+
+    #[test]
+    fn options_survive_the_wire_and_the_agent_query() {
+        let o = LogOptions {
+            container: "c".into(),
+            follow: true,
+            tail_lines: Some(0),
+            since_time: Some("2026-01-01T00:00:00+01:00".into()),
+            ..Default::default()
+        };
+        let w = o.to_proto("t", "ns", "p");
+        assert_eq!(LogOptions::from_proto(&w).unwrap(), o);
+        let query = o.agent_query("u-1");
+        assert_eq!(
+            query,
+            "uid=u-1&follow=true&tailLines=0&sinceTime=2026-01-01T00%3A00%3A00%2B01%3A00"
+        );
+        // What the agent parses back is what was sent.
+        let back = Query::parse(Some(&query));
+        assert_eq!(back.get("sinceTime"), o.since_time.as_deref());
+        let mut bad = w.clone();
+        bad.tail_lines = Some(-5);
+        assert_eq!(LogOptions::from_proto(&bad).unwrap_err().code, 422);
+    }
+
+    #[test]
+    fn containers_default_and_are_checked() {
+        let one = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(container_of(&one, "p", "").unwrap(), "a");
+        assert_eq!(
+            container_of(&one, "p", "b").unwrap_err().message,
+            "container b is not valid for pod p"
+        );
+        let two = json!({"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}, {"name": "b"}]}});
+        assert_eq!(
+            container_of(&two, "p", "").unwrap_err().message,
+            "a container name must be specified for pod p, choose one of: [i a b]"
+        );
+        assert_eq!(container_of(&two, "p", "i").unwrap(), "i");
+        let none = json!({"spec": {}});
+        assert_eq!(container_of(&none, "p", "").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn agent_endpoint_and_path() {
+        let node = json!({"status": {"addresses": [{"type": "Hostname", "address": "h"}, {"type": "InternalIP", "address": "10.0.0.7"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 12345}}}});
+        assert_eq!(
+            agent_endpoint("n", &node).unwrap(),
+            "10.0.0.7:12345".parse().unwrap()
+        );
+        let bare = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]}});
+        assert_eq!(agent_endpoint("n", &bare).unwrap().port(), AGENT_PORT);
+        assert_eq!(agent_endpoint("n", &json!({})).unwrap_err().code, 503);
+        let t = LogTarget {
+            tenant: String::new(),
+            namespace: "default".into(),
+            pod: "p".into(),
+            uid: "u".into(),
+            node: "n".into(),
+            container: "c".into(),
+            opts: LogOptions::default(),
+        };
+        assert_eq!(t.agent_path(), "/containerLogs/-/default/p/c?uid=u");
+    }
+
+    #[test]
+    fn agent_errors_keep_kubes_shape() {
+        let e = agent_error(400, "previous terminated container \"c\" in pod \"p\" not found\n");
+        assert_eq!((e.code, e.reason), (400, "BadRequest"));
+        assert_eq!(
+            e.message,
+            "previous terminated container \"c\" in pod \"p\" not found"
+        );
+        assert_eq!(agent_error(404, "x").reason, "NotFound");
+        assert_eq!(agent_error(403, "x").code, 502);
+        assert_eq!(agent_error(500, "x").code, 500);
+    }
+}

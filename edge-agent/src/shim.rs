@@ -1,0 +1,296 @@
+//! `edge-agent shim`: one small process per container, between the agent and `runc run`.
+//!
+//! It runs `runc run` in the foreground (runc stays the container's parent and returns its exit
+//! status), writes the container's stdout and stderr to the log file in the CRI format
+//! (`TIMESTAMP STREAM P|F CONTENT`), records `started.json` once runc wrote the init pid and
+//! `exit.json` (and `N.exit` next to the log) when it ends. It lives in its own process group
+//! and does not depend on the agent, so containers keep running, logging and being reaped
+//! while the agent restarts.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::runtime::{Exited, Started};
+
+/// Longest line kept whole; longer ones are split into partial (`P`) records.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// The shim's arguments.
+#[derive(clap::Args, Debug)]
+pub struct ShimArgs {
+    /// Container id.
+    #[arg(long)]
+    pub id: String,
+    /// The container's directory (bundle: config.json, rootfs).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// runc's state directory.
+    #[arg(long)]
+    pub runc_root: PathBuf,
+    /// The CRI log file.
+    #[arg(long)]
+    pub log: PathBuf,
+}
+
+/// CRI log records for `buf`; complete lines are consumed, a tail longer than [`MAX_LINE`]
+/// (or everything, when `eof`) is emitted as it is.
+pub fn records(stream: &str, buf: &mut Vec<u8>, eof: bool, out: &mut Vec<u8>) {
+    loop {
+        let ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            if i > MAX_LINE {
+                emit(out, &ts, stream, "P", &buf[..MAX_LINE]);
+                buf.drain(..MAX_LINE);
+                continue;
+            }
+            emit(out, &ts, stream, "F", &buf[..i]);
+            buf.drain(..=i);
+        } else if buf.len() > MAX_LINE {
+            emit(out, &ts, stream, "P", &buf[..MAX_LINE]);
+            buf.drain(..MAX_LINE);
+        } else {
+            if eof && !buf.is_empty() {
+                emit(out, &ts, stream, "F", buf);
+                buf.clear();
+            }
+            return;
+        }
+    }
+}
+
+fn emit(out: &mut Vec<u8>, ts: &str, stream: &str, tag: &str, content: &[u8]) {
+    out.extend_from_slice(ts.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(stream.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(tag.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(content);
+    out.push(b'\n');
+}
+
+fn pump(
+    stream: &'static str,
+    mut r: impl Read + Send + 'static,
+    log: Arc<Mutex<std::fs::File>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let (n, eof) = match r.read(&mut chunk) {
+                Ok(0) | Err(_) => (0, true),
+                Ok(n) => (n, false),
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let mut out = Vec::new();
+            records(stream, &mut buf, eof, &mut out);
+            if !out.is_empty() {
+                let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = f.write_all(&out);
+            }
+            if eof {
+                return;
+            }
+        }
+    })
+}
+
+/// Write `v` as JSON to `path` atomically and durably.
+pub fn write_json_atomic(path: &Path, v: &impl serde::Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(v).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The last error runc logged (its `--log` file, JSON lines).
+fn runc_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error" || v["level"] == "fatal")
+        .filter_map(|v| v["msg"].as_str().map(String::from))
+        .next_back()
+}
+
+/// Run the shim; the exit code is the container's.
+pub fn run(a: ShimArgs) -> ExitCode {
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.log)
+    {
+        Ok(f) => Arc::new(Mutex::new(f)),
+        Err(e) => {
+            eprintln!("shim: {}: {e}", a.log.display());
+            return ExitCode::from(1);
+        }
+    };
+    let pid_file = a.dir.join("pid");
+    let runc_log = a.dir.join("runc.log");
+    let mut child = match Command::new("runc")
+        .arg("--root")
+        .arg(&a.runc_root)
+        .arg("--log")
+        .arg(&runc_log)
+        .args(["--log-format", "json", "run", "--bundle"])
+        .arg(&a.dir)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--no-new-keyring")
+        .arg(&a.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let x = Exited {
+                exit_code: 128,
+                started_at: None,
+                finished_at: Utc::now(),
+                start_error: Some(format!("runc: {e}")),
+            };
+            let _ = write_json_atomic(&a.dir.join("exit.json"), &x);
+            return ExitCode::from(1);
+        }
+    };
+    let mut pumps = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        pumps.push(pump("stdout", o, log.clone()));
+    }
+    if let Some(e) = child.stderr.take() {
+        pumps.push(pump("stderr", e, log.clone()));
+    }
+    // Wait for runc to write the init pid (the container started) or to exit (it did not).
+    let mut started_at = None;
+    let status = loop {
+        if started_at.is_none() {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                let now = Utc::now();
+                started_at = Some(now);
+                let _ = write_json_atomic(
+                    &a.dir.join("started.json"),
+                    &Started {
+                        pid,
+                        started_at: now,
+                    },
+                );
+            }
+        }
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        // Poll fast until the container started, then slowly: runc's exit is all that is left.
+        std::thread::sleep(if started_at.is_none() {
+            Duration::from_millis(2)
+        } else {
+            Duration::from_millis(50)
+        });
+    };
+    let exit_code = match status {
+        Some(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9))
+        }
+        None => 255,
+    };
+    // Drain what the container wrote; a child process that kept the pipe open must not keep
+    // the exit from being recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    for p in pumps {
+        while !p.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    if let Ok(f) = log.lock() {
+        let _ = f.sync_data();
+    }
+    let start_error = if started_at.is_none() {
+        Some(runc_error(&runc_log).unwrap_or_else(|| format!("runc exited with {exit_code}")))
+    } else {
+        None
+    };
+    let x = Exited {
+        exit_code: if start_error.is_some() && exit_code == 0 {
+            128
+        } else {
+            exit_code
+        },
+        started_at,
+        finished_at: Utc::now(),
+        start_error,
+    };
+    let _ = write_json_atomic(&a.log.with_extension("exit"), &x);
+    let _ = write_json_atomic(&a.dir.join("exit.json"), &x);
+    ExitCode::from(u8::try_from(x.exit_code & 0xff).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(out: &[u8]) -> Vec<(String, String, String)> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|l| {
+                let mut p = l.splitn(4, ' ');
+                let _ts = p.next().unwrap_or("");
+                (
+                    p.next().unwrap_or("").to_string(),
+                    p.next().unwrap_or("").to_string(),
+                    p.next().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn complete_lines_become_full_records_and_tails_wait() {
+        let mut buf = b"one\ntwo\nthr".to_vec();
+        let mut out = Vec::new();
+        records("stdout", &mut buf, false, &mut out);
+        assert_eq!(
+            lines(&out),
+            vec![
+                ("stdout".into(), "F".into(), "one".into()),
+                ("stdout".into(), "F".into(), "two".into())
+            ]
+        );
+        assert_eq!(buf, b"thr");
+        out.clear();
+        records("stdout", &mut buf, true, &mut out);
+        assert_eq!(
+            lines(&out),
+            vec![("stdout".into(), "F".into(), "thr".into())]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_split_into_partials() {
+        let mut buf = vec![b'x'; MAX_LINE * 2 + 10];
+        buf.push(b'\n');
+        let mut out = Vec::new();
+        records("stderr", &mut buf, false, &mut out);
+        let l = lines(&out);
+        assert_eq!(l.len(), 3);
+        assert_eq!(l[0].1, "P");
+        assert_eq!(l[1].1, "P");
+        assert_eq!(l[2].1, "F");
+        assert_eq!(l[2].2.len(), 10);
+        assert!(buf.is_empty());
+    }
+}
