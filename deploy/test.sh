@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use; installed only when missing.
 need=()
-for pkg in ca-certificates; do
+# runc, CNI plugins, busybox (the test image), a registry and skopeo/umoci (to build and push it),
+# iproute2 (network namespaces) and nftables (tenant isolation) for the node agent's tests.
+for pkg in ca-certificates runc containernetworking-plugins busybox-static docker-registry skopeo umoci iproute2 nftables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

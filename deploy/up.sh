@@ -33,6 +33,13 @@ node_ready() {
 }
 
 stop() {
+  if [ -f "$ATOLL_HOME/edge-agent.pid" ] && [ -x "$PWD/target/release/edge-agent" ]; then
+    kill "$(cat "$ATOLL_HOME/edge-agent.pid")" 2>/dev/null || true
+    rm -f "$ATOLL_HOME/edge-agent.pid"
+    # Containers outlive the agent by design (it re-adopts them); stopping the region stops them.
+    "$PWD/target/release/edge-agent" reset --root-dir "$ATOLL_HOME/$NODE" || true
+    echo "stopped edge-agent and its containers"
+  fi
   for p in edge-agent edge-core cloud-core; do
     if [ -f "$ATOLL_HOME/$p.pid" ]; then
       kill "$(cat "$ATOLL_HOME/$p.pid")" 2>/dev/null || true
@@ -46,6 +53,16 @@ if [ "${1:-}" = down ]; then stop; exit 0; fi
 if ! command -v kubectl >/dev/null; then
   echo "deploy/up.sh: kubectl is required on PATH to drive the region" >&2
   exit 1
+fi
+# The node agent runs containers with runc, networks them with the CNI plugins, and the first
+# image is built here from busybox-static with umoci and skopeo. Installed only when missing.
+need=()
+for pkg in ca-certificates runc containernetworking-plugins busybox-static skopeo umoci iproute2 nftables; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
 fi
 cargo build --release --locked -p cloud-core -p edge-core -p edge-agent
 stop
@@ -70,11 +87,44 @@ echo $! >"$ATOLL_HOME/edge-core.pid"
 EKC=$EDGE_DIR/admin.kubeconfig
 wait_ready edge-core edge_ready
 
+# A first image for sites with no registry: a busybox rootfs as an OCI archive, imported into the
+# node's image store (edge-agent image import).
+IMAGE=localhost/busybox:v1
+ARCHIVE=$ATOLL_HOME/busybox.tar
+if [ ! -f "$ARCHIVE" ]; then
+  work=$(mktemp -d)
+  umoci init --layout "$work/oci" >/dev/null
+  umoci new --image "$work/oci:v1" >/dev/null
+  umoci unpack --image "$work/oci:v1" "$work/bundle" >/dev/null
+  mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/etc" "$work/bundle/rootfs/tmp"
+  cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
+  for a in sh ls cat echo sleep env id ps ping wget nc httpd hostname ip; do ln -sf busybox "$work/bundle/rootfs/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$work/bundle/rootfs/etc/passwd"
+  echo 'root:x:0:' >"$work/bundle/rootfs/etc/group"
+  umoci repack --image "$work/oci:v1" "$work/bundle" >/dev/null
+  umoci config --image "$work/oci:v1" --config.cmd sh --config.env PATH=/bin >/dev/null
+  skopeo copy --quiet "oci:$work/oci:v1" "oci-archive:$ARCHIVE:$IMAGE"
+  rm -rf "$work"
+fi
+"$BIN/edge-agent" image import --root-dir "$ATOLL_HOME/$NODE" "$ARCHIVE" >/dev/null
+
 # The node agent registers $NODE at the site and keeps it Ready.
 nohup "$BIN/edge-agent" --kubeconfig "$EKC" --node-name "$NODE" --root-dir "$ATOLL_HOME/$NODE" \
+  --listen 127.0.0.1:10250 --node-ip 127.0.0.1 \
   >"$ATOLL_HOME/edge-agent.log" 2>&1 &
 echo $! >"$ATOLL_HOME/edge-agent.pid"
 wait_ready edge-agent node_ready
+
+# A first pod, created at the cloud and placed on $NODE: it runs at the edge under runc.
+if ! kubectl --kubeconfig "$KC" get pod hello >/dev/null 2>&1; then
+  kubectl --kubeconfig "$KC" run hello --image="$IMAGE" --restart=Never \
+    --overrides="{\"apiVersion\":\"v1\",\"spec\":{\"nodeName\":\"$NODE\"}}" \
+    -- sh -c 'echo hello from $(hostname) at the edge; exec sleep 3600' >/dev/null
+fi
+hello_running() {
+  [ "$(kubectl --kubeconfig "$KC" get pod hello -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]
+}
+wait_ready edge-agent hello_running
 
 cat <<MSG
 Atoll region is up on loopback:
@@ -88,8 +138,10 @@ Try, at the cloud:
   kubectl get nodes -o wide                      # $NODE, Ready, labelled atoll.io/site=$SITE
   kubectl get namespaces
   kubectl api-resources
-  kubectl run web --image=busybox:1.36 -- sleep 3600
-  kubectl get pods -o wide
+  kubectl get pods -o wide                       # hello: Running on $NODE, with its pod IP
+  kubectl logs hello                             # tunnelled from the site over its sync link
+  kubectl run web --image=$IMAGE --overrides='{"apiVersion":"v1","spec":{"nodeName":"$NODE"}}' -- httpd -f -p 8080
+  kubectl delete pod web                         # SIGTERM, grace period, then gone at both tiers
   printf 'apiVersion: v1\nkind: Tenant\nmetadata: {name: acme}\n' | kubectl apply -f -
   $BIN/cloud-core kubeconfig --kubeconfig $KC --tenant acme > acme.kubeconfig
   kubectl --kubeconfig acme.kubeconfig get namespaces
@@ -97,7 +149,8 @@ and at the edge site (works while the cloud is down too):
   kubectl --kubeconfig $EKC get nodes,pods
   kubectl --kubeconfig $EKC create configmap hello --from-literal=from=edge
   kubectl get configmap hello -o yaml            # at the cloud, marked edge.atoll.io/origin: $SITE
-(Pods on $NODE are accepted and synced; running their containers is the agent's next step.)
+  kubectl --kubeconfig $EKC logs hello
+(Pods need spec.nodeName until the scheduler lands.)
 
 Stop with: deploy/up.sh down
 MSG

@@ -437,6 +437,11 @@ impl EdgeCore {
         self.proc.wait_serving(&kc, &mut self.addr);
     }
 
+    /// Process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// The edge's admin kubeconfig.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("admin.kubeconfig")
@@ -664,6 +669,11 @@ impl Agent {
     pub fn log(&self) -> String {
         self.proc.log()
     }
+
+    /// Process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
 }
 
 impl Drop for Agent {
@@ -683,5 +693,4 @@ impl Drop for Agent {
             }
         }
     }
-}
 }
