@@ -321,6 +321,25 @@ pub fn names(table: &str) -> Vec<String> {
 }
 
 impl CloudCore {
+    /// A kubeconfig for an admin of `tenant` (`cloud-core kubeconfig --tenant`), written into
+    /// the data dir.
+    pub fn tenant_kubeconfig(&self, tenant: &str) -> PathBuf {
+        let out = Command::new(bin("cloud-core"))
+            .args(["kubeconfig", "--kubeconfig"])
+            .arg(self.kubeconfig())
+            .args(["--tenant", tenant])
+            .output()
+            .expect("cloud-core kubeconfig");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = self.dir.path().join(format!("{tenant}.kubeconfig"));
+        std::fs::write(&p, &out.stdout).expect("write kubeconfig");
+        p
+    }
+
     /// A fresh join token for `site` (creates the EdgeSite), valid for `ttl` (e.g. "10m").
     pub fn join_token(&self, site: &str, ttl: &str) -> String {
         let out = Command::new(bin("cloud-core"))

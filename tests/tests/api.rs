@@ -533,22 +533,7 @@ fn tenants_are_isolated_virtual_clusters() {
     let t = cc.kubectl_ok(&["get", "tenants"]);
     assert_eq!(names(&t), vec!["acme", "zeta"]);
     assert!(t.lines().next().unwrap().contains("STATUS"));
-    let kc = |tenant: &str| {
-        let out = std::process::Command::new(tests::bin("cloud-core"))
-            .args(["kubeconfig", "--kubeconfig"])
-            .arg(cc.kubeconfig())
-            .args(["--tenant", tenant])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let p = cc.dir.path().join(format!("{tenant}.kubeconfig"));
-        std::fs::write(&p, &out.stdout).unwrap();
-        p
-    };
+    let kc = |tenant: &str| cc.tenant_kubeconfig(tenant);
     let (acme, zeta) = (kc("acme"), kc("zeta"));
     let missing = std::process::Command::new(tests::bin("cloud-core"))
         .args(["kubeconfig", "--kubeconfig"])

@@ -477,4 +477,71 @@ fn agent_restart_readopts_and_offline_restarts_reach_the_cloud() {
         runc_ids(&e.agent) == [id.clone()]
             && edge_jp(&e, "long", "{.status.containerStatuses[0].ready}") == "true"
     });
+    // The cloud sees the site disconnected, and evicts nothing: the pod is still there, bound
+    // to its node, as last reported.
+    wait_for("s1 disconnected at the cloud", T, || {
+        e.cc.kubectl_ok(&[
+            "get",
+            "edgesite",
+            "s1",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Connected\")].status}",
+        ]) == "False"
+    });
+    assert_eq!(cloud_jp(&e, "long", "{.spec.nodeName}"), "n1");
+    assert_eq!(cloud_jp(&e, "long", "{.status.phase}"), "Running");
+    assert!(cloud_jp(&e, "long", "{.metadata.deletionTimestamp}").is_empty());
+}
+
+#[test]
+fn tenants_get_separate_networks() {
+    let e = Env::start(false);
+    let img = e.image();
+    e.apply("apiVersion: v1\nkind: Tenant\nmetadata: {name: acme}\n---\napiVersion: v1\nkind: Tenant\nmetadata: {name: beta}\n");
+    let scratch = e.cc.dir.path().to_path_buf();
+    let (acme, beta) = (e.cc.tenant_kubeconfig("acme"), e.cc.tenant_kubeconfig("beta"));
+    let as_t = |kc: &Path, args: &[&str]| tests::kubectl(kc, &scratch.join("kc"), args, None);
+    let create = |kc: &Path, name: &str, policy: &str, script: &str| {
+        let f = scratch.join(format!("{name}.yaml"));
+        std::fs::write(
+            &f,
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: n1\n  restartPolicy: {policy}\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, \"{script}\"]\n"),
+        )
+        .unwrap();
+        tests::ok(as_t(kc, &["create", "-f", f.to_str().unwrap()]), &[]);
+    };
+    let serve = |who: &str| format!("mkdir -p /www && echo {who}-ok > /www/index.html && exec httpd -f -p 8080 -h /www");
+    create(&acme, "a1", "Always", &serve("a1"));
+    create(&beta, "b1", "Always", &serve("b1"));
+    let ip = |kc: &Path, pod: &str| {
+        let mut ip = String::new();
+        wait_for(&format!("{pod} Running with an IP"), T, || {
+            let phase = jp(|a| as_t(kc, a), pod, "{.status.phase}");
+            ip = jp(|a| as_t(kc, a), pod, "{.status.podIP}");
+            phase == "Running" && !ip.is_empty()
+        });
+        ip
+    };
+    let (a1, b1) = (ip(&acme, "a1"), ip(&beta, "b1"));
+    assert_ne!(
+        a1.rsplit_once('.').unwrap().0,
+        b1.rsplit_once('.').unwrap().0,
+        "tenants share a subnet"
+    );
+    let probe = |target: &str, tag: &str| {
+        format!("for i in $(seq 1 50); do timeout 1 wget -q -O- http://{target}:8080/ && echo reached-{tag} && exit 0; sleep 0.1; done; echo blocked-{tag}")
+    };
+    create(&acme, "a2", "Never", &probe(&a1, "a1"));
+    create(&acme, "a3", "Never", &format!("timeout 3 wget -q -O- http://{b1}:8080/ && echo reached-b1 || echo blocked-b1"));
+    for p in ["a2", "a3"] {
+        wait_for(&format!("{p} Succeeded"), T, || {
+            jp(|a| as_t(&acme, a), p, "{.status.phase}") == "Succeeded"
+        });
+    }
+    let root = e.agent.root();
+    let a2 = log_lines(&root, "a2", "c", 0);
+    assert!(a2.contains(&"a1-ok".to_string()) && a2.contains(&"reached-a1".to_string()), "same tenant: {a2:?}");
+    let a3 = log_lines(&root, "a3", "c", 0);
+    assert_eq!(a3.last().map(String::as_str), Some("blocked-b1"), "other tenant: {a3:?}");
+    assert!(!a3.iter().any(|l| l == "b1-ok"));
 }
