@@ -210,7 +210,22 @@ pub struct PodState {
 struct Transient {
     waiting: Option<(String, String)>,
     not_before: Option<tokio::time::Instant>,
+    /// The next back-off.
     delay: Duration,
+    /// The back-off being waited.
+    wait: Duration,
+}
+
+/// `10s`, `2m40s`, `300ms`: how kubelet prints a back-off.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else if ms >= 60_000 {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
 }
 
 fn pods_dir(root: &Path) -> PathBuf {
@@ -1038,29 +1053,29 @@ impl<R: Runtime> Worker<R> {
                 t.delay = Duration::ZERO;
             }
         }
-        match t.not_before {
-            None => {
-                // First sight of this exit: back off (the first restart is immediate).
-                t.not_before = Some(now + t.delay);
-                t.delay = if t.delay.is_zero() { base } else { (t.delay * 2).min(MAX_BACKOFF) };
-            }
-            Some(nb) if now < nb => {
-                let ns = p.namespace().to_string();
-                t.waiting = Some((
-                    "CrashLoopBackOff".into(),
-                    format!(
-                        "back-off {}s restarting failed container={} pod={}_{ns}({})",
-                        t.delay.as_secs(),
-                        c.name,
-                        p.name(),
-                        self.uid
-                    ),
-                ));
-                return;
-            }
-            Some(_) => {}
+        if t.not_before.is_none() {
+            // First sight of this exit: wait the current back-off (none before the first
+            // restart), and double it for the next one.
+            t.not_before = Some(now + t.delay);
+            t.wait = t.delay;
+            t.delay = if t.delay.is_zero() {
+                base
+            } else {
+                (t.delay * 2).min(MAX_BACKOFF)
+            };
         }
         if t.not_before.is_some_and(|nb| now < nb) {
+            let ns = p.namespace().to_string();
+            t.waiting = Some((
+                "CrashLoopBackOff".into(),
+                format!(
+                    "back-off {} restarting failed container={} pod={}_{ns}({})",
+                    human(t.wait),
+                    c.name,
+                    p.name(),
+                    self.uid
+                ),
+            ));
             return;
         }
         t.not_before = None;
@@ -1388,5 +1403,134 @@ mod tests {
         assert_eq!(field(&p, "spec.nodeName", "", "").as_deref(), Some("n1"));
         assert_eq!(field(&p, "status.podIP", "10.0.0.2", "").as_deref(), Some("10.0.0.2"));
         assert_eq!(field(&p, "spec.bogus", "", ""), None);
+    }
+
+    /// A docker-archive with one tiny layer, importable as `test/img:v1`.
+    fn archive(dir: &Path) -> PathBuf {
+        use sha2::Digest;
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        layer.append_data(&mut h, "hello", &b"hi\n"[..]).unwrap();
+        let layer = layer.into_inner().unwrap();
+        let diff = format!("sha256:{:x}", sha2::Sha256::digest(&layer));
+        let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": [diff]}})).unwrap();
+        let manifest = serde_json::to_vec(&json!([{"Config": "config.json", "RepoTags": ["test/img:v1"], "Layers": ["layer.tar"]}])).unwrap();
+        let mut t = tar::Builder::new(Vec::new());
+        for (name, body) in [("manifest.json", &manifest), ("config.json", &config), ("layer.tar", &layer)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            t.append_data(&mut h, name, &body[..]).unwrap();
+        }
+        let path = dir.join("img.tar");
+        std::fs::write(&path, t.into_inner().unwrap()).unwrap();
+        path
+    }
+
+    /// What the fake API server was asked.
+    #[derive(Default)]
+    struct Seen {
+        statuses: Vec<Value>,
+        deletes: Vec<Value>,
+    }
+
+    fn fake_api(seen: Arc<std::sync::Mutex<Seen>>) -> kube::Client {
+        use http_body_util::BodyExt;
+        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_string();
+                let (code, reply) = match parts.method.as_str() {
+                    "PATCH" if path.ends_with("/status") => {
+                        seen.lock().unwrap().statuses.push(v["status"].clone());
+                        (200, json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}))
+                    }
+                    "DELETE" => {
+                        seen.lock().unwrap().deletes.push(v);
+                        (200, json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}))
+                    }
+                    _ => (404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})),
+                };
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(serde_json::to_vec(&reply).unwrap()))
+                        .unwrap(),
+                )
+            }
+        });
+        kube::Client::new(svc, "default")
+    }
+
+    async fn until(what: &str, seen: &Arc<std::sync::Mutex<Seen>>, f: impl Fn(&Seen) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f(&seen.lock().unwrap()) {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn last(s: &Seen, ptr: &str) -> Value {
+        s.statuses.last().and_then(|v| v.pointer(ptr).cloned()).unwrap_or(Value::Null)
+    }
+
+    /// The worker over the fake runtime: start, restart with back-off shown as
+    /// CrashLoopBackOff, and graceful deletion ending in a uid-preconditioned delete.
+    #[tokio::test]
+    async fn worker_restarts_backs_off_and_deletes_gracefully() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = ImageStore::open(dir.path(), Vec::new()).unwrap();
+        images.import(&archive(dir.path())).unwrap();
+        let seen: Arc<std::sync::Mutex<Seen>> = Default::default();
+        let fake = crate::runtime::Fake::default();
+        let node = Arc::new(Node {
+            client: fake_api(seen.clone()),
+            name: "n1".into(),
+            root: dir.path().to_path_buf(),
+            runtime: fake.clone(),
+            images,
+            network: None,
+            node_ip: "10.0.0.1".into(),
+            backoff: Duration::from_millis(300),
+        });
+        let mut raw = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+            "spec": {"nodeName": "n1", "hostNetwork": true, "containers": [{"name": "c", "image": "test/img:v1", "command": ["sleep", "1"]}]}});
+        let (tx, rx) = watch::channel(PodObj::from_value(raw.clone()));
+        let cancel = CancellationToken::new();
+        let worker = tokio::spawn(Worker::new(node, "u1".into(), rx, cancel.clone()).run());
+        let id = container_id("u1", "c");
+
+        until("Running", &seen, |s| last(s, "/phase") == "Running" && last(s, "/containerStatuses/0/ready") == true).await;
+        assert_eq!(fake.spec(&id).unwrap()["process"]["args"], json!(["sleep", "1"]));
+        assert_eq!(seen.lock().unwrap().statuses.last().unwrap()["hostIP"], "10.0.0.1");
+
+        // First crash: restarted at once, the end kept as lastState.
+        fake.exit(&id, 1);
+        until("restart 1", &seen, |s| last(s, "/containerStatuses/0/restartCount") == 1 && last(s, "/containerStatuses/0/state/running").is_object()).await;
+        assert_eq!(last(&seen.lock().unwrap(), "/containerStatuses/0/lastState/terminated/exitCode"), 1);
+        // Second crash: back-off first, shown as CrashLoopBackOff, then the restart.
+        fake.exit(&id, 2);
+        until("CrashLoopBackOff", &seen, |s| last(s, "/containerStatuses/0/state/waiting/reason") == "CrashLoopBackOff").await;
+        assert_eq!(last(&seen.lock().unwrap(), "/phase"), "Running");
+        until("restart 2", &seen, |s| last(s, "/containerStatuses/0/restartCount") == 2 && last(s, "/containerStatuses/0/state/running").is_object()).await;
+        assert_eq!(fake.starts().len(), 3);
+
+        // Deletion: SIGTERM (the fake exits on it), then the object goes, only for this uid.
+        raw["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        raw["metadata"]["deletionGracePeriodSeconds"] = json!(5);
+        tx.send(PodObj::from_value(raw)).unwrap();
+        until("delete", &seen, |s| !s.deletes.is_empty()).await;
+        assert_eq!(fake.signals(), vec![(id.clone(), "TERM".to_string())]);
+        assert_eq!(seen.lock().unwrap().deletes[0]["preconditions"]["uid"], "u1");
+        tokio::time::timeout(Duration::from_secs(5), worker).await.unwrap().unwrap();
+        assert!(fake.list().is_empty(), "containers left: {:?}", fake.list());
     }
 }
