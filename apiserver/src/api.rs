@@ -665,8 +665,7 @@ impl Api {
     async fn pod_log(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
         let opts = crate::logs::LogOptions::from_query(&req.query, t.name())?;
         let ns = t.namespace.as_deref().unwrap_or("");
-        let Some(target) = crate::logs::resolve(&self.store, &t.tenant, ns, t.name(), opts)?
-        else {
+        let Some(target) = crate::logs::resolve(&self.store, &t.tenant, ns, t.name(), opts)? else {
             // Not scheduled yet: kube-apiserver answers an empty log.
             return Ok(Reply::Full {
                 status: StatusCode::OK,

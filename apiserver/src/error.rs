@@ -245,7 +245,11 @@ impl ApiError {
             c if c >= 500 => "InternalError",
             _ => "BadRequest",
         };
-        let code = if (400..600).contains(&code) { code } else { 500 };
+        let code = if (400..600).contains(&code) {
+            code
+        } else {
+            500
+        };
         Self::new(code, reason, message)
     }
 

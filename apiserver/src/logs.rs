@@ -640,11 +640,8 @@ mod tests {
                 .code,
             422
         );
-        let both = LogOptions::from_query(
-            &q("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z"),
-            "p",
-        )
-        .unwrap_err();
+        let both = LogOptions::from_query(&q("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z"), "p")
+            .unwrap_err();
         assert!(both.message.contains("at most one of"), "{}", both.message);
         assert_eq!(
             LogOptions::from_query(&q("sinceTime=yesterday"), "p")
@@ -710,7 +707,8 @@ mod tests {
             agent_endpoint("n", &node).unwrap(),
             "10.0.0.7:12345".parse().unwrap()
         );
-        let bare = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]}});
+        let bare =
+            json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]}});
         assert_eq!(agent_endpoint("n", &bare).unwrap().port(), AGENT_PORT);
         assert_eq!(agent_endpoint("n", &json!({})).unwrap_err().code, 503);
         let t = LogTarget {
@@ -727,7 +725,10 @@ mod tests {
 
     #[test]
     fn agent_errors_keep_kubes_shape() {
-        let e = agent_error(400, "previous terminated container \"c\" in pod \"p\" not found\n");
+        let e = agent_error(
+            400,
+            "previous terminated container \"c\" in pod \"p\" not found\n",
+        );
         assert_eq!((e.code, e.reason), (400, "BadRequest"));
         assert_eq!(
             e.message,

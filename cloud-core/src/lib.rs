@@ -3,6 +3,7 @@
 //! arrive with their issues.)
 
 pub mod hub;
+pub mod logs;
 pub mod pki;
 
 use std::net::SocketAddr;
@@ -89,6 +90,7 @@ pub async fn start(
     }
     sans.extend(cfg.tls_sans.iter().cloned());
     let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
+    let (kubelet_cert, kubelet_key) = pki.kubelet_client(&cfg.data_dir.join("pki"))?;
     let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?;
     apiserver::bootstrap::system_namespaces(&store).await?;
     let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
@@ -118,13 +120,6 @@ pub async fn start(
         },
     );
     let tls = apiserver::server::tls_config(&pki.cert_pem, &pki.key_pem)?;
-    tracker.spawn(apiserver::server::serve(
-        listener,
-        tls,
-        api,
-        cancel.child_token(),
-        tracker.clone(),
-    ));
     tracker.spawn(apiserver::controllers::run(
         store.clone(),
         cancel.child_token(),
@@ -145,6 +140,19 @@ pub async fn start(
         cfg.site_cert_ttl,
         cancel.child_token(),
     );
+    api.set_log_source(Arc::new(logs::CloudLogs::new(
+        store.clone(),
+        hub.clone(),
+        kubelet_cert,
+        kubelet_key,
+    )));
+    tracker.spawn(apiserver::server::serve(
+        listener,
+        tls,
+        api,
+        cancel.child_token(),
+        tracker.clone(),
+    ));
     tracker.spawn(hub.serve(endpoint, cancel.child_token()));
     // Written only now that the listeners are up, so "file exists" means "server is ready". A
     // changed address rewrites it with the same token.

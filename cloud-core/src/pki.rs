@@ -46,15 +46,24 @@ impl Pki {
         client: bool,
         lifetime: std::time::Duration,
     ) -> Result<Issued, Error> {
+        let org = if client { "atoll:sites" } else { "atoll" };
+        self.issue_as(common_name, org, names, client, lifetime)
+    }
+
+    fn issue_as(
+        &self,
+        common_name: &str,
+        org: &str,
+        names: &[String],
+        client: bool,
+        lifetime: std::time::Duration,
+    ) -> Result<Issued, Error> {
         let ca_key =
             KeyPair::from_pem(&String::from_utf8_lossy(&self.ca_key_pem)).map_err(Error::Pki)?;
         let issuer = ca_params()?.self_signed(&ca_key).map_err(Error::Pki)?;
         let mut p = CertificateParams::new(names.to_vec()).map_err(Error::Pki)?;
         p.distinguished_name.push(DnType::CommonName, common_name);
-        p.distinguished_name.push(
-            DnType::OrganizationName,
-            if client { "atoll:sites" } else { "atoll" },
-        );
+        p.distinguished_name.push(DnType::OrganizationName, org);
         p.extended_key_usages = vec![if client {
             ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -80,6 +89,36 @@ impl Pki {
             key_pem: key.serialize_pem(),
             fingerprint,
         })
+    }
+
+    /// The client certificate (PEM cert, key) cloud-core presents to the log servers of cloud
+    /// nodes' agents (CN [`apiserver::logs::KUBELET_CLIENT_CN`]), kept in
+    /// `dir/kubelet-client.{crt,key}`; issued for a year, again once it is four months old.
+    pub fn kubelet_client(&self, dir: &Path) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        let (crt, key) = (
+            dir.join("kubelet-client.crt"),
+            dir.join("kubelet-client.key"),
+        );
+        let fresh = std::fs::metadata(&crt)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < std::time::Duration::from_secs(120 * 86400));
+        if fresh {
+            if let (Ok(c), Ok(k)) = (std::fs::read(&crt), std::fs::read(&key)) {
+                return Ok((c, k));
+            }
+        }
+        let i = self.issue_as(
+            apiserver::logs::KUBELET_CLIENT_CN,
+            "atoll:control-plane",
+            &[],
+            true,
+            std::time::Duration::from_secs(365 * 86400),
+        )?;
+        write_private(&key, i.key_pem.as_bytes())?;
+        std::fs::write(&crt, &i.cert_pem).map_err(|e| Error::Io(crt.clone(), e))?;
+        Ok((i.cert_pem.into_bytes(), i.key_pem.into_bytes()))
     }
 
     /// SHA-256 of the CA certificate's DER: the pin carried in join tokens.

@@ -92,13 +92,17 @@ pub fn tls_config(root: &Path, ca_pem: &[u8]) -> Result<Arc<rustls::ServerConfig
         roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
     }
     if roots.is_empty() {
-        return Err(Error::Tls("no CA certificate to verify clients with".into()));
+        return Err(Error::Tls(
+            "no CA certificate to verify clients with".into(),
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| tls(&e))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls(&e))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| tls(&e))?;
@@ -138,17 +142,22 @@ pub async fn serve(
                 }
             },
         };
-        let (acceptor, root, allowed, cancel) =
-            (acceptor.clone(), root.clone(), allowed.clone(), cancel.clone());
+        let (acceptor, root, allowed, cancel) = (
+            acceptor.clone(),
+            root.clone(),
+            allowed.clone(),
+            cancel.clone(),
+        );
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let cn = tls
                 .get_ref()
                 .1
@@ -175,8 +184,8 @@ pub async fn serve(
                     Ok::<_, std::convert::Infallible>(apiserver::server::into_response(reply))
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc);
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
                 _ = cancel.cancelled() => {}
@@ -252,13 +261,7 @@ fn attempts(dir: &Path) -> Vec<u64> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()
-        })
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
         .collect();
     v.sort_unstable();
     v
@@ -274,8 +277,12 @@ fn resolve(
     uid: Option<&str>,
     previous: bool,
 ) -> Result<Resolved, (u16, String)> {
-    let dir = pod_dir(root, tenant, ns, pod, uid)
-        .ok_or_else(|| (404, format!("pod \"{ns}/{pod}\" does not exist on this node")))?;
+    let dir = pod_dir(root, tenant, ns, pod, uid).ok_or_else(|| {
+        (
+            404,
+            format!("pod \"{ns}/{pod}\" does not exist on this node"),
+        )
+    })?;
     let cdir = dir.join(container);
     if !cdir.is_dir() {
         return Err((
@@ -285,12 +292,15 @@ fn resolve(
     }
     let a = attempts(&cdir);
     let pick = if previous {
-        a.len().checked_sub(2).and_then(|i| a.get(i)).ok_or_else(|| {
-            (
-                400,
-                format!("previous terminated container {container:?} in pod {pod:?} not found"),
-            )
-        })?
+        a.len()
+            .checked_sub(2)
+            .and_then(|i| a.get(i))
+            .ok_or_else(|| {
+                (
+                    400,
+                    format!("previous terminated container {container:?} in pod {pod:?} not found"),
+                )
+            })?
     } else {
         a.last().ok_or_else(|| {
             (
@@ -703,24 +713,50 @@ mod tests {
         assert_eq!(r.stream, b"stderr");
         assert!(r.full);
         assert_eq!(r.content, b"hello world");
-        assert_eq!(parse_record(b"2026-11-28T17:00:00Z stdout F").unwrap().content, b"");
-        assert!(!parse_record(b"2026-11-28T17:00:00Z stdout P:x part").unwrap().full);
-        for bad in [&b""[..], b"garbage", b"ts stdin F x", b"ts stdout X x", b" stdout F x"] {
-            assert_eq!(parse_record(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            parse_record(b"2026-11-28T17:00:00Z stdout F")
+                .unwrap()
+                .content,
+            b""
+        );
+        assert!(
+            !parse_record(b"2026-11-28T17:00:00Z stdout P:x part")
+                .unwrap()
+                .full
+        );
+        for bad in [
+            &b""[..],
+            b"garbage",
+            b"ts stdin F x",
+            b"ts stdout X x",
+            b" stdout F x",
+        ] {
+            assert_eq!(
+                parse_record(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn joins_partials_and_prefixes_timestamps_per_line() {
         let text = rec("01", "P", "hel") + &rec("02", "F", "lo") + &rec("03", "F", "");
-        assert_eq!(run(&mut Formatter::new(false, None, None), &text), "hello\n\n");
+        assert_eq!(
+            run(&mut Formatter::new(false, None, None), &text),
+            "hello\n\n"
+        );
         assert_eq!(
             run(&mut Formatter::new(true, None, None), &text),
             "2026-11-28T17:00:01Z hello\n2026-11-28T17:00:03Z \n"
         );
         // Records that are not CRI are skipped.
         assert_eq!(
-            run(&mut Formatter::new(false, None, None), &format!("junk\n{}", rec("04", "F", "x"))),
+            run(
+                &mut Formatter::new(false, None, None),
+                &format!("junk\n{}", rec("04", "F", "x"))
+            ),
             "x\n"
         );
     }
@@ -729,7 +765,10 @@ mod tests {
     fn since_decides_per_line_and_limit_cuts() {
         let text = rec("01", "P", "old-") + &rec("05", "F", "line") + &rec("06", "F", "new");
         let since = "2026-11-28T17:00:04Z".parse::<DateTime<Utc>>().unwrap();
-        assert_eq!(run(&mut Formatter::new(false, Some(since), None), &text), "new\n");
+        assert_eq!(
+            run(&mut Formatter::new(false, Some(since), None), &text),
+            "new\n"
+        );
         let mut f = Formatter::new(false, None, Some(6));
         assert_eq!(run(&mut f, &text), "old-li");
         assert!(f.done());
@@ -746,16 +785,28 @@ mod tests {
 
     #[test]
     fn tail_counts_lines_not_records() {
-        let text = rec("01", "F", "a") + &rec("02", "P", "b1") + &rec("03", "F", "b2") + &rec("04", "F", "c");
+        let text = rec("01", "F", "a")
+            + &rec("02", "P", "b1")
+            + &rec("03", "F", "b2")
+            + &rec("04", "F", "c");
         assert_eq!(tail(&text, 1), rec("04", "F", "c"));
-        assert_eq!(tail(&text, 2), rec("02", "P", "b1") + &rec("03", "F", "b2") + &rec("04", "F", "c"));
+        assert_eq!(
+            tail(&text, 2),
+            rec("02", "P", "b1") + &rec("03", "F", "b2") + &rec("04", "F", "c")
+        );
         assert_eq!(tail(&text, 3), text);
         assert_eq!(tail(&text, 10), text);
         assert_eq!(tail(&text, 0), "");
         // A record still being written is not a line; tail 0 starts after the last full line.
         let writing = text.clone() + &rec("05", "P", "d1") + "2026-11-28T17:00:06Z std";
-        assert_eq!(tail(&writing, 1), rec("04", "F", "c") + &rec("05", "P", "d1") + "2026-11-28T17:00:06Z std");
-        assert_eq!(tail(&writing, 0), rec("05", "P", "d1") + "2026-11-28T17:00:06Z std");
+        assert_eq!(
+            tail(&writing, 1),
+            rec("04", "F", "c") + &rec("05", "P", "d1") + "2026-11-28T17:00:06Z std"
+        );
+        assert_eq!(
+            tail(&writing, 0),
+            rec("05", "P", "d1") + "2026-11-28T17:00:06Z std"
+        );
         assert_eq!(tail("", 3), "");
     }
 
@@ -803,14 +854,45 @@ mod tests {
         write(&r.join("logs/acme_default_p_u2/c/0.log"), "");
         let got = resolve(r, "-", "default", "p", "c", None, false).unwrap();
         assert_eq!(got.log, d.join("1.log"));
-        assert_eq!(resolve(r, "-", "default", "p", "c", Some("u1"), true).unwrap().log, d.join("0.log"));
+        assert_eq!(
+            resolve(r, "-", "default", "p", "c", Some("u1"), true)
+                .unwrap()
+                .log,
+            d.join("0.log")
+        );
         let (code, msg) = resolve(r, "acme", "default", "p", "c", None, true).unwrap_err();
-        assert_eq!((code, msg.as_str()), (400, "previous terminated container \"c\" in pod \"p\" not found"));
-        assert_eq!(resolve(r, "-", "default", "p", "c", Some("nope"), false).unwrap_err().0, 404);
-        assert_eq!(resolve(r, "-", "default", "p", "other", None, false).unwrap_err().0, 404);
-        assert_eq!(resolve(r, "-", "default", "q", "c", None, false).unwrap_err().0, 404);
+        assert_eq!(
+            (code, msg.as_str()),
+            (
+                400,
+                "previous terminated container \"c\" in pod \"p\" not found"
+            )
+        );
+        assert_eq!(
+            resolve(r, "-", "default", "p", "c", Some("nope"), false)
+                .unwrap_err()
+                .0,
+            404
+        );
+        assert_eq!(
+            resolve(r, "-", "default", "p", "other", None, false)
+                .unwrap_err()
+                .0,
+            404
+        );
+        assert_eq!(
+            resolve(r, "-", "default", "q", "c", None, false)
+                .unwrap_err()
+                .0,
+            404
+        );
         std::fs::create_dir_all(r.join("logs/-_default_w_u3/c")).unwrap();
-        assert!(resolve(r, "-", "default", "w", "c", None, false).unwrap_err().1.contains("waiting to start"));
-        assert!(!segment_ok("..") && !segment_ok("a/b") && !segment_ok("") && segment_ok("kube-system"));
+        assert!(resolve(r, "-", "default", "w", "c", None, false)
+            .unwrap_err()
+            .1
+            .contains("waiting to start"));
+        assert!(
+            !segment_ok("..") && !segment_ok("a/b") && !segment_ok("") && segment_ok("kube-system")
+        );
     }
 }

@@ -177,18 +177,8 @@ async fn run(r: Run) -> anyhow::Result<()> {
         node_ip: node_ip.clone(),
         backoff: r.args.restart_backoff,
     });
-    let endpoint = edge_agent::node::Endpoint {
-        ip: node_ip,
-        port,
-    };
-    edge_agent::serve(
-        node,
-        listener,
-        &r.kubeconfig,
-        endpoint,
-        cancel,
-    )
-    .await?;
+    let endpoint = edge_agent::node::Endpoint { ip: node_ip, port };
+    edge_agent::serve(node, listener, &r.kubeconfig, endpoint, cancel).await?;
     Ok(())
 }
 
@@ -220,7 +210,8 @@ fn sub(cmd: Cmd) -> ExitCode {
                     insecure_registries,
                     image,
                 } => {
-                    let store = edge_agent::image::ImageStore::open(&root_dir, insecure_registries)?;
+                    let store =
+                        edge_agent::image::ImageStore::open(&root_dir, insecure_registries)?;
                     let img = store.pull(&image).await?;
                     println!("{} {}", img.reference, img.id);
                     Ok(())

@@ -136,10 +136,12 @@ pub enum NetError {
         source: std::io::Error,
     },
     /// A child process outlived [`CHILD_TIMEOUT`] and was killed.
-    #[error("{program} timed out after {}s", CHILD_TIMEOUT.as_secs())]
+    #[error("{program} timed out after {}s", deadline.as_secs())]
     Timeout {
         /// The program.
         program: String,
+        /// The deadline it had.
+        deadline: Duration,
     },
     /// A command (`ip`, `nft`, or a plugin without a CNI error) exited non-zero.
     #[error("{command}: {msg}")]
@@ -584,26 +586,44 @@ struct Loaded {
 }
 
 fn load(state_dir: &Path) -> Result<Loaded> {
-    let tpath = state_dir.join("tenants.json");
-    let tenants =
-        match std::fs::read(&tpath) {
-            Ok(b) => Some(serde_json::from_slice::<TenantsFile>(&b).map_err(|source| {
-                NetError::Corrupt {
-                    path: tpath.clone(),
-                    source,
-                }
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(&tpath)(e)),
-        };
+    let (tenants, pods) = load_parts(state_dir);
+    Ok(Loaded {
+        tenants: tenants?,
+        pods: pods?,
+    })
+}
+
+/// tenants.json and the pod records, each as far as it can be read.
+fn load_parts(
+    state_dir: &Path,
+) -> (
+    Result<Option<TenantsFile>>,
+    Result<HashMap<String, PodRecord>>,
+) {
+    (load_tenants(state_dir), load_pods(state_dir))
+}
+
+fn load_tenants(state_dir: &Path) -> Result<Option<TenantsFile>> {
+    let path = state_dir.join("tenants.json");
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|source| NetError::Corrupt { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// The pod records; an unreadable one still names its pod (file name) and so its netns.
+fn load_pods(state_dir: &Path) -> Result<HashMap<String, PodRecord>> {
     let pdir = state_dir.join("pods");
     let mut pods = HashMap::new();
     let entries = match std::fs::read_dir(&pdir) {
-        Ok(e) => Some(e),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pods),
         Err(e) => return Err(io_err(&pdir)(e)),
     };
-    for entry in entries.into_iter().flatten() {
+    for entry in entries {
         let path = entry.map_err(io_err(&pdir))?.path();
         let Some(uid) = path
             .file_name()
@@ -632,14 +652,26 @@ fn load(state_dir: &Path) -> Result<Loaded> {
             });
         pods.insert(uid, rec);
     }
-    Ok(Loaded { tenants, pods })
+    Ok(pods)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Child processes.
 
-/// Run `program args` with a deadline; stdin from `input`. Non-zero exits are the caller's.
+/// Run `program args` within [`CHILD_TIMEOUT`]; stdin from `input`; with `env`, only that
+/// environment (and `PATH`). Non-zero exits are the caller's to judge.
 async fn run(
+    program: &Path,
+    args: &[&str],
+    env: Option<&[(&str, &str)]>,
+    input: Option<&[u8]>,
+) -> Result<Output> {
+    run_within(CHILD_TIMEOUT, program, args, env, input).await
+}
+
+/// [`run`] with another deadline; the child is killed when it passes.
+async fn run_within(
+    deadline: Duration,
     program: &Path,
     args: &[&str],
     env: Option<&[(&str, &str)]>,
@@ -678,10 +710,11 @@ async fn run(
                 source,
             })
     };
-    tokio::time::timeout(CHILD_TIMEOUT, work)
+    tokio::time::timeout(deadline, work)
         .await
         .map_err(|_| NetError::Timeout {
             program: name.clone(),
+            deadline,
         })?
 }
 
@@ -830,6 +863,17 @@ impl Cni {
 impl Network {
     /// Check the configuration (pod CIDR, plugins) and load the state dir.
     pub fn new(cfg: NetConfig) -> Result<Self> {
+        Self::build(cfg, true)
+    }
+
+    /// A network good for [`Network::reset`] only (`edge-agent reset`): the pod CIDR must
+    /// parse, but missing plugins (CNI DEL is best effort there) and unreadable state files
+    /// (what can be derived is removed anyway) are tolerated.
+    pub fn for_cleanup(cfg: NetConfig) -> Result<Self> {
+        Self::build(cfg, false)
+    }
+
+    fn build(cfg: NetConfig, strict: bool) -> Result<Self> {
         let cidr = parse_pod_cidr(&cfg.pod_cidr).map_err(NetError::Config)?;
         let dirs: Vec<String> = cfg
             .cni_bin_dirs
@@ -848,7 +892,11 @@ impl Network {
         };
         let mut found = Vec::new();
         for p in REQUIRED_PLUGINS {
-            found.push(find(p)?);
+            match find(p) {
+                Ok(path) => found.push(path),
+                Err(e) if strict => return Err(e),
+                Err(_) => found.push(PathBuf::from(p)),
+            }
         }
         let bridge_plugin = found.swap_remove(0);
         let cni_path = cfg
@@ -859,7 +907,24 @@ impl Network {
             .collect::<Vec<_>>()
             .join(":");
         let table = table_name(&cidr);
-        let loaded = load(&cfg.state_dir)?;
+        let loaded = if strict {
+            load(&cfg.state_dir)?
+        } else {
+            let (tenants, pods) = load_parts(&cfg.state_dir);
+            let lenient = |what: &str, e: NetError| {
+                tracing::warn!(error = %e, "{what} unreadable; resetting what can be derived");
+            };
+            Loaded {
+                tenants: tenants.unwrap_or_else(|e| {
+                    lenient("tenants", e);
+                    None
+                }),
+                pods: pods.unwrap_or_else(|e| {
+                    lenient("pod records", e);
+                    HashMap::new()
+                }),
+            }
+        };
         let mut state = State {
             pods: loaded.pods,
             ..State::default()
@@ -909,7 +974,7 @@ impl Network {
 
     /// Give a pod its netns, wired to its tenant's bridge. Idempotent: a pod whose netns still
     /// holds its recorded address (say, after an agent restart) gets the same network back.
-    #[tracing::instrument(skip(self), fields(pod = pod_uid))]
+    #[tracing::instrument(skip(self, pod_uid), fields(pod = pod_uid))]
     pub async fn setup(&self, pod_uid: &str, tenant: &str) -> Result<PodNet> {
         if !valid_uid(pod_uid) {
             return Err(NetError::InvalidUid(pod_uid.into()));
@@ -980,10 +1045,16 @@ impl Network {
                 // Leave nothing behind; the error that matters is the ADD's.
                 let ns = netns_path(&netns);
                 let ns = netns_exists(&netns).await.then_some(ns.as_path());
-                if let Err(d) = self.cni(Cni::Del, pod_uid, ns, &tnet, None).await {
-                    tracing::warn!(error = %d, "cleanup after failed ADD");
-                } else if netns_delete(&netns).await.is_ok() {
-                    let _ = self.drop_record(pod_uid).await;
+                // A failed DEL keeps the record, so teardown or reset can release it later.
+                let del = self.cni(Cni::Del, pod_uid, ns, &tnet, None).await;
+                let gone = netns_delete(&netns).await;
+                match (del, gone) {
+                    (Ok(_), Ok(())) => {
+                        let _ = self.drop_record(pod_uid).await;
+                    }
+                    (Err(d), _) | (_, Err(d)) => {
+                        tracing::warn!(error = %d, "cleanup after a failed ADD")
+                    }
                 }
                 Err(e)
             }
@@ -1020,7 +1091,7 @@ impl Network {
     /// Release a pod's network and delete its netns. Idempotent; a pod this agent has no
     /// record of has nothing to release. When CNI DEL fails the netns is still deleted and the
     /// record kept, so a retry releases the address.
-    #[tracing::instrument(skip(self), fields(pod = pod_uid))]
+    #[tracing::instrument(skip(self, pod_uid), fields(pod = pod_uid))]
     pub async fn teardown(&self, pod_uid: &str, tenant: &str) -> Result<()> {
         if !valid_uid(pod_uid) {
             return Err(NetError::InvalidUid(pod_uid.into()));
@@ -1075,16 +1146,17 @@ impl Network {
         };
         // What is on disk (another instance may have written it) and what is in memory.
         let dir = self.inner.state_dir.clone();
-        let loaded = match blocking(move || load(&dir)).await {
-            Ok(l) => l,
-            Err(e) => {
-                keep(Err(e));
-                Loaded {
-                    tenants: None,
-                    pods: HashMap::new(),
-                }
-            }
-        };
+        let (disk_tenants, disk_pods) = blocking(move || Ok(load_parts(&dir)))
+            .await
+            .unwrap_or_else(|e| (Err(e), Ok(HashMap::new())));
+        let disk_tenants = disk_tenants.unwrap_or_else(|e| {
+            keep(Err(e));
+            None
+        });
+        let disk_pods = disk_pods.unwrap_or_else(|e| {
+            keep(Err(e));
+            HashMap::new()
+        });
         let (mut tenants, mut pods, mut tables, mut bridges) = {
             let st = self.state();
             let mut bridges: Vec<String> = Vec::new();
@@ -1095,8 +1167,8 @@ impl Network {
             }
             (st.tenants.clone(), st.pods.clone(), tables, bridges)
         };
-        pods.extend(loaded.pods);
-        if let Some(tf) = loaded.tenants {
+        pods.extend(disk_pods);
+        if let Some(tf) = disk_tenants {
             tables.push(tf.table);
             for (k, t) in tf.tenants {
                 tenants.entry(k).or_insert(t);
@@ -1118,6 +1190,12 @@ impl Network {
             keep(netns_delete(&rec.netns).await);
         }
         bridges.extend(tenants.values().map(|t| t.bridge.clone()));
+        // Tenants named only by a pod record (tenants.json lost) still have derivable bridges.
+        bridges.extend(
+            pods.values()
+                .filter(|r| !r.corrupt)
+                .map(|r| bridge_name(&self.inner.cidr, &r.tenant)),
+        );
         bridges.sort();
         bridges.dedup();
         for b in &bridges {
@@ -1492,6 +1570,30 @@ mod tests {
             .contains("\"10.88.0.0/24\""));
         let bad = br#"{"pod_cidr":"x","table":"t","tenants":{"a":{"index":0,"bridge":"b","subnet":"10.0.0.1/24","gateway":"10.0.0.1"}}}"#;
         assert!(serde_json::from_slice::<TenantsFile>(bad).is_err());
+    }
+
+    #[tokio::test]
+    async fn children_past_their_deadline_are_killed() {
+        let start = std::time::Instant::now();
+        let e = run_within(
+            Duration::from_millis(200),
+            Path::new("sleep"),
+            &["10"],
+            None,
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, NetError::Timeout { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let out = run(Path::new("cat"), &[], Some(&[("X", "1")]), Some(b"in"))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"in");
+        let e = run(Path::new("/nonexistent/x"), &[], None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "spawn /nonexistent/x");
     }
 
     #[test]

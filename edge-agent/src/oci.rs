@@ -179,7 +179,9 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), String> {
             .map(|l| l.split(':').collect::<Vec<_>>())
             .find(|f| f.len() > 3 && f[0] == u)
             .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?,
+            .ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?,
     };
     let gid = match g {
         None => primary,
@@ -234,7 +236,10 @@ fn caps(c: &Container, privileged: bool) -> Vec<String> {
             format!("CAP_{u}")
         }
     };
-    let sc = c.security_context.as_ref().and_then(|s| s.capabilities.as_ref());
+    let sc = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref());
     let add: Vec<String> = sc
         .and_then(|c| c.add.as_ref())
         .map(|v| v.iter().map(norm).collect())
@@ -452,7 +457,9 @@ mod tests {
 
     #[test]
     fn limits_map_to_cgroups() {
-        let c = container(json!({"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}}}));
+        let c = container(
+            json!({"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}}}),
+        );
         let r = resources(&c);
         assert_eq!(r["memory"]["limit"], 67_108_864);
         assert_eq!(r["cpu"]["quota"], 50_000);
@@ -470,7 +477,8 @@ mod tests {
         let caps = caps(&c, false);
         assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(!caps.contains(&"CAP_KILL".to_string()));
-        let c = container(json!({"name": "a", "securityContext": {"capabilities": {"drop": ["ALL"]}}}));
+        let c =
+            container(json!({"name": "a", "securityContext": {"capabilities": {"drop": ["ALL"]}}}));
         assert!(super::caps(&c, false).is_empty());
     }
 

@@ -219,7 +219,7 @@ struct Transient {
 /// `10s`, `2m40s`, `300ms`: how kubelet prints a back-off.
 fn human(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else if ms >= 60_000 {
         format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
@@ -246,7 +246,12 @@ fn save_state(root: &Path, uid: &str, s: &PodState) {
 }
 
 /// The pod phase from its container statuses (kubelet's rules).
-pub fn phase(restart_policy: &str, init_pending: bool, init_failed: bool, statuses: &[Value]) -> &'static str {
+pub fn phase(
+    restart_policy: &str,
+    init_pending: bool,
+    init_failed: bool,
+    statuses: &[Value],
+) -> &'static str {
     if init_failed {
         return "Failed";
     }
@@ -578,18 +583,34 @@ impl<R: Runtime> Worker<R> {
             save_state(&self.node.root, &self.uid, &self.state);
         }
         let spec = p.spec();
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         if !self.adopted {
             self.adopted = true;
-            for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
-                if matches!(self.node.runtime.state(&self.cid(&c.name)), State::Running { .. }) {
+            for c in spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+            {
+                if matches!(
+                    self.node.runtime.state(&self.cid(&c.name)),
+                    State::Running { .. }
+                ) {
                     tracing::info!(pod = %p.name(), container = %c.name, "adopted running container");
                 }
             }
         }
         if self.state.terminal.is_none() {
             if let Err(msg) = self.sandbox(p).await {
-                for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+                for c in spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(spec.containers.iter())
+                {
                     self.transient.entry(c.name.clone()).or_default().waiting =
                         Some(("ContainerCreating".into(), msg.clone()));
                 }
@@ -641,7 +662,11 @@ impl<R: Runtime> Worker<R> {
             )
         };
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        for (f, body) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{host}\n"))] {
+        for (f, body) in [
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+            ("hostname", format!("{host}\n")),
+        ] {
             std::fs::write(dir.join(f), body).map_err(|e| format!("{f}: {e}"))?;
         }
         Ok(())
@@ -659,17 +684,33 @@ impl<R: Runtime> Worker<R> {
     }
 
     /// Key → bytes of a configmap or secret.
-    async fn data(&self, p: &PodObj, plural: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    async fn data(
+        &self,
+        p: &PodObj,
+        plural: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
         use base64::Engine;
         let Some(v) = self.get_obj(p, plural, name).await? else {
             return Ok(None);
         };
         let mut out = BTreeMap::new();
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default();
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .unwrap_or_default()
+        };
         if let Some(m) = v.get("data").and_then(Value::as_object) {
             for (k, val) in m {
                 let s = val.as_str().unwrap_or("");
-                out.insert(k.clone(), if plural == "secrets" { b64(s) } else { s.as_bytes().to_vec() });
+                out.insert(
+                    k.clone(),
+                    if plural == "secrets" {
+                        b64(s)
+                    } else {
+                        s.as_bytes().to_vec()
+                    },
+                );
             }
         }
         if let Some(m) = v.get("binaryData").and_then(Value::as_object) {
@@ -692,29 +733,67 @@ impl<R: Runtime> Worker<R> {
         for v in spec.volumes.iter().flatten() {
             let dir = vdir.join(&v.name);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let projected = |plural: &str, name: &str, items: &Option<Vec<k8s_openapi::api::core::v1::KeyToPath>>, mode: Option<i32>, optional: Option<bool>| {
-                (plural.to_string(), name.to_string(), items.clone(), mode, optional.unwrap_or(false))
+            let projected = |plural: &str,
+                             name: &str,
+                             items: &Option<Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+                             mode: Option<i32>,
+                             optional: Option<bool>| {
+                (
+                    plural.to_string(),
+                    name.to_string(),
+                    items.clone(),
+                    mode,
+                    optional.unwrap_or(false),
+                )
             };
             let sources = if let Some(cm) = &v.config_map {
-                vec![projected("configmaps", &cm.name, &cm.items, cm.default_mode, cm.optional)]
+                vec![projected(
+                    "configmaps",
+                    &cm.name,
+                    &cm.items,
+                    cm.default_mode,
+                    cm.optional,
+                )]
             } else if let Some(s) = &v.secret {
-                vec![projected("secrets", s.secret_name.as_deref().unwrap_or(""), &s.items, s.default_mode, s.optional)]
+                vec![projected(
+                    "secrets",
+                    s.secret_name.as_deref().unwrap_or(""),
+                    &s.items,
+                    s.default_mode,
+                    s.optional,
+                )]
             } else if let Some(pr) = &v.projected {
                 let mut out = Vec::new();
                 for src in pr.sources.iter().flatten() {
                     if let Some(cm) = &src.config_map {
-                        out.push(projected("configmaps", &cm.name, &cm.items, pr.default_mode, cm.optional));
+                        out.push(projected(
+                            "configmaps",
+                            &cm.name,
+                            &cm.items,
+                            pr.default_mode,
+                            cm.optional,
+                        ));
                     } else if let Some(s) = &src.secret {
-                        out.push(projected("secrets", &s.name, &s.items, pr.default_mode, s.optional));
+                        out.push(projected(
+                            "secrets",
+                            &s.name,
+                            &s.items,
+                            pr.default_mode,
+                            s.optional,
+                        ));
                     } else {
-                        return Err(format!("volume {:?}: only configMap and secret projections are supported", v.name));
+                        return Err(format!(
+                            "volume {:?}: only configMap and secret projections are supported",
+                            v.name
+                        ));
                     }
                 }
                 out
             } else if let Some(e) = &v.empty_dir {
                 if e.medium.as_deref() == Some("Memory") && !crate::runtime::is_mounted(&dir) {
                     let mut c = tokio::process::Command::new("mount");
-                    c.args(["-t", "tmpfs", "-o", "mode=1777", "tmpfs"]).arg(&dir);
+                    c.args(["-t", "tmpfs", "-o", "mode=1777", "tmpfs"])
+                        .arg(&dir);
                     crate::runtime::run_cmd(&mut c, Duration::from_secs(10))
                         .await
                         .map_err(|e| format!("volume {:?}: {e}", v.name))?;
@@ -728,7 +807,11 @@ impl<R: Runtime> Worker<R> {
                 return Err(format!("volume {:?}: unsupported volume type", v.name));
             };
             for (plural, name, items, mode, optional) in sources {
-                let kind = if plural == "secrets" { "secret" } else { "configmap" };
+                let kind = if plural == "secrets" {
+                    "secret"
+                } else {
+                    "configmap"
+                };
                 let Some(data) = self.data(p, &plural, &name).await? else {
                     if optional {
                         continue;
@@ -746,7 +829,11 @@ impl<R: Runtime> Worker<R> {
                                 }
                                 return Err(format!("{kind} {name:?}: key {:?} not found", it.key));
                             };
-                            f.push((it.path.clone(), b.clone(), it.mode.map_or(mode, |m| m as u32 & 0o777)));
+                            f.push((
+                                it.path.clone(),
+                                b.clone(),
+                                it.mode.map_or(mode, |m| m as u32 & 0o777),
+                            ));
                         }
                         f
                     }
@@ -755,9 +842,14 @@ impl<R: Runtime> Worker<R> {
                 for (rel, body, m) in files {
                     let rel_path = Path::new(&rel);
                     if rel_path.is_absolute()
-                        || rel_path.components().any(|c| matches!(c, std::path::Component::ParentDir))
+                        || rel_path
+                            .components()
+                            .any(|c| matches!(c, std::path::Component::ParentDir))
                     {
-                        return Err(format!("volume {:?}: path {rel:?} must be relative and may not contain '..'", v.name));
+                        return Err(format!(
+                            "volume {:?}: path {rel:?} must be relative and may not contain '..'",
+                            v.name
+                        ));
                     }
                     let f = dir.join(rel_path);
                     if let Some(parent) = f.parent() {
@@ -776,9 +868,21 @@ impl<R: Runtime> Worker<R> {
         let vdir = self.pod_dir().join("volumes");
         let etc = self.pod_dir().join("etc");
         let mut out = vec![
-            oci::Mount { destination: "/etc/hosts".into(), source: Some(etc.join("hosts")), read_only: false },
-            oci::Mount { destination: "/etc/resolv.conf".into(), source: Some(etc.join("resolv.conf")), read_only: false },
-            oci::Mount { destination: "/etc/hostname".into(), source: Some(etc.join("hostname")), read_only: false },
+            oci::Mount {
+                destination: "/etc/hosts".into(),
+                source: Some(etc.join("hosts")),
+                read_only: false,
+            },
+            oci::Mount {
+                destination: "/etc/resolv.conf".into(),
+                source: Some(etc.join("resolv.conf")),
+                read_only: false,
+            },
+            oci::Mount {
+                destination: "/etc/hostname".into(),
+                source: Some(etc.join("hostname")),
+                read_only: false,
+            },
         ];
         for m in c.volume_mounts.iter().flatten() {
             let v = spec
@@ -799,21 +903,39 @@ impl<R: Runtime> Worker<R> {
             };
             if let Some(sp) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 let rel = Path::new(sp);
-                if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                    return Err(format!("subPath {sp:?} must be relative and may not contain '..'"));
+                if rel.is_absolute()
+                    || rel
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(format!(
+                        "subPath {sp:?} must be relative and may not contain '..'"
+                    ));
                 }
                 src = src.join(rel);
                 if !src.exists() {
                     std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
                 }
             }
-            let ro = m.read_only.unwrap_or(false) || v.config_map.is_some() || v.secret.is_some() || v.projected.is_some();
-            out.push(oci::Mount { destination: m.mount_path.clone(), source: Some(src), read_only: ro });
+            let ro = m.read_only.unwrap_or(false)
+                || v.config_map.is_some()
+                || v.secret.is_some()
+                || v.projected.is_some();
+            out.push(oci::Mount {
+                destination: m.mount_path.clone(),
+                source: Some(src),
+                read_only: ro,
+            });
         }
         Ok(out)
     }
 
-    async fn env(&self, p: &PodObj, c: &Container, image_env: &[String]) -> Result<Vec<String>, (String, String)> {
+    async fn env(
+        &self,
+        p: &PodObj,
+        c: &Container,
+        image_env: &[String],
+    ) -> Result<Vec<String>, (String, String)> {
         let cfg_err = |m: String| ("CreateContainerConfigError".to_string(), m);
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
@@ -829,7 +951,11 @@ impl<R: Runtime> Worker<R> {
             }
         }
         if !env.contains_key("PATH") {
-            set(&mut env, "PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+            set(
+                &mut env,
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
         }
         set(&mut env, "HOSTNAME".into(), Self::hostname(p));
         for ef in c.env_from.iter().flatten() {
@@ -844,12 +970,20 @@ impl<R: Runtime> Worker<R> {
             match self.data(p, plural, &name).await.map_err(cfg_err)? {
                 Some(d) => {
                     for (k, v) in d {
-                        set(&mut env, format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned());
+                        set(
+                            &mut env,
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        );
                     }
                 }
                 None if optional => {}
                 None => {
-                    let kind = if plural == "secrets" { "secret" } else { "configmap" };
+                    let kind = if plural == "secrets" {
+                        "secret"
+                    } else {
+                        "configmap"
+                    };
                     return Err(cfg_err(format!("{kind} {name:?} not found")));
                 }
             }
@@ -859,18 +993,44 @@ impl<R: Runtime> Worker<R> {
                 oci::expand(v, &env)
             } else if let Some(vf) = &e.value_from {
                 if let Some(f) = &vf.field_ref {
-                    field(p, &f.field_path, self.pod_ip.as_deref().unwrap_or(""), &self.node.node_ip)
-                        .ok_or_else(|| cfg_err(format!("env {:?}: unsupported fieldPath {:?}", e.name, f.field_path)))?
-                } else if let Some(r) = vf.config_map_key_ref.as_ref().map(|r| ("configmaps", &r.name, &r.key, r.optional))
-                    .or_else(|| vf.secret_key_ref.as_ref().map(|r| ("secrets", &r.name, &r.key, r.optional)))
+                    field(
+                        p,
+                        &f.field_path,
+                        self.pod_ip.as_deref().unwrap_or(""),
+                        &self.node.node_ip,
+                    )
+                    .ok_or_else(|| {
+                        cfg_err(format!(
+                            "env {:?}: unsupported fieldPath {:?}",
+                            e.name, f.field_path
+                        ))
+                    })?
+                } else if let Some(r) = vf
+                    .config_map_key_ref
+                    .as_ref()
+                    .map(|r| ("configmaps", &r.name, &r.key, r.optional))
+                    .or_else(|| {
+                        vf.secret_key_ref
+                            .as_ref()
+                            .map(|r| ("secrets", &r.name, &r.key, r.optional))
+                    })
                 {
                     let (plural, name, key, optional) = r;
-                    let kind = if plural == "secrets" { "secret" } else { "configmap" };
+                    let kind = if plural == "secrets" {
+                        "secret"
+                    } else {
+                        "configmap"
+                    };
                     match self.data(p, plural, name).await.map_err(cfg_err)? {
                         Some(d) => match d.get(key) {
                             Some(v) => String::from_utf8_lossy(v).into_owned(),
                             None if optional.unwrap_or(false) => continue,
-                            None => return Err(cfg_err(format!("couldn't find key {key} in {kind} {}/{name}", p.namespace()))),
+                            None => {
+                                return Err(cfg_err(format!(
+                                    "couldn't find key {key} in {kind} {}/{name}",
+                                    p.namespace()
+                                )))
+                            }
                         },
                         None if optional.unwrap_or(false) => continue,
                         None => return Err(cfg_err(format!("{kind} {name:?} not found"))),
@@ -883,12 +1043,18 @@ impl<R: Runtime> Worker<R> {
             };
             set(&mut env, e.name.clone(), val);
         }
-        Ok(order.iter().map(|k| format!("{k}={}", env.get(k).map(String::as_str).unwrap_or(""))).collect())
+        Ok(order
+            .iter()
+            .map(|k| format!("{k}={}", env.get(k).map(String::as_str).unwrap_or("")))
+            .collect())
     }
 
     /// Start container `c` (attempt = its restart count).
     async fn start(&mut self, p: &PodObj, c: &Container) -> Result<State, (String, String)> {
-        let policy = PullPolicy::parse(c.image_pull_policy.as_deref(), c.image.as_deref().unwrap_or(""));
+        let policy = PullPolicy::parse(
+            c.image_pull_policy.as_deref(),
+            c.image.as_deref().unwrap_or(""),
+        );
         let image_ref = c.image.clone().unwrap_or_default();
         let img = match self.node.images.ensure(&image_ref, policy).await {
             Ok(i) => i,
@@ -899,7 +1065,10 @@ impl<R: Runtime> Worker<R> {
         let env = self.env(p, c, &img.config.env).await?;
         let env_map: BTreeMap<String, String> = env
             .iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         let cfg_err = |m: String| ("CreateContainerConfigError".to_string(), m);
         let user = oci::resolve_user(&img.config.user, &img.rootfs).map_err(cfg_err)?;
@@ -908,10 +1077,17 @@ impl<R: Runtime> Worker<R> {
         let netns = if spec.host_network.unwrap_or(false) {
             None
         } else {
-            self.node.network.as_ref().and_then(|n| n.get(&self.uid)).map(|n| n.netns)
+            self.node
+                .network
+                .as_ref()
+                .and_then(|n| n.get(&self.uid))
+                .map(|n| n.netns)
         };
         let hostname = if spec.host_network.unwrap_or(false) {
-            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string()
         } else {
             Self::hostname(p)
         };
@@ -922,14 +1098,31 @@ impl<R: Runtime> Worker<R> {
             hostname: &hostname,
             cgroups_path: format!("/atoll/{}/{}", self.uid, c.name),
         };
-        let cwd = c.working_dir.clone().unwrap_or_else(|| img.config.working_dir.clone());
-        let oci_spec = oci::spec(c, &parts, oci::argv(c, &img.config, &env_map), env, &cwd, user, &mounts);
+        let cwd = c
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| img.config.working_dir.clone());
+        let oci_spec = oci::spec(
+            c,
+            &parts,
+            oci::argv(c, &img.config, &env_map),
+            env,
+            &cwd,
+            user,
+            &mounts,
+        );
         let cs = self.state.containers.entry(c.name.clone()).or_default();
         cs.image_id = img.id.clone();
         let attempt = cs.restart_count;
-        let log = log_dir(&self.node.root, &p.tenant, p.namespace(), p.name(), &self.uid)
-            .join(&c.name)
-            .join(format!("{attempt}.log"));
+        let log = log_dir(
+            &self.node.root,
+            &p.tenant,
+            p.namespace(),
+            p.name(),
+            &self.uid,
+        )
+        .join(&c.name)
+        .join(format!("{attempt}.log"));
         save_state(&self.node.root, &self.uid, &self.state);
         self.node
             .runtime
@@ -954,7 +1147,11 @@ impl<R: Runtime> Worker<R> {
             match self.node.runtime.state(&id) {
                 State::Running { .. } => return,
                 State::Exited { exit_code: 0, .. } => {
-                    self.state.containers.entry(c.name.clone()).or_default().done = true;
+                    self.state
+                        .containers
+                        .entry(c.name.clone())
+                        .or_default()
+                        .done = true;
                     save_state(&self.node.root, &self.uid, &self.state);
                     continue;
                 }
@@ -1012,13 +1209,18 @@ impl<R: Runtime> Worker<R> {
 
     async fn try_start(&mut self, p: &PodObj, c: &Container) {
         let t = self.transient.entry(c.name.clone()).or_default();
-        if t.not_before.is_some_and(|nb| tokio::time::Instant::now() < nb) {
+        if t.not_before
+            .is_some_and(|nb| tokio::time::Instant::now() < nb)
+        {
             // Backing off: say so in the status.
             if let Some((r, _)) = &t.waiting {
                 if r == "ErrImagePull" {
                     t.waiting = Some((
                         "ImagePullBackOff".into(),
-                        format!("Back-off pulling image {:?}", c.image.as_deref().unwrap_or("")),
+                        format!(
+                            "Back-off pulling image {:?}",
+                            c.image.as_deref().unwrap_or("")
+                        ),
                     ));
                 }
             }
@@ -1029,14 +1231,22 @@ impl<R: Runtime> Worker<R> {
                 let t = self.transient.entry(c.name.clone()).or_default();
                 t.waiting = None;
                 t.not_before = None;
-                self.state.containers.entry(c.name.clone()).or_default().started = true;
+                self.state
+                    .containers
+                    .entry(c.name.clone())
+                    .or_default()
+                    .started = true;
                 save_state(&self.node.root, &self.uid, &self.state);
             }
             Err((reason, msg)) => {
                 tracing::info!(pod = %p.name(), container = %c.name, %reason, %msg, "container not started");
                 let base = self.node.backoff;
                 let t = self.transient.entry(c.name.clone()).or_default();
-                t.delay = if t.delay.is_zero() { base } else { (t.delay * 2).min(MAX_BACKOFF) };
+                t.delay = if t.delay.is_zero() {
+                    base
+                } else {
+                    (t.delay * 2).min(MAX_BACKOFF)
+                };
                 t.not_before = Some(tokio::time::Instant::now() + t.delay);
                 t.waiting = Some((reason, msg));
             }
@@ -1048,7 +1258,12 @@ impl<R: Runtime> Worker<R> {
         let now = tokio::time::Instant::now();
         let base = self.node.backoff;
         let t = self.transient.entry(c.name.clone()).or_default();
-        if let State::Exited { started_at: Some(st), finished_at, .. } = s {
+        if let State::Exited {
+            started_at: Some(st),
+            finished_at,
+            ..
+        } = s
+        {
             if (*finished_at - *st).to_std().unwrap_or_default() >= BACKOFF_RESET {
                 t.delay = Duration::ZERO;
             }
@@ -1086,7 +1301,11 @@ impl<R: Runtime> Worker<R> {
         cs.restart_count += 1;
         cs.started = false;
         save_state(&self.node.root, &self.uid, &self.state);
-        let delay = self.transient.get(&c.name).map(|t| t.delay).unwrap_or_default();
+        let delay = self
+            .transient
+            .get(&c.name)
+            .map(|t| t.delay)
+            .unwrap_or_default();
         if let Err(e) = self.node.runtime.remove(&id).await {
             tracing::warn!(container = %id, error = %e, "removing the exited container failed");
         }
@@ -1098,19 +1317,44 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
-    fn container_status(&self, c: &Container, init: bool, policy: &str, app_blocked: bool) -> Value {
+    fn container_status(
+        &self,
+        c: &Container,
+        init: bool,
+        policy: &str,
+        app_blocked: bool,
+    ) -> Value {
         let id = self.cid(&c.name);
-        let cs = self.state.containers.get(&c.name).cloned().unwrap_or_default();
+        let cs = self
+            .state
+            .containers
+            .get(&c.name)
+            .cloned()
+            .unwrap_or_default();
         let tr = self.transient.get(&c.name).cloned().unwrap_or_default();
         let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let rs = self.node.runtime.state(&id);
         let (state, ready, started) = match &rs {
-            State::Running { started_at } => (json!({"running": {"startedAt": ts(started_at)}}), !init, true),
+            State::Running { started_at } => (
+                json!({"running": {"startedAt": ts(started_at)}}),
+                !init,
+                true,
+            ),
             State::Exited { exit_code, .. } => {
-                let term = Term::from_state(&rs, &id).map(|t| t.json()).unwrap_or(Value::Null);
-                let will_restart = if init { *exit_code != 0 && policy != "Never" } else { restarts(policy, *exit_code) };
+                let term = Term::from_state(&rs, &id)
+                    .map(|t| t.json())
+                    .unwrap_or(Value::Null);
+                let will_restart = if init {
+                    *exit_code != 0 && policy != "Never"
+                } else {
+                    restarts(policy, *exit_code)
+                };
                 match (&tr.waiting, will_restart) {
-                    (Some((r, m)), true) => (json!({"waiting": {"reason": r, "message": m}}), false, false),
+                    (Some((r, m)), true) => (
+                        json!({"waiting": {"reason": r, "message": m}}),
+                        false,
+                        false,
+                    ),
                     _ => (json!({"terminated": term}), false, false),
                 }
             }
@@ -1164,9 +1408,11 @@ impl<R: Runtime> Worker<R> {
             .flatten()
             .all(|c| self.state.containers.get(&c.name).is_some_and(|s| s.done));
         let init_failed = policy == "Never"
-            && inits
-                .iter()
-                .any(|s| s.pointer("/state/terminated/exitCode").and_then(Value::as_i64).is_some_and(|c| c != 0));
+            && inits.iter().any(|s| {
+                s.pointer("/state/terminated/exitCode")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|c| c != 0)
+            });
         let apps: Vec<Value> = spec
             .containers
             .iter()
@@ -1174,7 +1420,11 @@ impl<R: Runtime> Worker<R> {
             .collect();
         let mut phase = phase(policy, !init_done, init_failed, &apps);
         if let Some(t) = &self.state.terminal {
-            phase = if t == "Succeeded" { "Succeeded" } else { "Failed" };
+            phase = if t == "Succeeded" {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
         } else if matches!(phase, "Succeeded" | "Failed") {
             self.state.terminal = Some(phase.to_string());
             save_state(&self.node.root, &self.uid, &self.state);
@@ -1204,8 +1454,24 @@ impl<R: Runtime> Worker<R> {
         let conditions = vec![
             cond("PodReadyToStartContainers", self.pod_ip.is_some(), None),
             cond("Initialized", init_done, Some("ContainersNotInitialized")),
-            cond("Ready", ready, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" })),
-            cond("ContainersReady", ready, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" })),
+            cond(
+                "Ready",
+                ready,
+                Some(if terminal {
+                    "PodCompleted"
+                } else {
+                    "ContainersNotReady"
+                }),
+            ),
+            cond(
+                "ContainersReady",
+                ready,
+                Some(if terminal {
+                    "PodCompleted"
+                } else {
+                    "ContainersNotReady"
+                }),
+            ),
             existing("PodScheduled").unwrap_or_else(|| cond("PodScheduled", true, None)),
         ];
         let mut status = json!({
@@ -1265,10 +1531,20 @@ impl<R: Runtime> Worker<R> {
             }
             None => {
                 let prefix = container_id(&self.uid, "");
-                self.node.runtime.list().into_iter().filter(|i| i.starts_with(&prefix)).collect()
+                self.node
+                    .runtime
+                    .list()
+                    .into_iter()
+                    .filter(|i| i.starts_with(&prefix))
+                    .collect()
             }
         };
-        let running = |rt: &R| ids.iter().filter(|i| matches!(rt.state(i), State::Running { .. })).cloned().collect::<Vec<_>>();
+        let running = |rt: &R| {
+            ids.iter()
+                .filter(|i| matches!(rt.state(i), State::Running { .. }))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         for id in running(&self.node.runtime) {
             self.node.runtime.signal(&id, "TERM").await;
         }
@@ -1296,7 +1572,10 @@ impl<R: Runtime> Worker<R> {
             let path = core_path(&p.tenant, p.namespace(), "pods", p.name());
             // The API server may be briefly unreachable: keep trying until it answers.
             loop {
-                let Ok(req) = http::Request::delete(path.as_str()).header("content-type", "application/json").body(body.clone()) else {
+                let Ok(req) = http::Request::delete(path.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                else {
                     return;
                 };
                 match self.node.client.request::<Value>(req).await {
@@ -1315,18 +1594,30 @@ impl<R: Runtime> Worker<R> {
 
 /// Whether the API's copy of a status already says what we would post.
 fn same_status(api: &Value, ours: &Value) -> bool {
-    let Some(o) = ours.as_object() else { return false };
+    let Some(o) = ours.as_object() else {
+        return false;
+    };
     o.iter().all(|(k, v)| api.get(k) == Some(v))
 }
 
 /// A downward-API field of the pod.
 pub fn field(p: &PodObj, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
     let m = &p.pod.metadata;
-    let label = |map: &Option<BTreeMap<String, String>>, key: &str| map.as_ref().and_then(|l| l.get(key).cloned()).unwrap_or_default();
-    if let Some(k) = path.strip_prefix("metadata.labels['").and_then(|s| s.strip_suffix("']")) {
+    let label = |map: &Option<BTreeMap<String, String>>, key: &str| {
+        map.as_ref()
+            .and_then(|l| l.get(key).cloned())
+            .unwrap_or_default()
+    };
+    if let Some(k) = path
+        .strip_prefix("metadata.labels['")
+        .and_then(|s| s.strip_suffix("']"))
+    {
         return Some(label(&m.labels, k));
     }
-    if let Some(k) = path.strip_prefix("metadata.annotations['").and_then(|s| s.strip_suffix("']")) {
+    if let Some(k) = path
+        .strip_prefix("metadata.annotations['")
+        .and_then(|s| s.strip_suffix("']"))
+    {
         return Some(label(&m.annotations, k));
     }
     let spec = p.pod.spec.as_ref();
@@ -1336,7 +1627,9 @@ pub fn field(p: &PodObj, path: &str, pod_ip: &str, host_ip: &str) -> Option<Stri
         "metadata.uid" => m.uid.clone().unwrap_or_default(),
         "metadata.tenant" => p.tenant.clone(),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.podIP" | "status.podIPs" => pod_ip.to_string(),
         "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
         _ => return None,
@@ -1366,14 +1659,45 @@ mod tests {
     fn phases_follow_kubelet() {
         assert_eq!(phase("Always", true, false, &[]), "Pending");
         assert_eq!(phase("Never", false, true, &[]), "Failed");
-        assert_eq!(phase("Always", false, false, &[st(false, None, false)]), "Pending");
-        assert_eq!(phase("Always", false, false, &[st(true, None, false)]), "Running");
+        assert_eq!(
+            phase("Always", false, false, &[st(false, None, false)]),
+            "Pending"
+        );
+        assert_eq!(
+            phase("Always", false, false, &[st(true, None, false)]),
+            "Running"
+        );
         // Crash-looping (waiting with a last termination) counts as stopped: Running.
-        assert_eq!(phase("Always", false, false, &[st(false, None, true)]), "Running");
-        assert_eq!(phase("Never", false, false, &[st(false, Some(0), false)]), "Succeeded");
-        assert_eq!(phase("Never", false, false, &[st(false, Some(2), false)]), "Failed");
-        assert_eq!(phase("OnFailure", false, false, &[st(false, Some(0), false), st(false, Some(0), false)]), "Succeeded");
-        assert_eq!(phase("Always", false, false, &[st(true, None, false), st(false, Some(0), false)]), "Running");
+        assert_eq!(
+            phase("Always", false, false, &[st(false, None, true)]),
+            "Running"
+        );
+        assert_eq!(
+            phase("Never", false, false, &[st(false, Some(0), false)]),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase("Never", false, false, &[st(false, Some(2), false)]),
+            "Failed"
+        );
+        assert_eq!(
+            phase(
+                "OnFailure",
+                false,
+                false,
+                &[st(false, Some(0), false), st(false, Some(0), false)]
+            ),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase(
+                "Always",
+                false,
+                false,
+                &[st(true, None, false), st(false, Some(0), false)]
+            ),
+            "Running"
+        );
     }
 
     #[test]
@@ -1386,9 +1710,18 @@ mod tests {
 
     #[test]
     fn ids_and_paths() {
-        assert_eq!(container_id("0123-4567-89ab-cdef", "web"), "0123456789ab-web");
-        assert_eq!(core_path("", "ns", "pods", "p"), "/api/v1/namespaces/ns/pods/p");
-        assert_eq!(core_path("acme", "ns", "pods", "p"), "/api/v1/tenants/acme/namespaces/ns/pods/p");
+        assert_eq!(
+            container_id("0123-4567-89ab-cdef", "web"),
+            "0123456789ab-web"
+        );
+        assert_eq!(
+            core_path("", "ns", "pods", "p"),
+            "/api/v1/namespaces/ns/pods/p"
+        );
+        assert_eq!(
+            core_path("acme", "ns", "pods", "p"),
+            "/api/v1/tenants/acme/namespaces/ns/pods/p"
+        );
         assert_eq!(
             log_dir(Path::new("/r"), "", "ns", "p", "u"),
             PathBuf::from("/r/logs/-_ns_p_u")
@@ -1398,10 +1731,16 @@ mod tests {
     #[test]
     fn downward_fields() {
         let p = PodObj::from_value(json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u", "tenant": "t", "labels": {"app": "x"}}, "spec": {"nodeName": "n1", "containers": []}})).unwrap();
-        assert_eq!(field(&p, "metadata.labels['app']", "", "").as_deref(), Some("x"));
+        assert_eq!(
+            field(&p, "metadata.labels['app']", "", "").as_deref(),
+            Some("x")
+        );
         assert_eq!(field(&p, "metadata.tenant", "", "").as_deref(), Some("t"));
         assert_eq!(field(&p, "spec.nodeName", "", "").as_deref(), Some("n1"));
-        assert_eq!(field(&p, "status.podIP", "10.0.0.2", "").as_deref(), Some("10.0.0.2"));
+        assert_eq!(
+            field(&p, "status.podIP", "10.0.0.2", "").as_deref(),
+            Some("10.0.0.2")
+        );
         assert_eq!(field(&p, "spec.bogus", "", ""), None);
     }
 
@@ -1419,7 +1758,11 @@ mod tests {
         let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": [diff]}})).unwrap();
         let manifest = serde_json::to_vec(&json!([{"Config": "config.json", "RepoTags": ["test/img:v1"], "Layers": ["layer.tar"]}])).unwrap();
         let mut t = tar::Builder::new(Vec::new());
-        for (name, body) in [("manifest.json", &manifest), ("config.json", &config), ("layer.tar", &layer)] {
+        for (name, body) in [
+            ("manifest.json", &manifest),
+            ("config.json", &config),
+            ("layer.tar", &layer),
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(body.len() as u64);
             h.set_mode(0o644);
@@ -1444,25 +1787,40 @@ mod tests {
             let seen = seen.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let path = parts.uri.path().to_string();
                 let (code, reply) = match parts.method.as_str() {
                     "PATCH" if path.ends_with("/status") => {
                         seen.lock().unwrap().statuses.push(v["status"].clone());
-                        (200, json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}))
+                        (
+                            200,
+                            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}),
+                        )
                     }
                     "DELETE" => {
                         seen.lock().unwrap().deletes.push(v);
-                        (200, json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}))
+                        (
+                            200,
+                            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}),
+                        )
                     }
-                    _ => (404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})),
+                    _ => (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+                    ),
                 };
                 Ok::<_, std::convert::Infallible>(
                     http::Response::builder()
                         .status(code)
                         .header("content-type", "application/json")
-                        .body(kube::client::Body::from(serde_json::to_vec(&reply).unwrap()))
+                        .body(kube::client::Body::from(
+                            serde_json::to_vec(&reply).unwrap(),
+                        ))
                         .unwrap(),
                 )
             }
@@ -1473,13 +1831,19 @@ mod tests {
     async fn until(what: &str, seen: &Arc<std::sync::Mutex<Seen>>, f: impl Fn(&Seen) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !f(&seen.lock().unwrap()) {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     fn last(s: &Seen, ptr: &str) -> Value {
-        s.statuses.last().and_then(|v| v.pointer(ptr).cloned()).unwrap_or(Value::Null)
+        s.statuses
+            .last()
+            .and_then(|v| v.pointer(ptr).cloned())
+            .unwrap_or(Value::Null)
     }
 
     /// The worker over the fake runtime: start, restart with back-off shown as
@@ -1508,19 +1872,45 @@ mod tests {
         let worker = tokio::spawn(Worker::new(node, "u1".into(), rx, cancel.clone()).run());
         let id = container_id("u1", "c");
 
-        until("Running", &seen, |s| last(s, "/phase") == "Running" && last(s, "/containerStatuses/0/ready") == true).await;
-        assert_eq!(fake.spec(&id).unwrap()["process"]["args"], json!(["sleep", "1"]));
-        assert_eq!(seen.lock().unwrap().statuses.last().unwrap()["hostIP"], "10.0.0.1");
+        until("Running", &seen, |s| {
+            last(s, "/phase") == "Running" && last(s, "/containerStatuses/0/ready") == true
+        })
+        .await;
+        assert_eq!(
+            fake.spec(&id).unwrap()["process"]["args"],
+            json!(["sleep", "1"])
+        );
+        assert_eq!(
+            seen.lock().unwrap().statuses.last().unwrap()["hostIP"],
+            "10.0.0.1"
+        );
 
         // First crash: restarted at once, the end kept as lastState.
         fake.exit(&id, 1);
-        until("restart 1", &seen, |s| last(s, "/containerStatuses/0/restartCount") == 1 && last(s, "/containerStatuses/0/state/running").is_object()).await;
-        assert_eq!(last(&seen.lock().unwrap(), "/containerStatuses/0/lastState/terminated/exitCode"), 1);
+        until("restart 1", &seen, |s| {
+            last(s, "/containerStatuses/0/restartCount") == 1
+                && last(s, "/containerStatuses/0/state/running").is_object()
+        })
+        .await;
+        assert_eq!(
+            last(
+                &seen.lock().unwrap(),
+                "/containerStatuses/0/lastState/terminated/exitCode"
+            ),
+            1
+        );
         // Second crash: back-off first, shown as CrashLoopBackOff, then the restart.
         fake.exit(&id, 2);
-        until("CrashLoopBackOff", &seen, |s| last(s, "/containerStatuses/0/state/waiting/reason") == "CrashLoopBackOff").await;
+        until("CrashLoopBackOff", &seen, |s| {
+            last(s, "/containerStatuses/0/state/waiting/reason") == "CrashLoopBackOff"
+        })
+        .await;
         assert_eq!(last(&seen.lock().unwrap(), "/phase"), "Running");
-        until("restart 2", &seen, |s| last(s, "/containerStatuses/0/restartCount") == 2 && last(s, "/containerStatuses/0/state/running").is_object()).await;
+        until("restart 2", &seen, |s| {
+            last(s, "/containerStatuses/0/restartCount") == 2
+                && last(s, "/containerStatuses/0/state/running").is_object()
+        })
+        .await;
         assert_eq!(fake.starts().len(), 3);
 
         // Deletion: SIGTERM (the fake exits on it), then the object goes, only for this uid.
@@ -1529,8 +1919,14 @@ mod tests {
         tx.send(PodObj::from_value(raw)).unwrap();
         until("delete", &seen, |s| !s.deletes.is_empty()).await;
         assert_eq!(fake.signals(), vec![(id.clone(), "TERM".to_string())]);
-        assert_eq!(seen.lock().unwrap().deletes[0]["preconditions"]["uid"], "u1");
-        tokio::time::timeout(Duration::from_secs(5), worker).await.unwrap().unwrap();
+        assert_eq!(
+            seen.lock().unwrap().deletes[0]["preconditions"]["uid"],
+            "u1"
+        );
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(fake.list().is_empty(), "containers left: {:?}", fake.list());
     }
 }

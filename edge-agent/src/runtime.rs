@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,7 +72,8 @@ pub enum RuntimeError {
 /// Node side effects for containers.
 pub trait Runtime: Send + Sync + 'static {
     /// Create and start the container; returns once it runs (or has already exited).
-    fn start(&self, c: ContainerConfig) -> impl Future<Output = Result<State, RuntimeError>> + Send;
+    fn start(&self, c: ContainerConfig)
+        -> impl Future<Output = Result<State, RuntimeError>> + Send;
     /// Current state.
     fn state(&self, id: &str) -> State;
     /// Send a signal (`"TERM"`, `"KILL"`) to the container's init process.
@@ -136,7 +137,10 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 /// Run a command with a deadline; its stderr in the error.
-pub async fn run_cmd(cmd: &mut tokio::process::Command, deadline: Duration) -> Result<String, String> {
+pub async fn run_cmd(
+    cmd: &mut tokio::process::Command,
+    deadline: Duration,
+) -> Result<String, String> {
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -243,7 +247,9 @@ impl Runc {
                 .arg(&rootfs);
             run_cmd(&mut c, Duration::from_secs(10))
                 .await
-                .map_err(|e| RuntimeError::Start(format!("mounting the container's rootfs: {e}")))?;
+                .map_err(|e| {
+                    RuntimeError::Start(format!("mounting the container's rootfs: {e}"))
+                })?;
         }
         Ok(rootfs)
     }

@@ -50,6 +50,7 @@ pub struct Driver {
     serving: Arc<apiserver::server::SwapCert>,
     serving_names: Vec<String>,
     cfg: Config,
+    logs: Option<Arc<apiserver::logs::AgentLogs>>,
 }
 
 fn key_of(k: &ObjectKey) -> Key {
@@ -76,7 +77,19 @@ impl Driver {
             serving,
             serving_names,
             cfg: Config::default(),
+            logs: None,
         }
+    }
+
+    /// Answer the cloud's tunnelled log requests from `logs`.
+    pub fn with_logs(mut self, logs: Arc<apiserver::logs::AgentLogs>) -> Self {
+        self.logs = Some(logs);
+        self
+    }
+
+    /// The site's credentials as the driver keeps them (renewals replace them in place).
+    pub fn creds_handle(&self) -> Arc<std::sync::RwLock<Creds>> {
+        self.creds.clone()
     }
 
     fn creds(&self) -> Creds {
@@ -268,6 +281,13 @@ impl Driver {
             .map_err(|e| e.to_string())?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let renewer = self.renewer(conn.clone());
+        let tunnels = self.logs.clone().map(|l| {
+            tokio::spawn(crate::logs::serve_tunnels(
+                conn.clone(),
+                self.store.clone(),
+                l,
+            ))
+        });
         let mut s = EdgeSession::new(self.cfg.clone(), &self.site, st.applied_rv, ups, now());
         let (ftx, mut frx) = mpsc::channel::<Frame>(256);
         let reader = tokio::spawn(async move {
@@ -396,6 +416,9 @@ impl Driver {
         };
         reader.abort();
         renewer.abort();
+        if let Some(t) = tunnels {
+            t.abort();
+        }
         conn.close(0u32.into(), b"bye");
         Ok(result)
     }

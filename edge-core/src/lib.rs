@@ -4,6 +4,7 @@
 
 pub mod driver;
 pub mod hooks;
+pub mod logs;
 pub mod nodes;
 
 use std::net::SocketAddr;
@@ -282,13 +283,6 @@ pub async fn start(
         creds.serving_key.as_bytes(),
     )?;
     let tls = apiserver::server::tls_config_swappable(serving.clone())?;
-    tracker.spawn(apiserver::server::serve(
-        listener,
-        tls,
-        api,
-        cancel.child_token(),
-        tracker.clone(),
-    ));
     let names = vec![cfg.listen.ip().to_string()];
     let drv = driver::Driver::new(
         cfg.site.clone(),
@@ -299,6 +293,17 @@ pub async fn start(
         serving,
         names,
     );
+    // Pod logs, here and tunnelled from the cloud: from the agents, as the site.
+    let log_source = logs::source(store.clone(), drv.creds_handle());
+    api.set_log_source(log_source.clone());
+    let drv = drv.with_logs(log_source);
+    tracker.spawn(apiserver::server::serve(
+        listener,
+        tls,
+        api,
+        cancel.child_token(),
+        tracker.clone(),
+    ));
     tracker.spawn(drv.run(cancel.child_token()));
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_string()

@@ -10,6 +10,9 @@
 //!   is detected, never skipped. The edge acks with `DownAck` once applied durably.
 //! - `Up` {seq, ...}: an edge-authoritative change from the persistent outbox; seqs are
 //!   contiguous per site, so the cloud applies each exactly once and acks with `UpAck`.
+//! - cloud → edge `LogRequest` on a stream the cloud opens: the edge answers `LogResponse`
+//!   {code, message}, then (code 200) the raw log bytes until the stream ends (`kubectl logs`
+//!   tunnelled over the site's connection; no inbound port at the site).
 
 /// Kind of change carried by `Down` and `Up`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -221,13 +224,66 @@ pub struct RenewRequest {
     pub serving_names: Vec<String>,
 }
 
+/// Cloud → edge, first frame of a stream the cloud opens on a site's live connection: stream
+/// the logs of a container of a pod held by the site (`kubectl logs` at the cloud). The edge
+/// answers with one `LogResponse` frame; on success raw log bytes follow until the stream
+/// ends. Either side ends it early by resetting or stopping the stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LogRequest {
+    /// Tenant of the pod (`""`: system space).
+    #[prost(string, tag = "1")]
+    pub tenant: String,
+    /// Namespace of the pod.
+    #[prost(string, tag = "2")]
+    pub namespace: String,
+    /// Pod name.
+    #[prost(string, tag = "3")]
+    pub pod: String,
+    /// Container (empty: the pod's only container).
+    #[prost(string, tag = "4")]
+    pub container: String,
+    /// Keep streaming new lines until the container exits.
+    #[prost(bool, tag = "5")]
+    pub follow: bool,
+    /// The previous (terminated) attempt of the container.
+    #[prost(bool, tag = "6")]
+    pub previous: bool,
+    /// Only the last N lines.
+    #[prost(int64, optional, tag = "7")]
+    pub tail_lines: Option<i64>,
+    /// Prefix each line with its RFC 3339 timestamp.
+    #[prost(bool, tag = "8")]
+    pub timestamps: bool,
+    /// Stop after this many bytes.
+    #[prost(int64, optional, tag = "9")]
+    pub limit_bytes: Option<i64>,
+    /// Only lines newer than this many seconds.
+    #[prost(int64, optional, tag = "10")]
+    pub since_seconds: Option<i64>,
+    /// Only lines at or after this RFC 3339 time (empty: unset).
+    #[prost(string, tag = "11")]
+    pub since_time: String,
+}
+
+/// Edge → cloud, first frame of the answer to a `LogRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LogResponse {
+    /// HTTP status: 200 means raw log bytes follow; anything else is an error and the stream
+    /// ends.
+    #[prost(uint32, tag = "1")]
+    pub code: u32,
+    /// The error message (for kubectl), when `code` is not 200.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
 /// One message.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Frame {
     /// The message.
     #[prost(
         oneof = "frame::Body",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
     )]
     pub body: Option<frame::Body>,
 }
@@ -279,6 +335,12 @@ pub mod frame {
         /// Certificate renewal.
         #[prost(message, tag = "14")]
         RenewRequest(super::RenewRequest),
+        /// Log stream request (cloud → edge, on a stream of its own).
+        #[prost(message, tag = "15")]
+        LogRequest(super::LogRequest),
+        /// Log stream answer header.
+        #[prost(message, tag = "16")]
+        LogResponse(super::LogResponse),
     }
 }
 
@@ -379,5 +441,37 @@ mod tests {
             object: vec![0; MAX_FRAME],
         }));
         assert!(matches!(big.encode_framed(), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn log_frames_round_trip_with_unset_options() {
+        let f = Frame::new(frame::Body::LogRequest(LogRequest {
+            tenant: "acme".into(),
+            namespace: "default".into(),
+            pod: "p".into(),
+            container: "c".into(),
+            follow: true,
+            tail_lines: Some(0),
+            since_seconds: None,
+            ..Default::default()
+        }));
+        let bytes = f.encode_framed().unwrap();
+        let back = Frame::decode_body(&bytes[4..]).unwrap();
+        assert_eq!(back, f);
+        match back.body {
+            Some(frame::Body::LogRequest(r)) => {
+                assert_eq!(r.tail_lines, Some(0));
+                assert_eq!(r.limit_bytes, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = Frame::new(frame::Body::LogResponse(LogResponse {
+            code: 400,
+            message: "bad".into(),
+        }));
+        assert_eq!(
+            Frame::decode_body(&r.encode_framed().unwrap()[4..]).unwrap(),
+            r
+        );
     }
 }

@@ -655,5 +655,7 @@ fn name(b: &Body) -> &'static str {
         Body::JoinRequest(_) => "JoinRequest",
         Body::JoinResponse(_) => "JoinResponse",
         Body::RenewRequest(_) => "RenewRequest",
+        Body::LogRequest(_) => "LogRequest",
+        Body::LogResponse(_) => "LogResponse",
     }
 }

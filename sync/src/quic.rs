@@ -55,6 +55,10 @@ fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, QuicError> {
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {
+    transport_with(8 * 1024 * 1024)
+}
+
+fn transport_with(stream_window: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(3)));
     t.max_idle_timeout(Some(
@@ -63,11 +67,17 @@ fn transport() -> Arc<quinn::TransportConfig> {
             .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000))),
     ));
     // Bounded in-flight data per connection.
-    t.stream_receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
+    t.stream_receive_window(quinn::VarInt::from_u32(stream_window));
     t.receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
     Arc::new(t)
 }
+
+/// Per-stream receive window at the cloud. Sites send little (uplink changes, log bytes), and
+/// a small per-stream window bounds what streams nobody reads (a stalled log tunnel) can hold
+/// of the connection's window: at most `hub::MAX_LOG_TUNNELS` × this, well under the
+/// connection's 16 MiB, so the sync stream always has room.
+pub const SERVER_STREAM_WINDOW: u32 = 512 * 1024;
 
 /// The cloud's sync endpoint: serves `cert_chain_pem` (leaf then CA), asks for client
 /// certificates signed by `ca_pem` but also admits clients without one (they may only join).
@@ -96,7 +106,7 @@ pub fn server(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(transport());
+    cfg.transport_config(transport_with(SERVER_STREAM_WINDOW));
     quinn::Endpoint::server(cfg, addr).map_err(QuicError::Endpoint)
 }
 

@@ -26,7 +26,10 @@ impl Env {
     fn start(via_relay: bool) -> Self {
         let reg = Registry::start();
         let scratch = tempfile::tempdir().expect("tempdir");
-        reg.push(&tests::registry::busybox_image(scratch.path(), "v1"), "busybox:v1");
+        reg.push(
+            &tests::registry::busybox_image(scratch.path(), "v1"),
+            "busybox:v1",
+        );
         let cc = CloudCore::start();
         let token = cc.join_token("s1", "10m");
         let (edge, relay) = if via_relay {
@@ -85,13 +88,11 @@ fn edge_jp(e: &Env, pod: &str, path: &str) -> String {
 fn log_lines(agent_root: &Path, pod: &str, container: &str, attempt: u32) -> Vec<String> {
     let logs = agent_root.join("logs");
     let dir: Option<PathBuf> = std::fs::read_dir(&logs).ok().and_then(|rd| {
-        rd.filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.split('_').nth(2) == Some(pod))
-            })
+        rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.split('_').nth(2) == Some(pod))
+        })
     });
     let Some(dir) = dir else { return Vec::new() };
     std::fs::read_to_string(dir.join(container).join(format!("{attempt}.log")))
@@ -179,11 +180,14 @@ spec:
   - name: side
     image: {img}
     command: [sh, -c, "mkdir -p /www && echo side-ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
+  - name: tick
+    image: {img}
+    command: [sh, -c, "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
 "#
     ));
     wait_for("web Running at the cloud", T, || {
         cloud_jp(&e, "web", "{.status.phase}") == "Running"
-            && cloud_jp(&e, "web", "{.status.containerStatuses[*].ready}") == "true true"
+            && cloud_jp(&e, "web", "{.status.containerStatuses[*].ready}") == "true true true"
     });
     let ip = cloud_jp(&e, "web", "{.status.podIP}");
     assert!(
@@ -208,18 +212,28 @@ spec:
         ),
         "Completed Completed"
     );
-    assert!(cloud_jp(&e, "web", "{.status.containerStatuses[0].containerID}")
-        .starts_with("runc://"));
-    assert!(!cloud_jp(&e, "web", "{.status.containerStatuses[0].state.running.startedAt}").is_empty());
+    assert!(
+        cloud_jp(&e, "web", "{.status.containerStatuses[0].containerID}").starts_with("runc://")
+    );
+    assert!(!cloud_jp(
+        &e,
+        "web",
+        "{.status.containerStatuses[0].state.running.startedAt}"
+    )
+    .is_empty());
     assert!(cloud_jp(&e, "web", "{.status.containerStatuses[0].imageID}").contains("sha256:"));
     // The edge shows the same.
     assert_eq!(edge_jp(&e, "web", "{.status.podIP}"), ip);
 
-    let root = e.agent.root();
-    wait_for("main's output", T, || {
-        log_lines(&root, "web", "main", 0).iter().any(|l| l == "done")
+    // kubectl logs at the cloud: tunnelled over the site's sync connection to the agent.
+    let mut lines = Vec::new();
+    wait_for("main's output through kubectl logs at the cloud", T, || {
+        lines = String::from_utf8_lossy(&e.cc.kubectl(&["logs", "web", "-c", "main"]).stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.iter().any(|l| l == "done")
     });
-    let lines = log_lines(&root, "web", "main", 0);
     for want in [
         "env=hello-from-configmap pod=web arg=hello-from-configmap",
         "cfg=hello-from-configmap",
@@ -236,6 +250,63 @@ spec:
             e.agent.log()
         );
     }
+    // The same through the edge's API, and --tail.
+    assert_eq!(
+        e.edge
+            .kubectl_ok(&["logs", "web", "-c", "main", "--tail=1"])
+            .trim(),
+        "done"
+    );
+    assert_eq!(
+        e.cc.kubectl_ok(&["logs", "web", "-c", "main", "--tail=2"])
+            .lines()
+            .count(),
+        2
+    );
+    // Several containers and none named: kube's message.
+    // (kubectl itself defaults to the first container, so ask the API directly.)
+    let out =
+        e.cc.kubectl(&["get", "--raw", "/api/v1/namespaces/default/pods/web/log"]);
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("a container name must be specified"), "{msg}");
+    // -f streams lines as they are written.
+    let mut f = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(e.cc.kubeconfig())
+        .args(["logs", "-f", "web", "-c", "tick", "--tail=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = f.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            seen.push(l);
+            if seen.len() == 5 {
+                break;
+            }
+        }
+        seen
+    });
+    let deadline = Instant::now() + T;
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = f.kill();
+    let _ = f.wait();
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.len(), 5, "kubectl logs -f gave {seen:?}");
+    let n: Vec<u64> = seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+        .collect();
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
 }
 
 #[test]
@@ -250,7 +321,11 @@ fn restart_policies_back_off_and_terminal_phases() {
         pod("crash", "Always", "echo try; exit 3"),
         pod("ok-never", "Never", "exit 0"),
         pod("fail-never", "Never", "exit 1"),
-        pod("onfailure", "OnFailure", "if [ -e /tmp/x ]; then exit 0; fi; exit 0"),
+        pod(
+            "onfailure",
+            "OnFailure",
+            "if [ -e /tmp/x ]; then exit 0; fi; exit 0"
+        ),
     ));
     wait_for("ok-never Succeeded", T, || {
         cloud_jp(&e, "ok-never", "{.status.phase}") == "Succeeded"
@@ -272,7 +347,11 @@ fn restart_policies_back_off_and_terminal_phases() {
         "Error"
     );
     assert_eq!(
-        cloud_jp(&e, "fail-never", "{.status.containerStatuses[0].restartCount}"),
+        cloud_jp(
+            &e,
+            "fail-never",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
         "0"
     );
     wait_for("onfailure Succeeded", T, || {
@@ -301,8 +380,12 @@ fn restart_policies_back_off_and_terminal_phases() {
         "3"
     );
     assert_eq!(cloud_jp(&e, "crash", "{.status.phase}"), "Running");
-    // Each attempt has its own log.
+    // Each attempt has its own log; --previous reads the one before the current.
     assert_eq!(log_lines(&e.agent.root(), "crash", "c", 1), ["try"]);
+    assert_eq!(
+        e.cc.kubectl_ok(&["logs", "crash", "--previous"]).trim(),
+        "try"
+    );
 }
 
 #[test]
@@ -378,7 +461,14 @@ spec:
     }
     let uid = cloud_jp(&e, "polite", "{.metadata.uid}");
     let netns = format!("atl-{}", &uid.replace('-', "")[..12]);
-    assert!(String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).contains(&netns));
+    assert!(String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout
+    )
+    .contains(&netns));
     // Read the log before it goes with the pod.
     let root = e.agent.root();
     let watch_log = std::thread::spawn(move || {
@@ -403,7 +493,14 @@ spec:
         t0.elapsed() < Duration::from_secs(20),
         "a container that exits on SIGTERM must not wait out the grace period"
     );
-    assert!(!String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).contains(&netns));
+    assert!(!String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout
+    )
+    .contains(&netns));
 
     let t0 = Instant::now();
     e.cc.kubectl_ok(&["delete", "pod", "stubborn", "--wait=false"]);
@@ -427,7 +524,11 @@ fn agent_restart_readopts_and_offline_restarts_reach_the_cloud() {
     wait_for("long Running", T, || {
         cloud_jp(&e, "long", "{.status.phase}") == "Running"
     });
-    let started = cloud_jp(&e, "long", "{.status.containerStatuses[0].state.running.startedAt}");
+    let started = cloud_jp(
+        &e,
+        "long",
+        "{.status.containerStatuses[0].state.running.startedAt}",
+    );
     let uid = cloud_jp(&e, "long", "{.metadata.uid}");
     let id = format!("{}-c", &uid.replace('-', "")[..12]);
 
@@ -437,25 +538,51 @@ fn agent_restart_readopts_and_offline_restarts_reach_the_cloud() {
         e.agent.log().contains("adopted running container")
     });
     wait_for("long still Running with the same start", T, || {
-        edge_jp(&e, "long", "{.status.containerStatuses[0].state.running.startedAt}") == started
+        edge_jp(
+            &e,
+            "long",
+            "{.status.containerStatuses[0].state.running.startedAt}",
+        ) == started
     });
-    assert_eq!(cloud_jp(&e, "long", "{.status.containerStatuses[0].restartCount}"), "0");
-    assert_eq!(runc_ids(&e.agent), [id.clone()]);
+    assert_eq!(
+        cloud_jp(&e, "long", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert_eq!(runc_ids(&e.agent), std::slice::from_ref(&id));
 
     // Cloud unreachable; the container crashes; the agent restarts it; the count reaches the
     // cloud after the link returns.
     e._relay.as_ref().unwrap().cut();
     let started_json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(e.agent.root().join("containers").join(&id).join("started.json")).unwrap(),
+        &std::fs::read(
+            e.agent
+                .root()
+                .join("containers")
+                .join(&id)
+                .join("started.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let pid = started_json["pid"].as_u64().unwrap();
-    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
     wait_for("restarted at the edge while offline", T, || {
         edge_jp(&e, "long", "{.status.containerStatuses[0].restartCount}") == "1"
-            && edge_jp(&e, "long", "{.status.containerStatuses[0].state.running.startedAt}") != ""
+            && !edge_jp(
+                &e,
+                "long",
+                "{.status.containerStatuses[0].state.running.startedAt}",
+            )
+            .is_empty()
     });
-    assert_eq!(cloud_jp(&e, "long", "{.status.containerStatuses[0].restartCount}"), "0");
+    assert_eq!(
+        cloud_jp(&e, "long", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
     e._relay.as_ref().unwrap().heal();
     wait_for("the restart count at the cloud", T, || {
         cloud_jp(&e, "long", "{.status.containerStatuses[0].restartCount}") == "1"
@@ -470,13 +597,21 @@ fn agent_restart_readopts_and_offline_restarts_reach_the_cloud() {
         .args(["--pod-cidr", &e.agent.pod_cidr])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(runc_ids(&e.agent).is_empty());
     e.agent.restart();
-    wait_for("long running again after the reboot, with no cloud", T, || {
-        runc_ids(&e.agent) == [id.clone()]
-            && edge_jp(&e, "long", "{.status.containerStatuses[0].ready}") == "true"
-    });
+    wait_for(
+        "long running again after the reboot, with no cloud",
+        T,
+        || {
+            runc_ids(&e.agent) == [id.clone()]
+                && edge_jp(&e, "long", "{.status.containerStatuses[0].ready}") == "true"
+        },
+    );
     // The cloud sees the site disconnected, and evicts nothing: the pod is still there, bound
     // to its node, as last reported.
     wait_for("s1 disconnected at the cloud", T, || {
@@ -499,7 +634,10 @@ fn tenants_get_separate_networks() {
     let img = e.image();
     e.apply("apiVersion: v1\nkind: Tenant\nmetadata: {name: acme}\n---\napiVersion: v1\nkind: Tenant\nmetadata: {name: beta}\n");
     let scratch = e.cc.dir.path().to_path_buf();
-    let (acme, beta) = (e.cc.tenant_kubeconfig("acme"), e.cc.tenant_kubeconfig("beta"));
+    let (acme, beta) = (
+        e.cc.tenant_kubeconfig("acme"),
+        e.cc.tenant_kubeconfig("beta"),
+    );
     let as_t = |kc: &Path, args: &[&str]| tests::kubectl(kc, &scratch.join("kc"), args, None);
     let create = |kc: &Path, name: &str, policy: &str, script: &str| {
         let f = scratch.join(format!("{name}.yaml"));
@@ -510,7 +648,9 @@ fn tenants_get_separate_networks() {
         .unwrap();
         tests::ok(as_t(kc, &["create", "-f", f.to_str().unwrap()]), &[]);
     };
-    let serve = |who: &str| format!("mkdir -p /www && echo {who}-ok > /www/index.html && exec httpd -f -p 8080 -h /www");
+    let serve = |who: &str| {
+        format!("mkdir -p /www && echo {who}-ok > /www/index.html && exec httpd -f -p 8080 -h /www")
+    };
     create(&acme, "a1", "Always", &serve("a1"));
     create(&beta, "b1", "Always", &serve("b1"));
     let ip = |kc: &Path, pod: &str| {
@@ -532,7 +672,12 @@ fn tenants_get_separate_networks() {
         format!("for i in $(seq 1 50); do timeout 1 wget -q -O- http://{target}:8080/ && echo reached-{tag} && exit 0; sleep 0.1; done; echo blocked-{tag}")
     };
     create(&acme, "a2", "Never", &probe(&a1, "a1"));
-    create(&acme, "a3", "Never", &format!("timeout 3 wget -q -O- http://{b1}:8080/ && echo reached-b1 || echo blocked-b1"));
+    create(
+        &acme,
+        "a3",
+        "Never",
+        &format!("timeout 3 wget -q -O- http://{b1}:8080/ && echo reached-b1 || echo blocked-b1"),
+    );
     for p in ["a2", "a3"] {
         wait_for(&format!("{p} Succeeded"), T, || {
             jp(|a| as_t(&acme, a), p, "{.status.phase}") == "Succeeded"
@@ -540,8 +685,15 @@ fn tenants_get_separate_networks() {
     }
     let root = e.agent.root();
     let a2 = log_lines(&root, "a2", "c", 0);
-    assert!(a2.contains(&"a1-ok".to_string()) && a2.contains(&"reached-a1".to_string()), "same tenant: {a2:?}");
+    assert!(
+        a2.contains(&"a1-ok".to_string()) && a2.contains(&"reached-a1".to_string()),
+        "same tenant: {a2:?}"
+    );
     let a3 = log_lines(&root, "a3", "c", 0);
-    assert_eq!(a3.last().map(String::as_str), Some("blocked-b1"), "other tenant: {a3:?}");
+    assert_eq!(
+        a3.last().map(String::as_str),
+        Some("blocked-b1"),
+        "other tenant: {a3:?}"
+    );
     assert!(!a3.iter().any(|l| l == "b1-ok"));
 }

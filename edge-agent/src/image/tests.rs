@@ -292,6 +292,12 @@ fn unpack_whiteouts() {
             E::File(".wh.b", b"", 0o644),
             E::File(".wh.c", b"", 0o644),
             E::File(".wh.never-existed", b"", 0o644),
+            // Not names: must not remove the directory, the root or the root's parent.
+            E::File("a/.wh..", b"", 0o644),
+            E::File(".wh..", b"", 0o644),
+            E::File(".wh...", b"", 0o644),
+            E::File("a/.wh...", b"", 0o644),
+            E::File(".wh..wh.plnk", b"", 0o644),
             E::File("new", b"2", 0o644),
             // Whiteout of something this layer itself adds: the add wins.
             E::File(".wh.new", b"", 0o644),
@@ -299,6 +305,7 @@ fn unpack_whiteouts() {
     )
     .expect("upper");
     assert_eq!(tree(&s.root), ["a", "a/y", "new"]);
+    assert_eq!(tree(&s.outside), ["secret"]);
 }
 
 #[test]

@@ -179,7 +179,12 @@ impl Layer<'_> {
             return Ok(());
         }
         if let Some(victim) = name_bytes.strip_prefix(WHITEOUT) {
-            if victim.is_empty() {
+            // `.wh..wh.*` is aufs metadata; `.`/`..` would name the directory or its parent.
+            if victim.is_empty()
+                || victim == b"."
+                || victim == b".."
+                || victim.starts_with(WHITEOUT)
+            {
                 return Ok(());
             }
             if let Some(dir) = self.resolve(parent, false)? {

@@ -116,13 +116,17 @@ async fn main() -> anyhow::Result<()> {
         cc.kubectl_ok(&["get", "nodes"]).contains(" Ready ")
     });
     // Warm up: the image is pulled and unpacked once.
-    pods.create(&PostParams::default(), &pod("warm", &image)?).await?;
+    pods.create(&PostParams::default(), &pod("warm", &image)?)
+        .await?;
     let t = Instant::now();
     loop {
         if running(&pods.get("warm").await?) {
             break;
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "warm-up pod never ran");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "warm-up pod never ran"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     pods.delete("warm", &DeleteParams::default()).await?;
@@ -132,7 +136,12 @@ async fn main() -> anyhow::Result<()> {
 
     // Watch at the cloud, then create N pods at the cloud, 8 at a time.
     let wp = WatchParams::default().labels("app=bench");
-    let rv = pods.list(&Default::default()).await?.metadata.resource_version.unwrap_or_default();
+    let rv = pods
+        .list(&Default::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     let mut stream = pods.watch(&wp, &rv).await?.boxed();
     let created: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
     let t0 = Instant::now();
@@ -149,7 +158,8 @@ async fn main() -> anyhow::Result<()> {
                     async move {
                         let name = format!("p{i:04}");
                         created.lock().unwrap().insert(name.clone(), Instant::now());
-                        pods.create(&PostParams::default(), &pod(&name, &image)?).await?;
+                        pods.create(&PostParams::default(), &pod(&name, &image)?)
+                            .await?;
                         anyhow::Ok(())
                     }
                 })
@@ -186,7 +196,8 @@ async fn main() -> anyhow::Result<()> {
     );
     // Down to `keep` pods, then idle.
     for i in keep..n {
-        pods.delete(&format!("p{i:04}"), &DeleteParams::default()).await?;
+        pods.delete(&format!("p{i:04}"), &DeleteParams::default())
+            .await?;
     }
     wait_count(&pods, keep, Duration::from_secs(300)).await?;
     tokio::time::sleep(Duration::from_secs(settle)).await;
@@ -208,7 +219,11 @@ async fn main() -> anyhow::Result<()> {
     );
     for b in ["cloud-core", "edge-core", "edge-agent"] {
         let size = std::fs::metadata(bin(b)).map(|m| m.len()).unwrap_or(0);
-        println!("binary {b}: {:.1} MiB ({})", size as f64 / 1048576.0, bin(b).display());
+        println!(
+            "binary {b}: {:.1} MiB ({})",
+            size as f64 / 1048576.0,
+            bin(b).display()
+        );
     }
     Ok(())
 }
