@@ -1124,8 +1124,22 @@ impl Hub {
         Ok(rx)
     }
 
-    /// Apply one uplink change under the site's authority, atomically with its sequence.
+    /// Apply one uplink change under the site's authority, atomically with its sequence. A
+    /// status that loses a race with a concurrent cloud write of the same object is applied
+    /// again on the newer object (the site reports status only when it changes, so dropping it
+    /// would leave the cloud stale).
     async fn apply_up(&self, site: &str, up: Up) -> Result<(), String> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.apply_up_once(site, &up, attempts < 5).await? {
+                Applied::Done => return Ok(()),
+                Applied::Retry => continue,
+            }
+        }
+    }
+
+    async fn apply_up_once(&self, site: &str, up: &Up, may_retry: bool) -> Result<Applied, String> {
         let k = up.key.clone().ok_or("uplink without a key")?;
         let key = Key::new(&k.resource, &k.tenant, &k.namespace, &k.name);
         let seq_key = Key::new(SITE_SEQ, "", "", site);
@@ -1207,9 +1221,14 @@ impl Hub {
             pre: Precondition::Any,
         });
         match self.store.commit(ops).await {
-            Ok(_) => Ok(()),
-            // Concurrent cloud change of the same object: the edge's status loses this race and
-            // will send a newer one; record the sequence so the stream moves on.
+            Ok(_) => Ok(Applied::Done),
+            Err(apiserver::store::StoreError::Conflict(_))
+                if may_retry && kind == ChangeKind::Status =>
+            {
+                Ok(Applied::Retry)
+            }
+            // Concurrent cloud change of the same object (created or deleted meanwhile): the
+            // cloud's write wins; record the sequence so the stream moves on.
             Err(apiserver::store::StoreError::Conflict(_))
             | Err(apiserver::store::StoreError::AlreadyExists(_))
             | Err(apiserver::store::StoreError::NotFound(_)) => {
@@ -1217,7 +1236,7 @@ impl Hub {
                 self.store
                     .put(seq_key, seq_rec, Precondition::Any)
                     .await
-                    .map(|_| ())
+                    .map(|_| Applied::Done)
                     .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
@@ -1294,4 +1313,10 @@ impl Hub {
             let _ = self.store.put(k, n, Precondition::Version(rv)).await;
         }
     }
+}
+
+/// What one attempt at an uplink change did.
+enum Applied {
+    Done,
+    Retry,
 }
