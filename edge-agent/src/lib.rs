@@ -132,26 +132,36 @@ async fn learn_site(
 /// Remove every container, mount, network namespace, bridge and firewall table the agent with
 /// state in `root` made (what `edge-agent reset` does; the agent must be stopped).
 pub async fn reset(root: &Path, pod_cidr: &str) -> anyhow::Result<()> {
+    // Best effort: every step runs even when an earlier one failed; the failures are reported.
+    let mut failures: Vec<String> = Vec::new();
     let rt = runtime::Runc::new(root, std::env::current_exe()?)?;
     use runtime::Runtime;
     for id in rt.list() {
         rt.signal(&id, "KILL").await;
-        rt.remove(&id).await?;
+        if let Err(e) = rt.remove(&id).await {
+            failures.push(format!("container {id}: {e}"));
+        }
     }
-    let net = network::Network::for_cleanup(network::NetConfig::new(pod_cidr, root.join("net")))?;
-    net.reset().await?;
+    match network::Network::for_cleanup(network::NetConfig::new(pod_cidr, root.join("net"))) {
+        Ok(net) => {
+            if let Err(e) = net.reset().await {
+                failures.push(format!("network: {e}"));
+            }
+        }
+        Err(e) => failures.push(format!("network: {e}")),
+    }
     runtime::unmount_all(root).await;
     for uid in std::fs::read_dir(root.join("pods"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name())
-                .collect::<Vec<_>>()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect::<Vec<_>>())
         .unwrap_or_default()
     {
         pods::remove_cgroups(&uid.to_string_lossy());
     }
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("reset left things behind: {}", failures.join("; "))
+    }
 }
 
 /// Agent failures.

@@ -148,6 +148,12 @@ struct Run {
 async fn run(r: Run) -> anyhow::Result<()> {
     let root = r.root_dir.clone();
     std::fs::create_dir_all(&root).map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+    // Container specs (with their environment), secrets and logs live here: root only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+    }
     let kc = kube::config::Kubeconfig::read_from(&r.kubeconfig)?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await?;

@@ -982,7 +982,7 @@ impl Network {
         let tenant = tenant_key(tenant).to_string();
         let _ops = self.inner.ops.read().await;
         let lock = self.tenant_lock(&tenant);
-        let _tenant = lock.lock().await;
+        let mut tenant_guard = Some(lock.lock().await);
         let tnet = self.ensure_tenant(&tenant).await?;
         let name = netns_name(pod_uid);
         let record = self.state().pods.get(pod_uid).cloned();
@@ -1026,6 +1026,11 @@ impl Network {
             corrupt: false,
         };
         self.save_record(pending).await?;
+        // The plugins (bridge, host-local with its own file lock) take concurrent ADDs once the
+        // tenant's bridge exists; only its creation is serialised.
+        if std::path::Path::new("/sys/class/net").join(&tnet.bridge).exists() {
+            tenant_guard.take();
+        }
         match self.add(pod_uid, &netns, &tnet).await {
             Ok((net, result)) => {
                 let rec = PodRecord {

@@ -1228,6 +1228,7 @@ impl<R: Runtime> Worker<R> {
         }
         match self.start(p, c).await {
             Ok(_) => {
+                self.event(p, Some(&c.name), "Normal", "Started", format!("Started container {}", c.name));
                 let t = self.transient.entry(c.name.clone()).or_default();
                 t.waiting = None;
                 t.not_before = None;
@@ -1240,6 +1241,7 @@ impl<R: Runtime> Worker<R> {
             }
             Err((reason, msg)) => {
                 tracing::info!(pod = %p.name(), container = %c.name, %reason, %msg, "container not started");
+                self.event(p, Some(&c.name), "Warning", "Failed", format!("Error: {reason}: {msg}"));
                 let base = self.node.backoff;
                 let t = self.transient.entry(c.name.clone()).or_default();
                 t.delay = if t.delay.is_zero() {
@@ -1271,6 +1273,17 @@ impl<R: Runtime> Worker<R> {
         if t.not_before.is_none() {
             // First sight of this exit: wait the current back-off (none before the first
             // restart), and double it for the next one.
+            if !t.delay.is_zero() {
+                let msg = format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    c.name,
+                    p.name(),
+                    p.namespace(),
+                    self.uid
+                );
+                self.event(p, Some(&c.name), "Warning", "BackOff", msg);
+            }
+            let t = self.transient.entry(c.name.clone()).or_default();
             t.not_before = Some(now + t.delay);
             t.wait = t.delay;
             t.delay = if t.delay.is_zero() {
@@ -1279,6 +1292,7 @@ impl<R: Runtime> Worker<R> {
                 (t.delay * 2).min(MAX_BACKOFF)
             };
         }
+        let t = self.transient.entry(c.name.clone()).or_default();
         if t.not_before.is_some_and(|nb| now < nb) {
             let ns = p.namespace().to_string();
             t.waiting = Some((
@@ -1519,6 +1533,39 @@ impl<R: Runtime> Worker<R> {
 
     /// Stop every container (SIGTERM, up to `grace`, SIGKILL), tear the pod down, and remove
     /// the pod object (when there still is one).
+    /// Record an event about the pod (like kubelet's; fire and forget).
+    fn event(&self, p: &PodObj, container: Option<&str>, ty: &str, reason: &str, message: String) {
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut involved = json!({"apiVersion": "v1", "kind": "Pod", "namespace": p.namespace(), "name": p.name(), "uid": self.uid});
+        if let Some(c) = container {
+            involved["fieldPath"] = json!(format!("spec.containers{{{c}}}"));
+        }
+        let ev = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{}.", p.name()), "namespace": p.namespace()},
+            "involvedObject": involved, "type": ty, "reason": reason, "message": message,
+            "source": {"component": "kubelet", "host": self.node.name},
+            "reportingComponent": "kubelet", "reportingInstance": self.node.name,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        });
+        let path = format!(
+            "{}/events",
+            core_path(&p.tenant, p.namespace(), "x", "").trim_end_matches("/x/")
+        );
+        let client = self.node.client.clone();
+        tokio::spawn(async move {
+            let Ok(req) = http::Request::post(path)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&ev).unwrap_or_default())
+            else {
+                return;
+            };
+            if let Err(e) = client.request::<Value>(req).await {
+                tracing::debug!(error = %e, "recording an event failed");
+            }
+        });
+    }
+
     async fn terminate(&mut self, p: Option<&PodObj>, grace: Duration) {
         let ids: Vec<String> = match p {
             Some(p) => {
@@ -1545,6 +1592,13 @@ impl<R: Runtime> Worker<R> {
                 .cloned()
                 .collect::<Vec<_>>()
         };
+        if let Some(p) = p {
+            for c in p.spec().containers.iter() {
+                if matches!(self.node.runtime.state(&self.cid(&c.name)), State::Running { .. }) {
+                    self.event(p, Some(&c.name), "Normal", "Killing", format!("Stopping container {}", c.name));
+                }
+            }
+        }
         for id in running(&self.node.runtime) {
             self.node.runtime.signal(&id, "TERM").await;
         }

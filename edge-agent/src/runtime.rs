@@ -286,6 +286,8 @@ impl Runtime for Runc {
             .arg(&self.runc_root)
             .arg("--log")
             .arg(&c.log)
+            // One malloc arena: the shim's threads move a few KiB at a time.
+            .env("MALLOC_ARENA_MAX", "1")
             .stdin(std::process::Stdio::null())
             .stdout(shim_out)
             .stderr(shim_err)
@@ -370,6 +372,16 @@ impl Runtime for Runc {
             }
         }
         let dir = self.cdir(id);
+        // The shim records the exit into this directory: let it finish first.
+        if let Some(shim) = std::fs::read_to_string(dir.join("shim.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while pid_alive(shim) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         unmount_all(&dir).await;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -550,6 +550,20 @@ fn agent_restart_readopts_and_offline_restarts_reach_the_cloud() {
     );
     assert_eq!(runc_ids(&e.agent), std::slice::from_ref(&id));
 
+    // edge-core restarts: the agent's watch breaks and resumes; nothing restarts.
+    e.edge.restart();
+    wait_for("edge-core serving again", T, || {
+        e.edge.kubectl(&["get", "pod", "long"]).status.success()
+    });
+    assert_eq!(
+        edge_jp(&e, "long", "{.status.containerStatuses[0].state.running.startedAt}"),
+        started
+    );
+    assert_eq!(
+        edge_jp(&e, "long", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+
     // Cloud unreachable; the container crashes; the agent restarts it; the count reaches the
     // cloud after the link returns.
     e._relay.as_ref().unwrap().cut();
