@@ -33,11 +33,11 @@ node_ready() {
 }
 
 stop() {
-  if [ -f "$ATOLL_HOME/edge-agent.pid" ] && [ -x "$PWD/target/release/edge-agent" ]; then
+  if [ -f "$ATOLL_HOME/edge-agent.pid" ] && [ -x "$PWD/target/agent/edge-agent" ]; then
     kill "$(cat "$ATOLL_HOME/edge-agent.pid")" 2>/dev/null || true
     rm -f "$ATOLL_HOME/edge-agent.pid"
     # Containers outlive the agent by design (it re-adopts them); stopping the region stops them.
-    "$PWD/target/release/edge-agent" reset --root-dir "$ATOLL_HOME/$NODE" || true
+    "$PWD/target/agent/edge-agent" reset --root-dir "$ATOLL_HOME/$NODE" || true
     echo "stopped edge-agent and its containers"
   fi
   for p in edge-agent edge-core cloud-core; do
@@ -64,9 +64,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
 fi
-cargo build --release --locked -p cloud-core -p edge-core -p edge-agent
+cargo build --release --locked -p cloud-core -p edge-core
+cargo build --profile agent --locked -p edge-agent
 stop
 BIN=$PWD/target/release
+AGENT=$PWD/target/agent/edge-agent
 nohup "$BIN/cloud-core" serve --data-dir "$ATOLL_HOME/cloud" --listen "$API" --sync-listen "$SYNC" \
   >"$ATOLL_HOME/cloud-core.log" 2>&1 &
 echo $! >"$ATOLL_HOME/cloud-core.pid"
@@ -106,10 +108,10 @@ if [ ! -f "$ARCHIVE" ]; then
   skopeo copy --quiet "oci:$work/oci:v1" "oci-archive:$ARCHIVE:$IMAGE"
   rm -rf "$work"
 fi
-"$BIN/edge-agent" image import --root-dir "$ATOLL_HOME/$NODE" "$ARCHIVE" >/dev/null
+"$AGENT" image import --root-dir "$ATOLL_HOME/$NODE" "$ARCHIVE" >/dev/null
 
 # The node agent registers $NODE at the site and keeps it Ready.
-nohup "$BIN/edge-agent" --kubeconfig "$EKC" --node-name "$NODE" --root-dir "$ATOLL_HOME/$NODE" \
+nohup "$AGENT" --kubeconfig "$EKC" --node-name "$NODE" --root-dir "$ATOLL_HOME/$NODE" \
   --listen 127.0.0.1:10250 --node-ip 127.0.0.1 \
   >"$ATOLL_HOME/edge-agent.log" 2>&1 &
 echo $! >"$ATOLL_HOME/edge-agent.pid"

@@ -222,6 +222,53 @@ pub async fn run(store: Store, cancel: CancellationToken) {
     }
 }
 
+/// How long events live (kube-apiserver's `--event-ttl` default).
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+/// Events (every tenant) whose last occurrence is older than `ttl` at `now`.
+pub fn expired_events(
+    store: &Store,
+    ttl: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Key> {
+    let scope = Scope {
+        resource: "events".into(),
+        tenant: None,
+        namespace: None,
+    };
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    store
+        .list(&scope, None)
+        .1
+        .into_iter()
+        .filter(|(_, v)| {
+            let last = [
+                "/lastTimestamp",
+                "/eventTime",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .find_map(|p| v.pointer(p).and_then(Value::as_str))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            last.is_some_and(|t| now.signed_duration_since(t) > ttl)
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Delete expired events once a minute until cancelled (each tier expires its own copies).
+pub async fn expire_events(store: Store, ttl: Duration, cancel: CancellationToken) {
+    loop {
+        for key in expired_events(&store, ttl, chrono::Utc::now()) {
+            let _ = store.delete(key, Precondition::Exists).await;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +341,32 @@ mod tests {
         assert!(s.get(&Key::new("configmaps", "", "ns", "dep")).is_none());
         while reconcile(&s).await {}
         assert!(s.get(&Key::new("configmaps", "", "ns", "owner")).is_none());
+    }
+
+    #[tokio::test]
+    async fn old_events_expire() {
+        let store = Store::open(Box::new(MemBackend), 100).unwrap();
+        let ev = |name: &str, last: &str| json!({"metadata": {"name": name, "namespace": "default"}, "lastTimestamp": last, "reason": "x"});
+        store
+            .put(
+                Key::new("events", "", "default", "old"),
+                ev("old", "2026-01-01T00:00:00Z"),
+                Precondition::Absent,
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                Key::new("events", "t1", "default", "new"),
+                ev("new", "2026-01-01T01:30:00Z"),
+                Precondition::Absent,
+            )
+            .await
+            .unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T02:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let keys = expired_events(&store, EVENT_TTL, now);
+        assert_eq!(keys, vec![Key::new("events", "", "default", "old")]);
     }
 }

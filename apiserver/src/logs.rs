@@ -9,6 +9,7 @@
 //! impersonate that address could serve fake logs (it learns nothing it could not already see:
 //! the request carries no credential beyond the TLS client certificate, which it cannot replay).
 
+use crate::path::percent_encode;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -189,7 +190,7 @@ impl LogOptions {
     /// The agent's query string (without `?`), `uid` pinning the pod instance.
     pub fn agent_query(&self, uid: &str) -> String {
         let mut q: Vec<String> = Vec::new();
-        let mut add = |k: &str, v: &str| q.push(format!("{k}={}", encode(v)));
+        let mut add = |k: &str, v: &str| q.push(format!("{k}={}", percent_encode(v)));
         if !uid.is_empty() {
             add("uid", uid);
         }
@@ -216,19 +217,6 @@ impl LogOptions {
         }
         q.join("&")
     }
-}
-
-/// Percent-encode a query value (everything but unreserved characters).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The containers of a pod in kube's visiting order (init containers, containers, ephemeral
@@ -303,9 +291,9 @@ impl LogTarget {
         let q = self.opts.agent_query(&self.uid);
         let mut p = format!(
             "/containerLogs/{tenant}/{}/{}/{}",
-            encode(&self.namespace),
-            encode(&self.pod),
-            encode(&self.container)
+            percent_encode(&self.namespace),
+            percent_encode(&self.pod),
+            percent_encode(&self.container)
         );
         if !q.is_empty() {
             p.push('?');

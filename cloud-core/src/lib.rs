@@ -120,6 +120,11 @@ pub async fn start(
         },
     );
     let tls = apiserver::server::tls_config(&pki.cert_pem, &pki.key_pem)?;
+    tracker.spawn(apiserver::controllers::expire_events(
+        store.clone(),
+        apiserver::controllers::EVENT_TTL,
+        cancel.child_token(),
+    ));
     tracker.spawn(apiserver::controllers::run(
         store.clone(),
         cancel.child_token(),

@@ -152,7 +152,11 @@ pub async fn reset(root: &Path, pod_cidr: &str) -> anyhow::Result<()> {
     }
     runtime::unmount_all(root).await;
     for uid in std::fs::read_dir(root.join("pods"))
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect::<Vec<_>>())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
     {
         pods::remove_cgroups(&uid.to_string_lossy());

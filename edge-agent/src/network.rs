@@ -1028,7 +1028,10 @@ impl Network {
         self.save_record(pending).await?;
         // The plugins (bridge, host-local with its own file lock) take concurrent ADDs once the
         // tenant's bridge exists; only its creation is serialised.
-        if std::path::Path::new("/sys/class/net").join(&tnet.bridge).exists() {
+        if std::path::Path::new("/sys/class/net")
+            .join(&tnet.bridge)
+            .exists()
+        {
             tenant_guard.take();
         }
         match self.add(pod_uid, &netns, &tnet).await {

@@ -9,6 +9,7 @@
 //! instead of restarting them, and a node whose containers are all gone (a reboot) brings its
 //! pods back from the local API server alone.
 
+use apiserver::path::percent_encode;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -214,6 +215,8 @@ struct Transient {
     delay: Duration,
     /// The back-off being waited.
     wait: Duration,
+    /// When the last start attempt failed.
+    failed_at: Option<tokio::time::Instant>,
 }
 
 /// `10s`, `2m40s`, `300ms`: how kubelet prints a back-off.
@@ -351,7 +354,7 @@ async fn list_and_watch<R: Runtime + Clone>(
     let sel = format!("spec.nodeName={}", node.name);
     let req = http::Request::get(format!(
         "/api/v1/tenants/all/pods?fieldSelector={}",
-        urlencode(&sel)
+        percent_encode(&sel)
     ))
     .body(Vec::new())
     .map_err(|e| e.to_string())?;
@@ -382,7 +385,7 @@ async fn list_and_watch<R: Runtime + Clone>(
     }
     let req = http::Request::get(format!(
         "/api/v1/tenants/all/pods?watch=1&allowWatchBookmarks=true&resourceVersion={rv}&fieldSelector={}",
-        urlencode(&sel)
+        percent_encode(&sel)
     ))
     .body(Vec::new())
     .map_err(|e| e.to_string())?;
@@ -417,17 +420,6 @@ async fn list_and_watch<R: Runtime + Clone>(
             Some(Ok(kube::api::WatchEvent::Error(e))) => return Err(e.message),
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Remove what belongs to pods the API no longer has: their containers, network and files.
@@ -1212,9 +1204,13 @@ impl<R: Runtime> Worker<R> {
         if t.not_before
             .is_some_and(|nb| tokio::time::Instant::now() < nb)
         {
-            // Backing off: say so in the status.
+            // Backing off: say so in the status, once the pull error has been shown for a
+            // while (our own status update wakes this worker at once).
+            let shown = t
+                .failed_at
+                .is_some_and(|f| f.elapsed() >= (t.delay / 2).min(Duration::from_secs(5)));
             if let Some((r, _)) = &t.waiting {
-                if r == "ErrImagePull" {
+                if r == "ErrImagePull" && shown {
                     t.waiting = Some((
                         "ImagePullBackOff".into(),
                         format!(
@@ -1228,7 +1224,13 @@ impl<R: Runtime> Worker<R> {
         }
         match self.start(p, c).await {
             Ok(_) => {
-                self.event(p, Some(&c.name), "Normal", "Started", format!("Started container {}", c.name));
+                self.event(
+                    p,
+                    Some(&c.name),
+                    "Normal",
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
                 let t = self.transient.entry(c.name.clone()).or_default();
                 t.waiting = None;
                 t.not_before = None;
@@ -1241,7 +1243,13 @@ impl<R: Runtime> Worker<R> {
             }
             Err((reason, msg)) => {
                 tracing::info!(pod = %p.name(), container = %c.name, %reason, %msg, "container not started");
-                self.event(p, Some(&c.name), "Warning", "Failed", format!("Error: {reason}: {msg}"));
+                self.event(
+                    p,
+                    Some(&c.name),
+                    "Warning",
+                    "Failed",
+                    format!("Error: {reason}: {msg}"),
+                );
                 let base = self.node.backoff;
                 let t = self.transient.entry(c.name.clone()).or_default();
                 t.delay = if t.delay.is_zero() {
@@ -1250,6 +1258,7 @@ impl<R: Runtime> Worker<R> {
                     (t.delay * 2).min(MAX_BACKOFF)
                 };
                 t.not_before = Some(tokio::time::Instant::now() + t.delay);
+                t.failed_at = Some(tokio::time::Instant::now());
                 t.waiting = Some((reason, msg));
             }
         }
@@ -1594,8 +1603,17 @@ impl<R: Runtime> Worker<R> {
         };
         if let Some(p) = p {
             for c in p.spec().containers.iter() {
-                if matches!(self.node.runtime.state(&self.cid(&c.name)), State::Running { .. }) {
-                    self.event(p, Some(&c.name), "Normal", "Killing", format!("Stopping container {}", c.name));
+                if matches!(
+                    self.node.runtime.state(&self.cid(&c.name)),
+                    State::Running { .. }
+                ) {
+                    self.event(
+                        p,
+                        Some(&c.name),
+                        "Normal",
+                        "Killing",
+                        format!("Stopping container {}", c.name),
+                    );
                 }
             }
         }

@@ -264,6 +264,11 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Error::Bind(cfg.listen, e))?;
     let edge_hooks = Arc::new(hooks::EdgeHooks::new(&cfg.site, last_outbox_key(&store)));
+    tracker.spawn(apiserver::controllers::expire_events(
+        store.clone(),
+        apiserver::controllers::EVENT_TTL,
+        cancel.child_token(),
+    ));
     tracker.spawn(nodes::run(
         store.clone(),
         edge_hooks.clone(),

@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long, env = "ATOLL_LISTEN", default_value = "127.0.0.1:6444")]
         listen: SocketAddr,
         /// Recent events a watch can resume from.
-        #[arg(long, env = "ATOLL_WATCH_WINDOW", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, env = "ATOLL_WATCH_WINDOW", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
         watch_window: u64,
     },
 }

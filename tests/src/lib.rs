@@ -26,7 +26,9 @@ pub fn bin_dir() -> PathBuf {
 
 /// Path of a workspace binary; panics with a hint if it was not built.
 pub fn bin(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
+    // `ATOLL_EDGE_AGENT_BIN=target/agent/edge-agent` and the like: measure another build.
+    let var = format!("ATOLL_{}_BIN", name.to_uppercase().replace('-', "_"));
+    let p = std::env::var_os(var).map_or_else(|| bin_dir().join(name), PathBuf::from);
     assert!(
         p.exists(),
         "{} not found: build it first (cargo build --workspace --bins)",
@@ -712,4 +714,36 @@ impl Drop for Agent {
             }
         }
     }
+}
+
+/// A numeric `--name VALUE` from the command line of a benchmark binary, or `default`.
+pub fn bench_arg(name: &str, default: u64) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .context("missing value")?
+            .parse()
+            .with_context(|| format!("{name} must be a number")),
+        None => Ok(default),
+    }
+}
+
+/// The `p` quantile (0..=1) of `v`, in milliseconds.
+pub fn percentile_ms(mut v: Vec<Duration>, p: f64) -> f64 {
+    v.sort();
+    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// The `Connected` condition of EdgeSite `site` at the cloud (`True`, `False`, or empty).
+pub fn site_connected(cc: &CloudCore, site: &str) -> String {
+    cc.kubectl_ok(&[
+        "get",
+        "edgesite",
+        site,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Connected\")].status}",
+    ])
 }

@@ -306,15 +306,7 @@ fn offline_edge_keeps_serving_and_both_sides_converge() {
 fn site_connected_condition_follows_the_site() {
     let cc = CloudCore::start();
     let mut e1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
-    let connected = |want: &str| {
-        cc.kubectl_ok(&[
-            "get",
-            "edgesite",
-            "s1",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Connected\")].status}",
-        ]) == want
-    };
+    let connected = |want: &str| tests::site_connected(&cc, "s1") == want;
     wait_for("Connected=True", T, || connected("True"));
     e1.kill9();
     let gone = std::time::Instant::now();
@@ -339,15 +331,7 @@ fn certificates_rotate_before_expiry_without_dropping_the_site() {
         serde_json::from_slice(&std::fs::read(&site_json).unwrap()).unwrap()
     };
     let first = creds();
-    let connected = || {
-        cc.kubectl_ok(&[
-            "get",
-            "edgesite",
-            "s1",
-            "-o",
-            "jsonpath={.status.conditions[0].status}",
-        ]) == "True"
-    };
+    let connected = || tests::site_connected(&cc, "s1") == "True";
     wait_for("Connected", T, connected);
     // Renewal at two thirds of 30 s, over the live connection.
     wait_for("renewed certificates", Duration::from_secs(40), || {

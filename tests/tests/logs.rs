@@ -359,13 +359,7 @@ fn kubectl_logs_at_the_edge_through_the_cloud_and_from_cloud_nodes() {
     // Site gone: a clear 503 at the cloud.
     e1.kill9();
     wait_for("s1 disconnected", Duration::from_secs(40), || {
-        cc.kubectl_ok(&[
-            "get",
-            "edgesite",
-            "s1",
-            "-o",
-            "jsonpath={.status.conditions[0].status}",
-        ]) == "False"
+        tests::site_connected(&cc, "s1") == "False"
     });
     let args = ["logs", "p1"];
     let e = err(cc.kubectl(&args), &args);
@@ -498,13 +492,7 @@ async fn a_hostile_site_cannot_hurt_the_cloud_through_log_streams() {
     })
     .await;
     wait_for("the fake site connected", t, || {
-        cc.kubectl_ok(&[
-            "get",
-            "edgesite",
-            "s1",
-            "-o",
-            "jsonpath={.status.conditions[0].status}",
-        ]) == "True"
+        tests::site_connected(&cc, "s1") == "True"
     });
 
     let logs_err = |args: &'static [&'static str]| {

@@ -52,15 +52,7 @@ fn partition_longer_than_keepalive_converges() {
     wait_for(
         "the cloud to see the site disconnected",
         Duration::from_secs(30),
-        || {
-            cc.kubectl_ok(&[
-                "get",
-                "edgesite",
-                "s1",
-                "-o",
-                "jsonpath={.status.conditions[0].status}",
-            ]) == "False"
-        },
+        || tests::site_connected(&cc, "s1") == "False",
     );
     assert!(cut_at.elapsed() < Duration::from_secs(25));
     relay.heal();
@@ -76,13 +68,7 @@ fn partition_longer_than_keepalive_converges() {
         },
     );
     wait_for("Connected again", Duration::from_secs(30), || {
-        cc.kubectl_ok(&[
-            "get",
-            "edgesite",
-            "s1",
-            "-o",
-            "jsonpath={.status.conditions[0].status}",
-        ]) == "True"
+        tests::site_connected(&cc, "s1") == "True"
     });
 }
 

@@ -194,16 +194,7 @@ async fn malformed_frames_and_cross_site_writes_are_contained() {
     conn.close(0u32.into(), b"done");
 
     // 4. The other site was never disturbed: still connected, still receiving.
-    assert_eq!(
-        cc.kubectl_ok(&[
-            "get",
-            "edgesite",
-            "s2",
-            "-o",
-            "jsonpath={.status.conditions[0].status}"
-        ]),
-        "True"
-    );
+    assert_eq!(tests::site_connected(&cc, "s2"), "True");
     wait_for("s2's pod at s2", Duration::from_secs(30), || {
         names(&e2.kubectl_ok(&["get", "pods"])).contains(&"at-s2".to_string())
     });

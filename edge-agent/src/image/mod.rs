@@ -438,9 +438,25 @@ impl ImageStore {
                 unpack::apply_layer(f, td.path(), diff_ids.get(i).map(String::as_str))
                     .map_err(|e| ImageError::Pull(format!("layer {}: {e}", l.digest)))?;
             }
+            // The unpacked files must be on disk before the rename makes the rootfs visible
+            // (a power loss must not leave a complete-looking, half-written rootfs): syncfs.
+            let synced = std::process::Command::new("sync")
+                .arg("-f")
+                .arg(td.path())
+                .status()
+                .map_err(io_err(td.path()))?;
+            if !synced.success() {
+                return Err(ImageError::Io(format!(
+                    "sync -f {}: {synced}",
+                    td.path().display()
+                )));
+            }
             match fs::rename(td.path(), &dest) {
                 Ok(()) => {
                     let _ = td.keep();
+                    if let Ok(d) = fs::File::open(&self.inner.dirs.rootfs) {
+                        let _ = d.sync_all();
+                    }
                 }
                 // Someone else finished the same rootfs first; ours is dropped.
                 Err(_) if dest.is_dir() => {}

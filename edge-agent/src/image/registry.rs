@@ -2,6 +2,7 @@
 //! HTTP for insecure registries, redirects, anonymous bearer tokens, digest-verified blobs
 //! streamed to disk.
 
+use apiserver::path::percent_encode;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -213,9 +214,9 @@ impl Client {
         let mut u = ch.realm.clone();
         u.push(if u.contains('?') { '&' } else { '?' });
         if let Some(s) = &ch.service {
-            u.push_str(&format!("service={}&", encode(s)));
+            u.push_str(&format!("service={}&", percent_encode(s)));
         }
-        u.push_str(&format!("scope={}", encode(&scope)));
+        u.push_str(&format!("scope={}", percent_encode(&scope)));
         let resp = self
             .get(Url::parse(&u)?, Some("application/json"), None)
             .await?;
@@ -303,19 +304,6 @@ fn registry_error(status: StatusCode, body: &[u8]) -> String {
     } else {
         msgs.join("; ")
     }
-}
-
-/// Percent-encode a query value.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A `WWW-Authenticate: Bearer ...` challenge.
@@ -577,7 +565,10 @@ mod tests {
             parse_challenge(&HeaderValue::from_static("Basic realm=\"x\"")),
             None
         );
-        assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+        assert_eq!(
+            percent_encode("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
     }
 
     #[test]

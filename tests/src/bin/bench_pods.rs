@@ -16,24 +16,6 @@ use serde_json::json;
 use tests::registry::{busybox_image, Registry};
 use tests::{bin, Agent, CloudCore, EdgeCore};
 
-fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context("missing value")?
-            .parse()
-            .with_context(|| format!("{name} must be a number")),
-        None => Ok(default),
-    }
-}
-
-fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
-    v.sort();
-    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -113,9 +95,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let (n, keep, settle) = (
-        arg("--pods", 100)? as usize,
-        arg("--keep", 50)? as usize,
-        arg("--settle-secs", 10)?,
+        tests::bench_arg("--pods", 100)? as usize,
+        tests::bench_arg("--keep", 50)? as usize,
+        tests::bench_arg("--settle-secs", 10)?,
     );
     let reg = Registry::start();
     let scratch = tempfile::tempdir()?;
@@ -163,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..n {
         let name = format!("s{i:04}");
         let t = Instant::now();
-        pods.create(&PostParams::default(), &pod(&name, &image)?).await?;
+        pods.create(&PostParams::default(), &pod(&name, &image)?)
+            .await?;
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(60), stream.try_next())
                 .await
@@ -179,12 +162,13 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "startup, one at a time ({n} pods, create at cloud -> Running seen at cloud, image present): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        pct(seq.clone(), 0.50),
-        pct(seq.clone(), 0.99),
-        pct(seq, 1.0)
+        tests::percentile_ms(seq.clone(), 0.50),
+        tests::percentile_ms(seq.clone(), 0.99),
+        tests::percentile_ms(seq, 1.0)
     );
     for i in 0..n {
-        pods.delete(&format!("s{i:04}"), &DeleteParams::default()).await?;
+        pods.delete(&format!("s{i:04}"), &DeleteParams::default())
+            .await?;
     }
     wait_count(&pods, 0, Duration::from_secs(300)).await?;
 
@@ -234,9 +218,9 @@ async fn main() -> anyhow::Result<()> {
     let v: Vec<Duration> = lat.values().cloned().collect();
     println!(
         "startup, burst ({n} pods created 8 at a time): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all {n} Running after {:.2} s ({:.1} pods/s)",
-        pct(v.clone(), 0.50),
-        pct(v.clone(), 0.99),
-        pct(v, 1.0),
+        tests::percentile_ms(v.clone(), 0.50),
+        tests::percentile_ms(v.clone(), 0.99),
+        tests::percentile_ms(v, 1.0),
         total.as_secs_f64(),
         n as f64 / total.as_secs_f64()
     );

@@ -8,24 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use tests::{CloudCore, EdgeCore, Relay};
-
-fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context("missing value")?
-            .parse()
-            .with_context(|| format!("{name} must be a number")),
-        None => Ok(default),
-    }
-}
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(
@@ -33,12 +20,6 @@ fn pod(name: &str) -> Pod {
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox:1.36"}]}}),
     )
     .expect("pod")
-}
-
-fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
-    v.sort();
-    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 async fn wait<F: Fn() -> bool>(what: &str, timeout: Duration, f: F) -> anyhow::Result<()> {
@@ -57,10 +38,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let (objects, changed, samples, idle) = (
-        arg("--objects", 10_000)?,
-        arg("--changed", 100)?,
-        arg("--latency", 200)?,
-        arg("--idle-secs", 60)?,
+        tests::bench_arg("--objects", 10_000)?,
+        tests::bench_arg("--changed", 100)?,
+        tests::bench_arg("--latency", 200)?,
+        tests::bench_arg("--idle-secs", 60)?,
     );
     let cc = CloudCore::start();
     let relay = Relay::start(cc.sync_addr);
@@ -106,9 +87,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "cloud create -> visible at edge ({samples} pods, sequential): p50 {:.2} ms  p99 {:.2} ms  (of which the durable cloud create: p50 {:.2} ms)",
-        pct(lat.clone(), 0.5),
-        pct(lat, 0.99),
-        pct(create_lat, 0.5)
+        tests::percentile_ms(lat.clone(), 0.5),
+        tests::percentile_ms(lat, 0.99),
+        tests::percentile_ms(create_lat, 0.5)
     );
 
     // 2. A site holding N objects; M change while it is offline.
