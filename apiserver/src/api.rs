@@ -616,6 +616,7 @@ impl Api {
             ("patch", sub @ (None | Some("status"))) => {
                 self.patch(&t, &req, sub == Some("status")).await
             }
+            ("get" | "update" | "patch", Some("scale")) => self.scale(&t, &req, verb).await,
             ("delete", None) => self.delete(&t, &req).await,
             ("deletecollection", None) => self.delete_collection(&t, &req).await,
             (v, Some(s)) => Err(ApiError::method_not_allowed(
@@ -864,6 +865,9 @@ impl Api {
         if let (Some(old), "pods") = (old, res.plural) {
             validate::pod_spec_update(old, obj, &mut causes);
         }
+        if let (Some(old), "deployments" | "replicasets" | "daemonsets") = (old, res.plural) {
+            validate::workload_update(old, obj, &mut causes);
+        }
         if causes.is_empty() {
             Ok(())
         } else {
@@ -1014,7 +1018,11 @@ impl Api {
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         normalize_quantities(&mut new);
-        if res.plural == "secrets" {
+        if matches!(
+            res.plural,
+            "secrets" | "deployments" | "replicasets" | "daemonsets"
+        ) && !status
+        {
             defaults(res, &mut new);
         }
         self.validate(res, &new, Some(current))?;
@@ -1620,6 +1628,133 @@ impl Target {
     }
 }
 
+impl Api {
+    /// The `scale` subresource (autoscaling/v1 `Scale`) of Deployments and ReplicaSets: GET, PUT
+    /// and PATCH read and write `spec.replicas`.
+    async fn scale(&self, t: &Target, req: &Request, verb: &str) -> ApiResult<Reply> {
+        let key = t.key(t.name());
+        let body = if verb == "get" {
+            Value::Null
+        } else {
+            parse_body(&req.headers, &req.body)?
+        };
+        let patch_kind = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        for _attempt in 0..16 {
+            let current = self
+                .store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
+            let cur_rv = crate::store::object_rv(&current).unwrap_or(0);
+            let scale = crate::workloads::scale_of(&current);
+            let wanted = match verb {
+                "get" => return Ok(Reply::json(StatusCode::OK, &scale)),
+                "update" => {
+                    let brv = body
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    if !brv.is_empty() && brv != cur_rv.to_string() {
+                        return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
+                    }
+                    body.clone()
+                }
+                _ => {
+                    let mut patched = scale.clone();
+                    match patch_kind.as_str() {
+                        "application/merge-patch+json" => {
+                            if !body.is_object() {
+                                return Err(ApiError::bad_request(
+                                    "a merge patch must be a JSON object",
+                                ));
+                            }
+                            patch::merge_patch(&mut patched, &body)
+                        }
+                        "application/json-patch+json" => patch::json_patch(&mut patched, &body)
+                            .map_err(|e| ApiError::unprocessable_patch(&e))?,
+                        "application/strategic-merge-patch+json" => {
+                            patch::strategic_merge(&mut patched, &body)
+                                .map_err(|e| ApiError::unprocessable_patch(&e))?
+                        }
+                        other => return Err(ApiError::unsupported_media_type(other)),
+                    }
+                    let prv = meta_str(&patched, "resourceVersion");
+                    if !prv.is_empty() && prv != cur_rv.to_string() {
+                        return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
+                    }
+                    patched
+                }
+            };
+            let replicas = match wanted.pointer("/spec/replicas") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v.as_i64().ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas must be an integer",
+                    )
+                })?,
+            };
+            if !(0..=i64::from(i32::MAX)).contains(&replicas) {
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    t.name(),
+                    vec![crate::error::Cause::invalid(
+                        "spec.replicas",
+                        &replicas.to_string(),
+                        "must be greater than or equal to 0",
+                    )],
+                ));
+            }
+            let mut new = (*current).clone();
+            if new.pointer("/spec/replicas").and_then(Value::as_i64) != Some(replicas) {
+                new["spec"]["replicas"] = json!(replicas);
+                let g = current
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+            }
+            self.admit(
+                t.res,
+                Write::Update {
+                    current: &current,
+                    status: false,
+                },
+            )?;
+            match self
+                .commit_update(
+                    t,
+                    key.clone(),
+                    &current,
+                    new,
+                    Precondition::Version(cur_rv),
+                    dry_run(&req.query)?,
+                    false,
+                )
+                .await
+            {
+                Err(e) if e.code == 409 && e.reason == "Conflict" && verb == "patch" => continue,
+                Err(e) => return Err(e),
+                Ok(out) => {
+                    return Ok(Reply::json(
+                        StatusCode::OK,
+                        &crate::workloads::scale_of(&out),
+                    ))
+                }
+            }
+        }
+        Err(ApiError::stale(t.res.group, t.res.plural, t.name()))
+    }
+}
+
 /// Whether `o` lists `uid` among its owners.
 pub fn owned_by(o: &Value, uid: &str) -> bool {
     o.pointer("/metadata/ownerReferences")
@@ -1790,9 +1925,23 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// Defaults kube-apiserver applies on create.
-fn defaults(res: &Resource, obj: &mut Value) {
+/// Defaults kube-apiserver applies on create (and, for workloads, on update).
+pub(crate) fn defaults(res: &Resource, obj: &mut Value) {
     match res.plural {
+        "deployments" | "replicasets" | "daemonsets" => {
+            crate::workloads::defaults(res.plural, obj);
+            if let (Some(tpl), Some(pods)) = (
+                obj.pointer_mut("/spec/template").filter(|t| t.is_object()),
+                crate::resources::find("", "v1", "pods"),
+            ) {
+                let mut pod = json!({"spec": tpl.get("spec").cloned().unwrap_or(json!({}))});
+                defaults(pods, &mut pod);
+                tpl["spec"] = pod["spec"].take();
+                if tpl.get("metadata").is_none() {
+                    tpl["metadata"] = json!({});
+                }
+            }
+        }
         "pods" => {
             let spec = &mut obj["spec"];
             for (k, v) in [
@@ -1981,11 +2130,16 @@ fn resource_list(group: &str, version: &str) -> Value {
                 "binding" => ("Binding", json!(["create"])),
                 "log" => ("Pod", json!(["get"])),
                 "finalize" => ("Namespace", json!(["update"])),
+                "scale" => ("Scale", json!(["get", "patch", "update"])),
                 _ => (r.kind, json!(["get", "patch", "update"])),
             };
             let mut sub = json!({"name": format!("{}/{s}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
             if *s == "token" {
                 sub["group"] = json!("authentication.k8s.io");
+                sub["version"] = json!("v1");
+            }
+            if *s == "scale" {
+                sub["group"] = json!("autoscaling");
                 sub["version"] = json!("v1");
             }
             out.push(sub);

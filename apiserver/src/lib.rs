@@ -16,11 +16,13 @@ pub mod patch;
 pub mod path;
 pub mod protobuf;
 pub mod resources;
+pub mod sched;
 pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
 pub mod validate;
+pub mod workloads;
 
 /// The version this server reports (`/version`, OpenAPI info).
 pub const VERSION: &str = concat!("v1.32.0-atoll.", env!("CARGO_PKG_VERSION"));

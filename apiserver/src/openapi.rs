@@ -20,6 +20,8 @@ pub struct OpenApi {
 }
 
 const PREFIX: &str = "#/components/schemas/";
+/// The schema of the `scale` subresource's body.
+pub const SCALE_SCHEMA: &str = "io.k8s.api.autoscaling.v1.Scale";
 
 fn gvk(r: &Resource) -> Value {
     json!({"group": r.group, "version": r.version, "kind": r.kind})
@@ -78,14 +80,34 @@ fn paths_for(r: &Resource) -> Vec<(String, Value)> {
             }),
         ));
     }
+    if r.subresources.contains(&"scale") {
+        let mut ops = json!({
+            "get": op(r, "get", &format!("read{}Scale", r.kind), &["pretty"], SCALE_SCHEMA),
+            "put": op(r, "put", &format!("replace{}Scale", r.kind), &write, SCALE_SCHEMA),
+            "patch": op(r, "patch", &format!("patch{}Scale", r.kind), &["dryRun", "fieldManager", "fieldValidation", "force"], SCALE_SCHEMA),
+        });
+        for v in ["get", "put", "patch"] {
+            ops[v]["x-kubernetes-group-version-kind"] =
+                json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        }
+        out.push((format!("{item}/scale"), ops));
+    }
     out
 }
 
 impl OpenApi {
     /// Generate every schema and document.
     pub fn build() -> Self {
-        use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
+        use k8s_openapi::api::{
+            apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coord,
+            core::v1 as core,
+        };
         let mut gen = SchemaSettings::openapi3().into_generator();
+        gen.subschema_for::<apps::Deployment>();
+        gen.subschema_for::<apps::ReplicaSet>();
+        gen.subschema_for::<apps::DaemonSet>();
+        gen.subschema_for::<apps::ControllerRevision>();
+        gen.subschema_for::<autoscaling::Scale>();
         gen.subschema_for::<core::Namespace>();
         gen.subschema_for::<core::Pod>();
         gen.subschema_for::<core::Node>();
@@ -104,6 +126,12 @@ impl OpenApi {
             if let Some(Value::Object(s)) = schemas.get_mut(r.schema) {
                 s.insert("x-kubernetes-group-version-kind".into(), json!([gvk(r)]));
             }
+        }
+        if let Some(Value::Object(s)) = schemas.get_mut(SCALE_SCHEMA) {
+            s.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": "autoscaling", "version": "v1", "kind": "Scale"}]),
+            );
         }
         let mut by_gv: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for r in RESOURCES {
@@ -288,6 +316,24 @@ mod tests {
         let pod = &doc["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
         assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
         assert!(o.doc("apis/edge.atoll.io/v1").is_some());
+    }
+
+    #[test]
+    fn apps_document_serves_workloads_and_scale() {
+        let o = OpenApi::build();
+        let doc: Value = serde_json::from_slice(&o.doc("apis/apps/v1").unwrap()).unwrap();
+        let scale = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"];
+        assert_eq!(
+            scale["patch"]["x-kubernetes-group-version-kind"]["kind"],
+            "Scale"
+        );
+        let d = &doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(d["x-kubernetes-group-version-kind"][0]["group"], "apps");
+        let bad = json!({"spec": {"replicas": 1, "strategy": {"tyype": "Recreate"}}});
+        assert_eq!(
+            o.unknown_fields("io.k8s.api.apps.v1.Deployment", &bad),
+            vec!["spec.strategy.tyype"]
+        );
     }
 
     #[test]

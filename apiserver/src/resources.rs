@@ -222,6 +222,62 @@ pub static RESOURCES: &[Resource] = &[
         "io.atoll.edge.v1.EdgeSite",
         true
     ),
+    res!(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        Space::Tenant,
+        &["deploy"],
+        &["all"],
+        &["status", "scale"],
+        "io.k8s.api.apps.v1.Deployment",
+        true
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        Space::Tenant,
+        &["rs"],
+        &["all"],
+        &["status", "scale"],
+        "io.k8s.api.apps.v1.ReplicaSet",
+        true
+    ),
+    res!(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        Space::Tenant,
+        &["ds"],
+        &["all"],
+        &["status"],
+        "io.k8s.api.apps.v1.DaemonSet",
+        true
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+        Space::Tenant,
+        &[],
+        &[],
+        &[],
+        "io.k8s.api.apps.v1.ControllerRevision",
+        false
+    ),
 ];
 
 /// Look a resource up by group, version and plural.

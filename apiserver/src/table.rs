@@ -71,8 +71,71 @@ fn columns(plural: &str) -> &'static [Col] {
             ("Last-Seen", "string", "", 0),
             ("Age", "string", "", 0),
         ],
+        "deployments" => &[
+            ("Name", "string", "name", 0),
+            ("Ready", "string", "", 0),
+            ("Up-to-date", "integer", "", 0),
+            ("Available", "integer", "", 0),
+            ("Age", "string", "", 0),
+            ("Containers", "string", "", 1),
+            ("Images", "string", "", 1),
+            ("Selector", "string", "", 1),
+        ],
+        "replicasets" => &[
+            ("Name", "string", "name", 0),
+            ("Desired", "integer", "", 0),
+            ("Current", "integer", "", 0),
+            ("Ready", "integer", "", 0),
+            ("Age", "string", "", 0),
+            ("Containers", "string", "", 1),
+            ("Images", "string", "", 1),
+            ("Selector", "string", "", 1),
+        ],
+        "daemonsets" => &[
+            ("Name", "string", "name", 0),
+            ("Desired", "integer", "", 0),
+            ("Current", "integer", "", 0),
+            ("Ready", "integer", "", 0),
+            ("Up-to-date", "integer", "", 0),
+            ("Available", "integer", "", 0),
+            ("Node Selector", "string", "", 0),
+            ("Age", "string", "", 0),
+            ("Containers", "string", "", 1),
+            ("Images", "string", "", 1),
+            ("Selector", "string", "", 1),
+        ],
+        "controllerrevisions" => &[
+            ("Name", "string", "name", 0),
+            ("Controller", "string", "", 0),
+            ("Revision", "integer", "", 0),
+            ("Age", "string", "", 0),
+        ],
         _ => &[("Name", "string", "name", 0), ("Age", "string", "", 0)],
     }
+}
+
+fn int(o: &Value, ptr: &str) -> Value {
+    json!(o.pointer(ptr).and_then(Value::as_i64).unwrap_or(0))
+}
+
+/// CONTAINERS, IMAGES and SELECTOR, the wide columns of the workload kinds.
+fn workload_wide(o: &Value) -> [Value; 3] {
+    let cs = o
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let join = |f: &str| {
+        cs.iter()
+            .map(|c| c.get(f).and_then(Value::as_str).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let sel = o
+        .pointer("/spec/selector")
+        .map(crate::workloads::selector_string)
+        .unwrap_or_default();
+    [json!(join("name")), json!(join("image")), or_none(&sel)]
 }
 
 /// Kubernetes' `duration.HumanDuration`.
@@ -332,6 +395,81 @@ fn cells(plural: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             ]
         }
         "leases" => vec![name, or_none(s(o, "/spec/holderIdentity")), created],
+        "controllerrevisions" => {
+            let owner = o
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| {
+                    refs.iter()
+                        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+                })
+                .map(|r| {
+                    let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
+                    let kind = s(r, "/kind").to_lowercase();
+                    let kind = if group.is_empty() {
+                        kind
+                    } else {
+                        format!("{kind}.{group}")
+                    };
+                    format!("{kind}/{}", s(r, "/name"))
+                })
+                .unwrap_or_default();
+            vec![name, or_none(&owner), int(o, "/revision"), created]
+        }
+        "deployments" => {
+            let mut c = vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    o.pointer("/status/readyReplicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0),
+                    o.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                )),
+                int(o, "/status/updatedReplicas"),
+                int(o, "/status/availableReplicas"),
+                created,
+            ];
+            c.extend(workload_wide(o));
+            c
+        }
+        "replicasets" => {
+            let mut c = vec![
+                name,
+                int(o, "/spec/replicas"),
+                int(o, "/status/replicas"),
+                int(o, "/status/readyReplicas"),
+                created,
+            ];
+            c.extend(workload_wide(o));
+            c
+        }
+        "daemonsets" => {
+            let mut sel: Vec<String> = o
+                .pointer("/spec/template/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            sel.sort();
+            let mut c = vec![
+                name,
+                int(o, "/status/desiredNumberScheduled"),
+                int(o, "/status/currentNumberScheduled"),
+                int(o, "/status/numberReady"),
+                int(o, "/status/updatedNumberScheduled"),
+                int(o, "/status/numberAvailable"),
+                or_none(&sel.join(",")),
+                created,
+            ];
+            c.extend(workload_wide(o));
+            c
+        }
         "edgesites" => {
             let connected = o
                 .pointer("/status/conditions")
@@ -458,6 +596,28 @@ mod tests {
         assert_eq!(c[3], "2");
         assert_eq!(c[5], "10.0.0.2");
         assert_eq!(c[6], "n1");
+    }
+
+    #[test]
+    fn workload_rows() {
+        let d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
+        let c = cells("deployments", &d, Utc::now());
+        assert_eq!(c[1], "2/3");
+        assert_eq!((c[2].as_i64(), c[3].as_i64()), (Some(3), Some(2)));
+        assert_eq!(
+            (c[5].as_str(), c[6].as_str(), c[7].as_str()),
+            (Some("c"), Some("busybox"), Some("app=web"))
+        );
+        let ds = json!({"metadata": {"name": "agent"}, "spec": {"template": {"spec": {"nodeSelector": {"atoll.io/site": "s1"}}}},
+            "status": {"desiredNumberScheduled": 2}});
+        let c = cells("daemonsets", &ds, Utc::now());
+        assert_eq!(c.len(), columns("daemonsets").len());
+        assert_eq!(
+            (c[1].as_i64(), c[6].as_str()),
+            (Some(2), Some("atoll.io/site=s1"))
+        );
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
 
 /// Decode into the typed struct so type errors surface as 400 before anything is stored.
 pub fn decode_typed(res: &Resource, obj: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::{coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
     fn check<T: serde::de::DeserializeOwned>(res: &Resource, obj: &Value) -> Result<(), ApiError> {
         T::deserialize(obj).map(|_| ()).map_err(|e| {
             ApiError::bad_request(format!(
@@ -146,6 +146,10 @@ pub fn decode_typed(res: &Resource, obj: &Value) -> Result<(), ApiError> {
         "leases" => check::<coord::Lease>(res, obj),
         "tenants" => check::<proto::Tenant>(res, obj),
         "edgesites" => check::<proto::EdgeSite>(res, obj),
+        "deployments" => check::<apps::Deployment>(res, obj),
+        "replicasets" => check::<apps::ReplicaSet>(res, obj),
+        "daemonsets" => check::<apps::DaemonSet>(res, obj),
+        "controllerrevisions" => check::<apps::ControllerRevision>(res, obj),
         _ => Ok(()),
     }
 }
@@ -319,7 +323,234 @@ pub fn object(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
         "events" if obj.get("involvedObject").is_none() => {
             causes.push(Cause::required("involvedObject"))
         }
+        "deployments" | "replicasets" | "daemonsets" => workload(res.plural, obj, causes),
         _ => {}
+    }
+}
+
+fn nonnegative(obj: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
+    if let Some(n) = obj.pointer(ptr).and_then(Value::as_i64) {
+        if n < 0 {
+            causes.push(Cause::invalid(
+                field,
+                &n.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+}
+
+/// An int-or-percent field (`maxSurge`, `maxUnavailable`): a non-negative integer or `N%`.
+fn int_or_percent(obj: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
+    match obj.pointer(ptr) {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) => {
+            if n.as_i64().is_none_or(|n| n < 0) {
+                causes.push(Cause::invalid(
+                    field,
+                    &n.to_string(),
+                    "must be greater than or equal to 0",
+                ));
+            }
+        }
+        Some(Value::String(s)) => {
+            let ok = s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| p <= 100);
+            if !ok {
+                causes.push(Cause::invalid(
+                    field,
+                    s,
+                    "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%'), at most 100%",
+                ));
+            }
+        }
+        Some(v) => causes.push(Cause::invalid(
+            field,
+            &v.to_string(),
+            "must be an integer or a percent",
+        )),
+    }
+}
+
+/// Deployments, ReplicaSets and DaemonSets: a selector that selects the template's labels,
+/// a valid pod template, sane counts and strategies.
+fn workload(plural: &str, obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+        causes.push(Cause::required("spec"));
+        return;
+    };
+    let sel = spec.get("selector");
+    let match_labels = sel
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object);
+    let exprs = sel
+        .and_then(|s| s.get("matchExpressions"))
+        .and_then(Value::as_array);
+    if match_labels.is_none_or(|m| m.is_empty()) && exprs.is_none_or(|e| e.is_empty()) {
+        causes.push(Cause::required("spec.selector"));
+    }
+    let labels = spec
+        .pointer("/template/metadata/labels")
+        .and_then(Value::as_object);
+    if let Some(sel) = sel {
+        let empty = serde_json::Map::new();
+        if !crate::workloads::selector_matches(sel, labels.unwrap_or(&empty)) {
+            causes.push(Cause::invalid(
+                "spec.template.metadata.labels",
+                &Value::Object(labels.cloned().unwrap_or_default()).to_string(),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    if let Some(l) = labels {
+        for (k, v) in l {
+            for e in label_key_errors(k) {
+                causes.push(Cause::invalid("spec.template.metadata.labels", k, &e));
+            }
+            if !v.as_str().is_some_and(is_label_value) {
+                causes.push(Cause::invalid(
+                    format!("spec.template.metadata.labels[{k}]"),
+                    &v.to_string(),
+                    LABEL_VALUE_MSG,
+                ));
+            }
+        }
+    }
+    match spec.pointer("/template/spec").filter(|s| s.is_object()) {
+        None => causes.push(Cause::required("spec.template.spec")),
+        Some(pod) => {
+            let vols: Vec<&str> = pod
+                .get("volumes")
+                .and_then(Value::as_array)
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|v| v.get("name").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let vm = pod.get("virtualMachine").is_some();
+            containers(
+                pod.get("containers"),
+                "spec.template.spec.containers",
+                !vm,
+                &vols,
+                causes,
+            );
+            containers(
+                pod.get("initContainers"),
+                "spec.template.spec.initContainers",
+                false,
+                &vols,
+                causes,
+            );
+            if let Some(rp) = pod.get("restartPolicy").and_then(Value::as_str) {
+                if rp != "Always" {
+                    causes.push(Cause::not_supported(
+                        "spec.template.spec.restartPolicy",
+                        rp,
+                        &["Always"],
+                    ));
+                }
+            }
+        }
+    }
+    nonnegative(obj, "/spec/replicas", "spec.replicas", causes);
+    nonnegative(obj, "/spec/minReadySeconds", "spec.minReadySeconds", causes);
+    nonnegative(
+        obj,
+        "/spec/revisionHistoryLimit",
+        "spec.revisionHistoryLimit",
+        causes,
+    );
+    match plural {
+        "deployments" => {
+            let ty = spec
+                .pointer("/strategy/type")
+                .and_then(Value::as_str)
+                .unwrap_or("RollingUpdate");
+            if !["RollingUpdate", "Recreate"].contains(&ty) {
+                causes.push(Cause::not_supported(
+                    "spec.strategy.type",
+                    ty,
+                    &["Recreate", "RollingUpdate"],
+                ));
+            }
+            if ty == "Recreate" && spec.pointer("/strategy/rollingUpdate").is_some() {
+                causes.push(Cause {
+                    reason: "FieldValueForbidden",
+                    message: "Forbidden: may not be specified when strategy `type` is 'Recreate'"
+                        .into(),
+                    field: "spec.strategy.rollingUpdate".into(),
+                });
+            }
+            int_or_percent(
+                obj,
+                "/spec/strategy/rollingUpdate/maxSurge",
+                "spec.strategy.rollingUpdate.maxSurge",
+                causes,
+            );
+            int_or_percent(
+                obj,
+                "/spec/strategy/rollingUpdate/maxUnavailable",
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                causes,
+            );
+            let zero = |p: &str| {
+                obj.pointer(p)
+                    .is_some_and(|v| v.as_i64() == Some(0) || v.as_str() == Some("0%"))
+            };
+            if ty == "RollingUpdate"
+                && zero("/spec/strategy/rollingUpdate/maxSurge")
+                && zero("/spec/strategy/rollingUpdate/maxUnavailable")
+            {
+                causes.push(Cause::invalid(
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                    "0",
+                    "may not be 0 when `maxSurge` is 0",
+                ));
+            }
+            nonnegative(
+                obj,
+                "/spec/progressDeadlineSeconds",
+                "spec.progressDeadlineSeconds",
+                causes,
+            );
+        }
+        "daemonsets" => {
+            let ty = spec
+                .pointer("/updateStrategy/type")
+                .and_then(Value::as_str)
+                .unwrap_or("RollingUpdate");
+            if !["RollingUpdate", "OnDelete"].contains(&ty) {
+                causes.push(Cause::not_supported(
+                    "spec.updateStrategy.type",
+                    ty,
+                    &["OnDelete", "RollingUpdate"],
+                ));
+            }
+            int_or_percent(
+                obj,
+                "/spec/updateStrategy/rollingUpdate/maxUnavailable",
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                causes,
+            );
+        }
+        _ => {}
+    }
+}
+
+/// apps/v1 selectors are immutable after creation.
+pub fn workload_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    if old.pointer("/spec/selector") != new.pointer("/spec/selector") {
+        causes.push(Cause::invalid(
+            "spec.selector",
+            &new.pointer("/spec/selector")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+            "field is immutable",
+        ));
     }
 }
 
@@ -429,6 +660,36 @@ mod tests {
             &mut c,
         );
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn workload_rules() {
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let ok = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let mut c = Vec::new();
+        object(deploy, &ok, &mut c);
+        assert!(c.is_empty(), "{c:?}");
+        let mut bad = ok.clone();
+        bad["spec"]["template"]["metadata"]["labels"]["app"] = json!("b");
+        bad["spec"]["replicas"] = json!(-1);
+        bad["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}});
+        let mut c = Vec::new();
+        object(deploy, &bad, &mut c);
+        let fields: Vec<_> = c.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.template.metadata.labels",
+                "spec.replicas",
+                "spec.strategy.rollingUpdate.maxUnavailable"
+            ]
+        );
+        let mut c = Vec::new();
+        let mut moved = ok.clone();
+        moved["spec"]["selector"] = json!({"matchLabels": {"app": "z"}});
+        workload_update(&ok, &moved, &mut c);
+        assert_eq!(c[0].field, "spec.selector");
     }
 
     #[test]

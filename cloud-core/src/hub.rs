@@ -251,6 +251,15 @@ struct Tracker {
     nodes_moved: bool,
 }
 
+/// The site the cloud scheduler placed a pod on (annotation `atoll.io/site`).
+pub fn placed_site(pod: &Value) -> Option<String> {
+    pod.pointer("/metadata/annotations")?
+        .get(proto::SITE_ANNOTATION)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
 fn node_site(v: &Value) -> Option<String> {
     v.pointer("/metadata/labels")?
         .get(SITE_LABEL)?
@@ -433,7 +442,12 @@ impl Tracker {
                     .and_then(Value::as_str)
                     .filter(|n| !n.is_empty())
                     .map(String::from);
-                let site = node.as_ref().and_then(|n| self.node_site.get(n)).cloned();
+                // Bound: its node's site. Not yet bound but placed on a site by the cloud
+                // scheduler: that site (its scheduler binds it).
+                let site = match &node {
+                    Some(n) => self.node_site.get(n).cloned(),
+                    None => now.and_then(placed_site),
+                };
                 self.set_pod(key, site.as_deref(), now, out);
                 match node {
                     Some(n) => {
@@ -1211,6 +1225,59 @@ impl Hub {
                 });
             }
             ChangeKind::Delete if current.is_none() => {}
+            ChangeKind::Bind if key.resource == "pods" => {
+                // Only a pod the cloud placed on this site, still unbound, onto a node of the
+                // site.
+                let v: Value =
+                    serde_json::from_slice(&up.object).map_err(|e| format!("bad object: {e}"))?;
+                let node = v
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let node_ok = self
+                    .store
+                    .get(&Key::new("nodes", "", "", node))
+                    .is_some_and(|n| node_site(&n).as_deref() == Some(site));
+                match &current {
+                    Some(c)
+                        if node_ok
+                            && placed_site(c).as_deref() == Some(site)
+                            && c.pointer("/spec/nodeName")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .is_empty() =>
+                    {
+                        let mut n = (**c).clone();
+                        n["spec"]["nodeName"] = json!(node);
+                        if let Some(st) = v.get("status") {
+                            n["status"] = st.clone();
+                        }
+                        let rv = apiserver::store::object_rv(c).unwrap_or(0);
+                        ops.push(Op::Put {
+                            key: key.clone(),
+                            value: n,
+                            pre: Precondition::Version(rv),
+                        });
+                    }
+                    _ => {
+                        tracing::warn!(%site, key = ?key, %node, "binding refused: not a pod placed on this site, or not its node");
+                    }
+                }
+            }
+            ChangeKind::Summary if key.resource == EDGESITES && key.name == site => {
+                if let Some(c) = &current {
+                    let v: Value = serde_json::from_slice(&up.object)
+                        .map_err(|e| format!("bad summary: {e}"))?;
+                    let mut n = (**c).clone();
+                    n["status"]["summary"] = v;
+                    let rv = apiserver::store::object_rv(c).unwrap_or(0);
+                    ops.push(Op::Put {
+                        key: key.clone(),
+                        value: n,
+                        pre: Precondition::Version(rv),
+                    });
+                }
+            }
             _ => {
                 tracing::warn!(%site, key = ?key, ?kind, "uplink refused: not the site's to write");
             }
@@ -1223,7 +1290,11 @@ impl Hub {
         match self.store.commit(ops).await {
             Ok(_) => Ok(Applied::Done),
             Err(apiserver::store::StoreError::Conflict(_))
-                if may_retry && kind == ChangeKind::Status =>
+                if may_retry
+                    && matches!(
+                        kind,
+                        ChangeKind::Status | ChangeKind::Bind | ChangeKind::Summary
+                    ) =>
             {
                 Ok(Applied::Retry)
             }

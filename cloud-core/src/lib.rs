@@ -5,6 +5,7 @@
 pub mod hub;
 pub mod logs;
 pub mod pki;
+pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -125,7 +126,12 @@ pub async fn start(
         apiserver::controllers::EVENT_TTL,
         cancel.child_token(),
     ));
+    tracker.spawn(scheduler::run(store.clone(), cancel.child_token()));
     tracker.spawn(apiserver::controllers::run(
+        store.clone(),
+        cancel.child_token(),
+    ));
+    tracker.spawn(apiserver::workloads::run(
         store.clone(),
         cancel.child_token(),
     ));

@@ -226,6 +226,8 @@ impl Driver {
         let kind = match rec.get("kind").and_then(Value::as_str) {
             Some("Delete") => ChangeKind::Delete,
             Some("Status") => ChangeKind::Status,
+            Some("Bind") => ChangeKind::Bind,
+            Some("Summary") => ChangeKind::Summary,
             _ => ChangeKind::Put,
         };
         let object = match rec.get("object") {
@@ -435,6 +437,8 @@ impl Driver {
                 key,
                 pre: Precondition::Any,
             }),
+            // Uplink-only kinds never come down.
+            ChangeKind::Bind | ChangeKind::Summary => None,
             ChangeKind::Put | ChangeKind::Status => {
                 let mut v: Value = serde_json::from_slice(&c.object).ok()?;
                 if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -443,6 +447,22 @@ impl Driver {
                 if EDGE_STATUS.contains(&key.resource.as_str()) {
                     if let Some(local) = current.as_deref().and_then(|c| c.get("status")) {
                         v["status"] = local.clone();
+                    }
+                }
+                // A pod this site bound keeps its node until the cloud has the binding too.
+                let unbound = |o: &Value| {
+                    o.pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .is_empty()
+                };
+                if key.resource == "pods" && unbound(&v) {
+                    if let Some(n) = current
+                        .as_deref()
+                        .and_then(|c| c.pointer("/spec/nodeName"))
+                        .filter(|n| n.as_str().is_some_and(|s| !s.is_empty()))
+                    {
+                        v["spec"]["nodeName"] = n.clone();
                     }
                 }
                 Some(Op::Put {

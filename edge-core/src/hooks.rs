@@ -53,6 +53,36 @@ impl EdgeHooks {
     }
 }
 
+impl EdgeHooks {
+    /// This site's name.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// Whether the site owns `v` (created it).
+    pub fn owns(&self, v: &Value) -> bool {
+        self.owned(v)
+    }
+
+    /// An outbox record of `kind` (`Put`, `Status`, `Delete`, `Bind`, `Summary`) for `key`,
+    /// to commit together with the write it reports.
+    pub fn record(&self, kind: &str, key: &Key, object: Option<&Value>) -> Op {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{n:020}");
+        let rec = json!({
+            "metadata": {"name": name},
+            "kind": kind,
+            "key": {"resource": key.resource, "tenant": key.tenant, "namespace": key.namespace, "name": key.name},
+            "object": object.cloned().unwrap_or(Value::Null),
+        });
+        Op::Put {
+            key: Key::new(OUTBOX, "", "", &name),
+            value: rec,
+            pre: Precondition::Absent,
+        }
+    }
+}
+
 impl Hooks for EdgeHooks {
     fn admit(&self, res: &Resource, write: Write<'_>) -> ApiResult<()> {
         match write {
@@ -103,18 +133,6 @@ impl Hooks for EdgeHooks {
             Some(_) if status => "Status",
             Some(_) => return Vec::new(),
         };
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{n:020}");
-        let rec = json!({
-            "metadata": {"name": name},
-            "kind": kind,
-            "key": {"resource": key.resource, "tenant": key.tenant, "namespace": key.namespace, "name": key.name},
-            "object": new.cloned().unwrap_or(Value::Null),
-        });
-        vec![Op::Put {
-            key: Key::new(OUTBOX, "", "", &name),
-            value: rec,
-            pre: Precondition::Absent,
-        }]
+        vec![self.record(kind, key, new)]
     }
 }

@@ -6,6 +6,7 @@ pub mod driver;
 pub mod hooks;
 pub mod logs;
 pub mod nodes;
+pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -267,6 +268,11 @@ pub async fn start(
     tracker.spawn(apiserver::controllers::expire_events(
         store.clone(),
         apiserver::controllers::EVENT_TTL,
+        cancel.child_token(),
+    ));
+    tracker.spawn(scheduler::run(
+        store.clone(),
+        edge_hooks.clone(),
         cancel.child_token(),
     ));
     tracker.spawn(nodes::run(

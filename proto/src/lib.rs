@@ -127,7 +127,14 @@ pub struct EdgeSiteStatus {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub capacity:
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    /// What the site reports for scheduling: classes of identical ready nodes with the largest
+    /// free resources of any one of them, and totals (sent by the site when it changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<serde_json::Value>,
 }
+
+/// Annotation on a pod the cloud scheduler placed on a site: the site's scheduler binds it.
+pub const SITE_ANNOTATION: &str = "atoll.io/site";
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,10 @@ pub enum ChangeKind {
     Delete = 1,
     /// Replace only the object's status.
     Status = 2,
+    /// A site bound a pod the cloud placed on it: `spec.nodeName` and the status.
+    Bind = 3,
+    /// The site's capacity summary (object: JSON `SiteSummary`; key: its EdgeSite).
+    Summary = 4,
 }
 
 /// How the cloud will bring the edge up to date.

@@ -1,0 +1,1203 @@
+//! Pure pod placement: the filtering and scoring shared by the cloud scheduler (picks a site or
+//! a cloud node) and the site scheduler (picks a node), plus the compact [`SiteSummary`] an edge
+//! site sends to the cloud.
+//!
+//! No I/O and no async: every function maps its inputs to an answer and never panics. Semantics
+//! follow kube-scheduler's default plugins (NodeUnschedulable, TaintToleration, NodeAffinity,
+//! NodeResourcesFit; scoring by preferred node affinity, least-allocated and PreferNoSchedule
+//! taints) and its "0/N nodes are available: ..." message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::{Deserialize, Serialize};
+
+/// The label every site-level candidate carries, so node affinity can name a site.
+pub const SITE_LABEL: &str = "atoll.io/site";
+/// The taint kube puts on cordoned nodes; tolerating it lets a pod onto an unschedulable node.
+pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+/// The taint kube puts on nodes whose Ready condition is not True.
+pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
+
+const NO_SCHEDULE: &str = "NoSchedule";
+const NO_EXECUTE: &str = "NoExecute";
+const PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
+
+/// Schedulable resources: CPU in millicores, memory in bytes, and a pod count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU in millicores.
+    #[serde(deserialize_with = "number")]
+    pub milli_cpu: u64,
+    /// Memory in bytes.
+    #[serde(deserialize_with = "number")]
+    pub memory: u64,
+    /// Pods.
+    #[serde(deserialize_with = "number")]
+    pub pods: u64,
+}
+
+/// A count written as a number or as a numeric string (the API normalises `allocatable` maps to
+/// quantity strings when an object carrying a summary is updated through it).
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| D::Error::custom(format!("not a count: {n}"))),
+        serde_json::Value::String(s) => s
+            .parse()
+            .map_err(|_| D::Error::custom(format!("not a count: {s:?}"))),
+        v => Err(D::Error::custom(format!("not a count: {v}"))),
+    }
+}
+
+impl Resources {
+    /// Per-dimension sum (saturating).
+    pub fn saturating_add(self, o: Resources) -> Resources {
+        Resources {
+            milli_cpu: self.milli_cpu.saturating_add(o.milli_cpu),
+            memory: self.memory.saturating_add(o.memory),
+            pods: self.pods.saturating_add(o.pods),
+        }
+    }
+
+    /// Per-dimension difference, floored at zero.
+    pub fn saturating_sub(self, o: Resources) -> Resources {
+        Resources {
+            milli_cpu: self.milli_cpu.saturating_sub(o.milli_cpu),
+            memory: self.memory.saturating_sub(o.memory),
+            pods: self.pods.saturating_sub(o.pods),
+        }
+    }
+
+    /// Per-dimension maximum.
+    pub fn max(self, o: Resources) -> Resources {
+        Resources {
+            milli_cpu: self.milli_cpu.max(o.milli_cpu),
+            memory: self.memory.max(o.memory),
+            pods: self.pods.max(o.pods),
+        }
+    }
+
+    /// Reads `cpu`, `memory` and `pods` from a resource list; missing or bad entries are zero.
+    pub fn from_list(list: &BTreeMap<String, Quantity>) -> Resources {
+        let get = |k: &str, scale: f64| {
+            list.get(k)
+                .and_then(|q| quantity(&q.0))
+                .map_or(0, |v| ceil_units(v * scale))
+        };
+        Resources {
+            milli_cpu: get("cpu", 1000.0),
+            memory: get("memory", 1.0),
+            pods: get("pods", 1.0),
+        }
+    }
+}
+
+/// A Kubernetes quantity as a number of base units (`"500m"` → 0.5, `"64Mi"` → 67108864,
+/// `"1e3"` → 1000). `None` for anything malformed, negative or not finite.
+pub fn quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        s => {
+            let exp = s.strip_prefix(['e', 'E'])?;
+            10f64.powi(exp.parse().ok()?)
+        }
+    };
+    let v = n * mult;
+    (v.is_finite() && v >= 0.0).then_some(v)
+}
+
+/// Rounds up to whole units like kube's `MilliValue`/`Value`, ignoring float noise
+/// (`100 * 0.001 * 1000` is 100, not 101).
+fn ceil_units(v: f64) -> u64 {
+    let r = v.round();
+    // `as` saturates on overflow and maps NaN to 0: no panic on any input.
+    if (v - r).abs() <= 1e-9 * r.abs().max(1.0) {
+        r as u64
+    } else {
+        v.ceil() as u64
+    }
+}
+
+/// A container's effective requests: each of cpu/memory from `requests`, else from `limits`
+/// (the API server defaults a missing request to the limit).
+fn container_requests(c: &Container) -> Resources {
+    let Some(res) = c.resources.as_ref() else {
+        return Resources::default();
+    };
+    let empty = BTreeMap::new();
+    let req = res.requests.as_ref().unwrap_or(&empty);
+    let lim = res.limits.as_ref().unwrap_or(&empty);
+    let get = |k: &str, scale: f64| {
+        req.get(k)
+            .or_else(|| lim.get(k))
+            .and_then(|q| quantity(&q.0))
+            .map_or(0, |v| ceil_units(v * scale))
+    };
+    Resources {
+        milli_cpu: get("cpu", 1000.0),
+        memory: get("memory", 1.0),
+        pods: 0,
+    }
+}
+
+/// What a pod asks of a node, as kube computes it: the sum of its containers, max'ed with each
+/// init container (restartable "sidecar" init containers add to everything after them), plus
+/// `spec.overhead`; `pods` is 1.
+pub fn pod_requests(spec: &PodSpec) -> Resources {
+    let mut reqs = spec
+        .containers
+        .iter()
+        .map(container_requests)
+        .fold(Resources::default(), Resources::saturating_add);
+    let mut sidecars = Resources::default();
+    let mut init_max = Resources::default();
+    for ic in spec.init_containers.iter().flatten() {
+        let r = container_requests(ic);
+        let during = if ic.restart_policy.as_deref() == Some("Always") {
+            reqs = reqs.saturating_add(r);
+            sidecars = sidecars.saturating_add(r);
+            sidecars
+        } else {
+            r.saturating_add(sidecars)
+        };
+        init_max = init_max.max(during);
+    }
+    reqs = reqs.max(init_max);
+    if let Some(o) = &spec.overhead {
+        reqs = reqs.saturating_add(Resources::from_list(o));
+    }
+    Resources { pods: 1, ..reqs }
+}
+
+/// A node's allocatable resources: `status.allocatable`, each missing entry taken from
+/// `status.capacity`.
+pub fn node_allocatable(node: &Node) -> Resources {
+    let Some(st) = node.status.as_ref() else {
+        return Resources::default();
+    };
+    let mut list = st.capacity.clone().unwrap_or_default();
+    list.extend(st.allocatable.clone().unwrap_or_default());
+    Resources::from_list(&list)
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// One schedulable place: a node, or a class of identical nodes in a site summary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    /// Allocatable minus what the pods already bound there request.
+    pub free: Resources,
+    pub allocatable: Resources,
+    pub unschedulable: bool,
+    pub ready: bool,
+}
+
+impl Candidate {
+    /// A node as a candidate; `requested` is the sum of [`pod_requests`] of the pods bound to it.
+    pub fn from_node(node: &Node, requested: Resources) -> Candidate {
+        let allocatable = node_allocatable(node);
+        let spec = node.spec.as_ref();
+        Candidate {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
+            free: allocatable.saturating_sub(requested),
+            allocatable,
+            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            ready: node_ready(node),
+        }
+    }
+}
+
+/// Why a candidate cannot take a pod.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Not enough free CPU.
+    InsufficientCpu,
+    /// Not enough free memory.
+    InsufficientMemory,
+    /// No free pod slot.
+    TooManyPods,
+    /// `nodeSelector` or required node affinity does not match.
+    Affinity,
+    /// An untolerated NoSchedule/NoExecute taint, as `key=value:effect`.
+    Taint(String),
+    /// Cordoned (`spec.unschedulable`) and the pod does not tolerate it.
+    Unschedulable,
+    /// Ready condition not True and the pod does not tolerate `node.kubernetes.io/not-ready`.
+    NotReady,
+}
+
+impl Reason {
+    /// kube-scheduler's text for this reason; `what` is the plural of the place ("nodes",
+    /// "sites") and yields its `(s)` form ("node(s)", "site(s)").
+    pub fn text(&self, what: &str) -> String {
+        let unit = what.strip_suffix('s').unwrap_or(what);
+        match self {
+            Reason::InsufficientCpu => "Insufficient cpu".into(),
+            Reason::InsufficientMemory => "Insufficient memory".into(),
+            Reason::TooManyPods => "Too many pods".into(),
+            Reason::Affinity => format!("{unit}(s) didn't match Pod's node affinity/selector"),
+            Reason::Taint(t) => {
+                let (kv, _effect) = t.rsplit_once(':').unwrap_or((t, ""));
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                format!("{unit}(s) had untolerated taint {{{k}: {v}}}")
+            }
+            Reason::Unschedulable => format!("{unit}(s) were unschedulable"),
+            Reason::NotReady => format!("{unit}(s) had untolerated taint {{{TAINT_NOT_READY}: }}"),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text("nodes"))
+    }
+}
+
+/// kube's `Toleration.ToleratesTaint`.
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty()) {
+        if e != taint.effect {
+            return false;
+        }
+    }
+    if let Some(k) = t.key.as_deref().filter(|k| !k.is_empty()) {
+        if k != taint.key {
+            return false;
+        }
+    }
+    match t.operator.as_deref().unwrap_or("") {
+        "Exists" => true,
+        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        _ => false,
+    }
+}
+
+fn tolerated(spec: &PodSpec, taint: &Taint) -> bool {
+    spec.tolerations
+        .iter()
+        .flatten()
+        .any(|t| tolerates(t, taint))
+}
+
+fn taint(key: &str, effect: &str) -> Taint {
+    Taint {
+        key: key.into(),
+        effect: effect.into(),
+        ..Taint::default()
+    }
+}
+
+fn taint_id(t: &Taint) -> String {
+    format!(
+        "{}={}:{}",
+        t.key,
+        t.value.as_deref().unwrap_or(""),
+        t.effect
+    )
+}
+
+fn requirement_matches(r: &NodeSelectorRequirement, get: impl Fn(&str) -> Option<String>) -> bool {
+    let values = r.values.as_deref().unwrap_or(&[]);
+    let have = get(&r.key);
+    let int = |s: &str| s.trim().parse::<i64>().ok();
+    match r.operator.as_str() {
+        "In" => have.is_some_and(|h| values.contains(&h)),
+        "NotIn" => !have.is_some_and(|h| values.contains(&h)),
+        "Exists" => have.is_some(),
+        "DoesNotExist" => have.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(h), [v]) = (have.as_deref().and_then(int), values) else {
+                return false;
+            };
+            let Some(v) = int(v) else {
+                return false;
+            };
+            if r.operator == "Gt" {
+                h > v
+            } else {
+                h < v
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A node selector term: all its expressions and fields match; an empty term matches nothing.
+fn term_matches(term: &NodeSelectorTerm, c: &Candidate) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = term.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, |k| c.labels.get(k).cloned()))
+        && fields.iter().all(|r| {
+            r.key == "metadata.name"
+                && matches!(r.operator.as_str(), "In" | "NotIn")
+                && requirement_matches(r, |_| Some(c.name.clone()))
+        })
+}
+
+fn affinity_matches(spec: &PodSpec, c: &Candidate) -> bool {
+    let selector_ok = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| c.labels.get(k) == Some(v));
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    selector_ok
+        && required.is_none_or(|ns| ns.node_selector_terms.iter().any(|t| term_matches(t, c)))
+}
+
+/// Why `c` cannot take the pod; empty when it fits.
+///
+/// Like kube-scheduler, the checks run in plugin order (unschedulable, taints, not-ready,
+/// affinity, resources) and stop at the first that fails, so a candidate yields one reason,
+/// except that resources report every short dimension. Only the first untolerated taint is
+/// reported.
+pub fn filter(spec: &PodSpec, c: &Candidate) -> Vec<Reason> {
+    if c.unschedulable && !tolerated(spec, &taint(TAINT_UNSCHEDULABLE, NO_SCHEDULE)) {
+        return vec![Reason::Unschedulable];
+    }
+    if let Some(t) = c
+        .taints
+        .iter()
+        .filter(|t| t.effect == NO_SCHEDULE || t.effect == NO_EXECUTE)
+        .find(|t| !tolerated(spec, t))
+    {
+        return vec![Reason::Taint(taint_id(t))];
+    }
+    if !c.ready && !tolerated(spec, &taint(TAINT_NOT_READY, NO_SCHEDULE)) {
+        return vec![Reason::NotReady];
+    }
+    if !affinity_matches(spec, c) {
+        return vec![Reason::Affinity];
+    }
+    let req = pod_requests(spec);
+    let mut out = Vec::new();
+    if c.free.pods < req.pods {
+        out.push(Reason::TooManyPods);
+    }
+    if c.free.milli_cpu < req.milli_cpu {
+        out.push(Reason::InsufficientCpu);
+    }
+    if c.free.memory < req.memory {
+        out.push(Reason::InsufficientMemory);
+    }
+    out
+}
+
+/// How good a fit `c` is (higher is better): 100 × the weights of the matching preferred
+/// node-affinity terms, plus the least-allocated score (0..=100, mean of cpu and memory left
+/// after placing the pod), minus 10 × the untolerated PreferNoSchedule taints.
+pub fn score(spec: &PodSpec, c: &Candidate) -> i64 {
+    let preferred: i64 = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flatten()
+        .filter(|p| term_matches(&p.preference, c))
+        .map(|p| i64::from(p.weight))
+        .sum();
+    let req = pod_requests(spec);
+    let left = |free: u64, req: u64, alloc: u64| -> i64 {
+        if alloc == 0 {
+            return 0;
+        }
+        let pct = u128::from(free.saturating_sub(req)) * 100 / u128::from(alloc);
+        i64::try_from(pct.min(100)).unwrap_or(0)
+    };
+    let least_allocated = (left(c.free.milli_cpu, req.milli_cpu, c.allocatable.milli_cpu)
+        + left(c.free.memory, req.memory, c.allocatable.memory))
+        / 2;
+    let prefer_no_schedule = c
+        .taints
+        .iter()
+        .filter(|t| t.effect == PREFER_NO_SCHEDULE && !tolerated(spec, t))
+        .count();
+    let penalty = i64::try_from(prefer_no_schedule)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(10);
+    preferred
+        .saturating_mul(100)
+        .saturating_add(least_allocated)
+        .saturating_sub(penalty)
+}
+
+/// kube-scheduler's message for a pod that fits nowhere, e.g. `0/3 nodes are available: 1
+/// Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector.`
+///
+/// `counts` holds how many candidates failed with each reason. Like kube, reasons with the same
+/// text are merged and the entries are sorted as the strings `"<count> <text>"`.
+pub fn unschedulable_message(total: usize, counts: &BTreeMap<Reason, usize>, what: &str) -> String {
+    if total == 0 {
+        return format!("no {what} available to schedule pods");
+    }
+    let mut by_text: BTreeMap<String, usize> = BTreeMap::new();
+    for (r, n) in counts.iter().filter(|(_, n)| **n > 0) {
+        *by_text.entry(r.text(what)).or_default() += n;
+    }
+    let mut parts: Vec<String> = by_text.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    parts.sort();
+    if parts.is_empty() {
+        format!("0/{total} {what} are available.")
+    } else {
+        format!("0/{total} {what} are available: {}.", parts.join(", "))
+    }
+}
+
+/// The best candidate for the pod: the highest [`score`] among those that pass [`filter`], ties
+/// to the lowest name, then the lowest index. `Err` carries [`unschedulable_message`].
+pub fn pick(spec: &PodSpec, cands: &[Candidate], what: &str) -> Result<usize, String> {
+    let mut counts = BTreeMap::new();
+    let mut best: Option<(usize, i64)> = None;
+    for (i, c) in cands.iter().enumerate() {
+        let reasons = filter(spec, c);
+        if !reasons.is_empty() {
+            for r in reasons {
+                *counts.entry(r).or_default() += 1;
+            }
+            continue;
+        }
+        let s = score(spec, c);
+        let better = match best {
+            None => true,
+            Some((j, bs)) => s > bs || (s == bs && c.name < cands[j].name),
+        };
+        if better {
+            best = Some((i, s));
+        }
+    }
+    best.map(|(i, _)| i)
+        .ok_or_else(|| unschedulable_message(cands.len(), &counts, what))
+}
+
+/// [`pick`] over groups of candidates (a site's classes): returns (group, candidate) indices.
+/// The message counts groups: a failing group counts once per distinct reason of its
+/// candidates, and an empty group (no ready node) counts as [`Reason::NotReady`].
+pub fn pick_group(
+    spec: &PodSpec,
+    groups: &[Vec<Candidate>],
+    what: &str,
+) -> Result<(usize, usize), String> {
+    let mut counts = BTreeMap::new();
+    let mut best: Option<(usize, usize, i64)> = None;
+    for (g, cands) in groups.iter().enumerate() {
+        let mut reasons = BTreeSet::new();
+        if cands.is_empty() {
+            reasons.insert(Reason::NotReady);
+        }
+        let mut fits = false;
+        for (i, c) in cands.iter().enumerate() {
+            let rs = filter(spec, c);
+            if !rs.is_empty() {
+                reasons.extend(rs);
+                continue;
+            }
+            fits = true;
+            let s = score(spec, c);
+            let better = match best {
+                None => true,
+                Some((bg, bi, bs)) => {
+                    s > bs
+                        || (s == bs
+                            && groups
+                                .get(bg)
+                                .and_then(|v| v.get(bi))
+                                .is_some_and(|b| c.name < b.name))
+                }
+            };
+            if better {
+                best = Some((g, i, s));
+            }
+        }
+        if !fits {
+            for r in reasons {
+                *counts.entry(r).or_default() += 1;
+            }
+        }
+    }
+    best.map(|(g, i, _)| (g, i))
+        .ok_or_else(|| unschedulable_message(groups.len(), &counts, what))
+}
+
+/// What an edge site tells the cloud about its capacity. Compact and stable: it only changes
+/// when a class appears or goes, or the best free space of a class, or a total, changes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteSummary {
+    /// One per distinct (labels, taints, unschedulable) among Ready nodes. `free` and
+    /// `allocatable` are those of the class's node with the most free cpu (ties: memory, then
+    /// name); `name` is `<site>/<first node name>`; sorted by name.
+    pub classes: Vec<Candidate>,
+    /// Nodes in the site.
+    pub nodes: u32,
+    /// Nodes whose Ready condition is True.
+    pub ready: u32,
+    /// Total allocatable over all nodes.
+    pub allocatable: Resources,
+    /// Total requested by the non-terminated pods bound to the site's nodes.
+    pub requested: Resources,
+}
+
+/// Computes a site's summary from its nodes and pods. Pods count against their `spec.nodeName`
+/// unless their phase is Succeeded or Failed.
+pub fn summarize(site: &str, nodes: &[Node], pods: &[Pod]) -> SiteSummary {
+    let mut per_node: BTreeMap<&str, Resources> = BTreeMap::new();
+    for p in pods {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let Some(spec) = p.spec.as_ref() else {
+            continue;
+        };
+        if let Some(n) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+            let e = per_node.entry(n).or_default();
+            *e = e.saturating_add(pod_requests(spec));
+        }
+    }
+    let mut sorted: Vec<&Node> = nodes.iter().collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut out = SiteSummary::default();
+    for node in sorted {
+        let name = node.metadata.name.as_deref().unwrap_or("");
+        let requested = per_node.get(name).copied().unwrap_or_default();
+        let mut c = Candidate::from_node(node, requested);
+        out.nodes = out.nodes.saturating_add(1);
+        out.allocatable = out.allocatable.saturating_add(c.allocatable);
+        out.requested = out.requested.saturating_add(requested);
+        if !c.ready {
+            continue;
+        }
+        out.ready = out.ready.saturating_add(1);
+        // Normalise taints so that equal nodes compare equal and the summary stays stable.
+        for t in &mut c.taints {
+            t.time_added = None;
+        }
+        c.taints
+            .sort_by(|a, b| (&a.key, &a.value, &a.effect).cmp(&(&b.key, &b.value, &b.effect)));
+        c.taints.dedup();
+        let same = |k: &Candidate| {
+            k.labels == c.labels && k.taints == c.taints && k.unschedulable == c.unschedulable
+        };
+        match out.classes.iter_mut().find(|k| same(k)) {
+            Some(k) => {
+                if (c.free.milli_cpu, c.free.memory) > (k.free.milli_cpu, k.free.memory) {
+                    k.free = c.free;
+                    k.allocatable = c.allocatable;
+                }
+            }
+            None => {
+                c.name = format!("{site}/{}", c.name);
+                out.classes.push(c);
+            }
+        }
+    }
+    out.classes.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The cloud scheduler's candidates for a site: its classes, each labelled
+/// `atoll.io/site: <site>` and carrying the EdgeSite's own taints after its nodes'.
+pub fn site_candidates(site: &str, summary: &SiteSummary, site_taints: &[Taint]) -> Vec<Candidate> {
+    summary
+        .classes
+        .iter()
+        .map(|k| {
+            let mut c = k.clone();
+            c.labels.insert(SITE_LABEL.into(), site.into());
+            c.taints.extend(site_taints.iter().cloned());
+            c
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn spec(v: Value) -> PodSpec {
+        let mut v = v;
+        if v.get("containers").is_none() {
+            v["containers"] = json!([{"name": "c"}]);
+        }
+        serde_json::from_value(v).expect("pod spec")
+    }
+
+    fn req(cpu: &str, mem: &str) -> Value {
+        json!({"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}})
+    }
+
+    fn cand(name: &str, cpu: u64, mem: u64) -> Candidate {
+        let r = Resources {
+            milli_cpu: cpu,
+            memory: mem,
+            pods: 10,
+        };
+        Candidate {
+            name: name.into(),
+            free: r,
+            allocatable: r,
+            ready: true,
+            ..Candidate::default()
+        }
+    }
+
+    fn labelled(name: &str, labels: &[(&str, &str)]) -> Candidate {
+        let mut c = cand(name, 4000, 8 << 30);
+        c.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c
+    }
+
+    fn taint(key: &str, value: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: (!value.is_empty()).then(|| value.into()),
+            effect: effect.into(),
+            ..Taint::default()
+        }
+    }
+
+    fn node(name: &str, labels: Value, cpu: &str, mem: &str, ready: bool) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "status": {
+                "capacity": {"cpu": cpu, "memory": mem, "pods": "110"},
+                "allocatable": {"cpu": cpu, "memory": mem},
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+            },
+        }))
+        .expect("node")
+    }
+
+    fn pod(node: &str, cpu: &str, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": node, "containers": [req(cpu, "0")]},
+            "status": {"phase": phase},
+        }))
+        .expect("pod")
+    }
+
+    fn affinity(terms: Value) -> PodSpec {
+        spec(json!({"affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}))
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> Value {
+        json!([{"matchExpressions": [{"key": key, "operator": op, "values": values}]}])
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity("500m"), Some(0.5));
+        assert_eq!(quantity("64Mi"), Some(64.0 * 1024.0 * 1024.0));
+        assert_eq!(quantity("1G"), Some(1e9));
+        assert_eq!(quantity("1e3"), Some(1000.0));
+        assert_eq!(quantity("1.5Gi"), Some(1.5 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(quantity(" 2 "), Some(2.0));
+        for bad in [
+            "", "m", "1x", "1e", "1ee3", "-1", "1e999", "Mi", "1..2", "ä", "1eä",
+        ] {
+            assert_eq!(quantity(bad), None, "{bad}");
+        }
+        let list = BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("1Ki".into())),
+            ("pods".to_string(), Quantity("bad".into())),
+        ]);
+        assert_eq!(
+            Resources::from_list(&list),
+            Resources {
+                milli_cpu: 100,
+                memory: 1024,
+                pods: 0
+            }
+        );
+        assert_eq!(ceil_units(100.4), 101);
+        assert_eq!(ceil_units(f64::NAN), 0);
+    }
+
+    #[test]
+    fn pod_requests_follow_kube() {
+        let s = spec(json!({
+            "containers": [req("100m", "64Mi"),
+                {"name": "l", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"memory": "128Mi"}}}],
+        }));
+        assert_eq!(
+            pod_requests(&s),
+            Resources {
+                milli_cpu: 1100,
+                memory: 192 << 20,
+                pods: 1
+            }
+        );
+        // An init container bigger than the sum wins per dimension.
+        let s = spec(json!({
+            "initContainers": [req("2", "1Mi"), req("500m", "10Mi")],
+            "containers": [req("1", "64Mi"), req("100m", "0")],
+        }));
+        assert_eq!(
+            pod_requests(&s),
+            Resources {
+                milli_cpu: 2000,
+                memory: 64 << 20,
+                pods: 1
+            }
+        );
+        // Sidecars add up, and to later init containers; overhead is added.
+        let mut sidecar = req("1", "0");
+        sidecar["restartPolicy"] = json!("Always");
+        let s = spec(json!({
+            "initContainers": [sidecar, req("1500m", "0")],
+            "containers": [req("200m", "0")],
+            "overhead": {"cpu": "10m"},
+        }));
+        assert_eq!(pod_requests(&s).milli_cpu, 2510);
+        assert_eq!(
+            pod_requests(&spec(json!({}))),
+            Resources {
+                pods: 1,
+                ..Resources::default()
+            }
+        );
+    }
+
+    #[test]
+    fn node_candidates() {
+        let mut n = node("n1", json!({"a": "b"}), "4", "8Gi", true);
+        let st = n.status.as_mut().expect("status");
+        st.allocatable = Some(BTreeMap::from([("cpu".into(), Quantity("3500m".into()))]));
+        n.spec = Some(serde_json::from_value(json!({"unschedulable": true})).expect("spec"));
+        let used = Resources {
+            milli_cpu: 500,
+            memory: 1 << 30,
+            pods: 2,
+        };
+        let c = Candidate::from_node(&n, used);
+        assert_eq!(c.name, "n1");
+        assert_eq!(
+            c.allocatable,
+            Resources {
+                milli_cpu: 3500,
+                memory: 8 << 30,
+                pods: 110
+            }
+        );
+        assert_eq!(
+            c.free,
+            Resources {
+                milli_cpu: 3000,
+                memory: 7 << 30,
+                pods: 108
+            }
+        );
+        assert!(c.ready && c.unschedulable);
+        assert!(!Candidate::from_node(&node("n", json!({}), "1", "1", false), used).ready);
+        assert!(!Candidate::from_node(&Node::default(), used).ready);
+    }
+
+    #[test]
+    fn resource_reasons() {
+        let s = spec(json!({"containers": [req("2", "2Gi")]}));
+        assert!(filter(&s, &cand("n", 2000, 2 << 30)).is_empty());
+        assert_eq!(
+            filter(&s, &cand("n", 1999, 2 << 30)),
+            vec![Reason::InsufficientCpu]
+        );
+        assert_eq!(
+            filter(&s, &cand("n", 0, 0)),
+            vec![Reason::InsufficientCpu, Reason::InsufficientMemory]
+        );
+        let mut full = cand("n", 4000, 4 << 30);
+        full.free.pods = 0;
+        assert_eq!(filter(&spec(json!({})), &full), vec![Reason::TooManyPods]);
+    }
+
+    #[test]
+    fn affinity_reasons() {
+        let c = labelled("n1", &[("zone", "a"), ("gen", "5")]);
+        let fits = |s: &PodSpec| filter(s, &c).is_empty();
+        assert!(fits(&spec(json!({"nodeSelector": {"zone": "a"}}))));
+        assert_eq!(
+            filter(&spec(json!({"nodeSelector": {"zone": "b"}})), &c),
+            vec![Reason::Affinity]
+        );
+        assert!(!fits(&spec(
+            json!({"nodeSelector": {"zone": "a", "x": "y"}})
+        )));
+        assert!(fits(&affinity(expr("zone", "In", &["b", "a"]))));
+        assert!(!fits(&affinity(expr("zone", "In", &["b"]))));
+        assert!(!fits(&affinity(expr("nope", "In", &["a"]))));
+        assert!(fits(&affinity(expr("zone", "NotIn", &["b"]))));
+        assert!(fits(&affinity(expr("nope", "NotIn", &["b"]))));
+        assert!(!fits(&affinity(expr("zone", "NotIn", &["a"]))));
+        assert!(fits(&affinity(expr("zone", "Exists", &[]))));
+        assert!(!fits(&affinity(expr("nope", "Exists", &[]))));
+        assert!(fits(&affinity(expr("nope", "DoesNotExist", &[]))));
+        assert!(!fits(&affinity(expr("zone", "DoesNotExist", &[]))));
+        assert!(fits(&affinity(expr("gen", "Gt", &["4"]))));
+        assert!(!fits(&affinity(expr("gen", "Gt", &["5"]))));
+        assert!(fits(&affinity(expr("gen", "Lt", &["6"]))));
+        assert!(!fits(&affinity(expr("gen", "Lt", &["5"]))));
+        assert!(!fits(&affinity(expr("zone", "Gt", &["1"]))));
+        assert!(!fits(&affinity(expr("gen", "Gt", &["1", "2"]))));
+        assert!(!fits(&affinity(expr("zone", "Bogus", &["a"]))));
+        // AND within a term, OR across terms; an empty term or term list matches nothing.
+        let and = json!([{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a"]},
+            {"key": "gen", "operator": "In", "values": ["4"]}]}]);
+        assert!(!fits(&affinity(and)));
+        let or = json!([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                        {"matchExpressions": [{"key": "gen", "operator": "In", "values": ["5"]}]}]);
+        assert!(fits(&affinity(or)));
+        assert!(!fits(&affinity(json!([{}]))));
+        assert!(!fits(&affinity(json!([]))));
+        // matchFields on metadata.name.
+        let field = |op: &str, v: &str| {
+            affinity(
+                json!([{"matchFields": [{"key": "metadata.name", "operator": op, "values": [v]}]}]),
+            )
+        };
+        assert!(fits(&field("In", "n1")));
+        assert!(!fits(&field("In", "n2")));
+        assert!(fits(&field("NotIn", "n2")));
+        assert!(!fits(&field("NotIn", "n1")));
+        assert!(!fits(&field("Exists", "n1")));
+        assert!(!fits(&affinity(
+            json!([{"matchFields": [{"key": "metadata.uid", "operator": "In", "values": ["n1"]}]}])
+        )));
+        // nodeSelector and affinity must both hold.
+        let mut both = affinity(expr("zone", "In", &["a"]));
+        both.node_selector = Some(BTreeMap::from([("gen".into(), "4".into())]));
+        assert!(!fits(&both));
+    }
+
+    #[test]
+    fn taints_and_tolerations() {
+        let mut c = cand("n", 4000, 8 << 30);
+        c.taints = vec![
+            taint("soft", "", "PreferNoSchedule"),
+            taint("gpu", "yes", "NoSchedule"),
+        ];
+        let tol = |t: Value| spec(json!({"tolerations": [t]}));
+        assert_eq!(
+            filter(&spec(json!({})), &c),
+            vec![Reason::Taint("gpu=yes:NoSchedule".into())]
+        );
+        for ok in [
+            json!({"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}),
+            json!({"key": "gpu", "value": "yes"}),
+            json!({"key": "gpu", "operator": "Exists"}),
+            json!({"operator": "Exists"}),
+            json!({"operator": "Exists", "effect": "NoSchedule"}),
+        ] {
+            assert!(filter(&tol(ok.clone()), &c).is_empty(), "{ok}");
+        }
+        for bad in [
+            json!({"key": "gpu", "operator": "Equal", "value": "no"}),
+            json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"}),
+            json!({"key": "other", "operator": "Exists"}),
+            json!({"key": "gpu", "operator": "Weird", "value": "yes"}),
+            json!({"operator": "Exists", "effect": "PreferNoSchedule"}),
+        ] {
+            assert!(!filter(&tol(bad.clone()), &c).is_empty(), "{bad}");
+        }
+        c.taints = vec![taint("evict", "", "NoExecute")];
+        assert_eq!(
+            filter(&spec(json!({})), &c),
+            vec![Reason::Taint("evict=:NoExecute".into())]
+        );
+    }
+
+    #[test]
+    fn unschedulable_and_not_ready() {
+        let mut c = cand("n", 4000, 8 << 30);
+        c.unschedulable = true;
+        assert_eq!(filter(&spec(json!({})), &c), vec![Reason::Unschedulable]);
+        let s = spec(json!({"tolerations": [
+            {"key": TAINT_UNSCHEDULABLE, "operator": "Exists", "effect": "NoSchedule"}]}));
+        assert!(filter(&s, &c).is_empty());
+        let mut c = cand("n", 4000, 8 << 30);
+        c.ready = false;
+        assert_eq!(filter(&spec(json!({})), &c), vec![Reason::NotReady]);
+        // kube's default NoExecute toleration (300s) does not let a pod onto a not-ready node.
+        let s = spec(json!({"tolerations": [
+            {"key": TAINT_NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]}));
+        assert_eq!(filter(&s, &c), vec![Reason::NotReady]);
+        let s = spec(json!({"tolerations": [{"key": TAINT_NOT_READY, "operator": "Exists"}]}));
+        assert!(filter(&s, &c).is_empty());
+        // First failing check wins, like kube's filter plugins.
+        c.unschedulable = true;
+        c.free = Resources::default();
+        assert_eq!(filter(&spec(json!({})), &c), vec![Reason::Unschedulable]);
+    }
+
+    #[test]
+    fn scores() {
+        let s = spec(json!({"containers": [req("1", "1Gi")]}));
+        let empty = cand("a", 4000, 4 << 30);
+        let mut busy = cand("b", 4000, 4 << 30);
+        busy.free = Resources {
+            milli_cpu: 2000,
+            memory: 2 << 30,
+            pods: 5,
+        };
+        assert_eq!(score(&s, &empty), 75);
+        assert_eq!(score(&s, &busy), 25);
+        assert_eq!(pick(&s, &[busy.clone(), empty.clone()], "nodes"), Ok(1));
+        // Preferred affinity outweighs free space.
+        let mut pref = s.clone();
+        pref.affinity = Some(
+            serde_json::from_value(json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 2, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}},
+                {"weight": 1, "preference": {}}]}}))
+            .expect("affinity"),
+        );
+        busy.labels.insert("disk".into(), "ssd".into());
+        assert_eq!(score(&pref, &busy), 225);
+        assert_eq!(pick(&pref, &[empty.clone(), busy.clone()], "nodes"), Ok(1));
+        // Untolerated PreferNoSchedule taints cost 10 each.
+        let mut soft = empty.clone();
+        soft.taints = vec![
+            taint("x", "", "PreferNoSchedule"),
+            taint("y", "", "PreferNoSchedule"),
+        ];
+        assert_eq!(score(&s, &soft), 55);
+        let tolerant = spec(
+            json!({"containers": [req("1", "1Gi")], "tolerations": [{"key": "x", "operator": "Exists"}]}),
+        );
+        assert_eq!(score(&tolerant, &soft), 65);
+        // Ties go to the lowest name; zero allocatable does not divide by zero.
+        assert_eq!(
+            pick(
+                &s,
+                &[cand("z", 4000, 4 << 30), cand("m", 4000, 4 << 30)],
+                "nodes"
+            ),
+            Ok(1)
+        );
+        let mut zero = cand("z", 0, 0);
+        zero.allocatable = Resources::default();
+        assert_eq!(score(&spec(json!({})), &zero), 0);
+    }
+
+    #[test]
+    fn messages() {
+        let counts = BTreeMap::from([(Reason::InsufficientCpu, 1), (Reason::Affinity, 2)]);
+        assert_eq!(
+            unschedulable_message(3, &counts, "nodes"),
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector."
+        );
+        assert_eq!(
+            unschedulable_message(2, &BTreeMap::from([(Reason::Affinity, 2)]), "sites"),
+            "0/2 sites are available: 2 site(s) didn't match Pod's node affinity/selector."
+        );
+        // kube sorts the "<count> <text>" strings, so counts come first.
+        let counts = BTreeMap::from([
+            (Reason::InsufficientCpu, 4),
+            (
+                Reason::Taint("node-role.kubernetes.io/control-plane=:NoSchedule".into()),
+                1,
+            ),
+        ]);
+        assert_eq!(
+            unschedulable_message(5, &counts, "nodes"),
+            "0/5 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, 4 Insufficient cpu."
+        );
+        let counts = BTreeMap::from([
+            (Reason::InsufficientMemory, 1),
+            (Reason::TooManyPods, 1),
+            (Reason::Unschedulable, 1),
+            (Reason::NotReady, 1),
+            (Reason::Taint("gpu=yes:NoSchedule".into()), 1),
+        ]);
+        assert_eq!(
+            unschedulable_message(5, &counts, "nodes"),
+            "0/5 nodes are available: 1 Insufficient memory, 1 Too many pods, \
+             1 node(s) had untolerated taint {gpu: yes}, \
+             1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, \
+             1 node(s) were unschedulable."
+        );
+        // The same text from two reasons is one entry.
+        let counts = BTreeMap::from([
+            (Reason::NotReady, 1),
+            (Reason::Taint(format!("{TAINT_NOT_READY}=:NoSchedule")), 2),
+        ]);
+        assert_eq!(
+            unschedulable_message(3, &counts, "nodes"),
+            "0/3 nodes are available: 3 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+        );
+        assert_eq!(
+            unschedulable_message(0, &BTreeMap::new(), "nodes"),
+            "no nodes available to schedule pods"
+        );
+        // pick produces it, counting each failing candidate.
+        let s = spec(json!({"containers": [req("2", "0")], "nodeSelector": {"zone": "a"}}));
+        let cands = [labelled("a", &[]), labelled("b", &[]), {
+            let mut c = labelled("c", &[("zone", "a")]);
+            c.free.milli_cpu = 1000;
+            c
+        }];
+        assert_eq!(
+            pick(&s, &cands, "nodes"),
+            Err("0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector.".into())
+        );
+    }
+
+    #[test]
+    fn summarize_groups_identical_nodes() {
+        let nodes = [
+            node("n3", json!({"pool": "a"}), "4", "8Gi", true),
+            node("n1", json!({"pool": "a"}), "4", "8Gi", true),
+            node("n2", json!({"pool": "b"}), "2", "4Gi", true),
+            node("n4", json!({"pool": "a"}), "4", "8Gi", false),
+        ];
+        let pods = [
+            pod("n1", "3", "Running"),
+            pod("n3", "1", "Running"),
+            pod("n3", "2", "Succeeded"),
+            pod("n2", "500m", "Pending"),
+            pod("", "1", "Pending"),
+        ];
+        let s = summarize("s1", &nodes, &pods);
+        assert_eq!((s.nodes, s.ready), (4, 3));
+        assert_eq!(s.allocatable.milli_cpu, 14000);
+        assert_eq!(s.requested.milli_cpu, 4500);
+        assert_eq!(s.requested.pods, 3);
+        let names: Vec<&str> = s.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["s1/n1", "s1/n2"]);
+        // The pool-a class keeps n3's free space (3 cpu), the largest of n1 and n3.
+        assert_eq!(s.classes[0].free.milli_cpu, 3000);
+        assert_eq!(s.classes[0].free.pods, 109);
+        assert_eq!(s.classes[0].allocatable.milli_cpu, 4000);
+        assert_eq!(s.classes[1].free.milli_cpu, 1500);
+        // Stable: input order does not matter, and round-trips through JSON.
+        let mut rev = nodes.to_vec();
+        rev.reverse();
+        assert_eq!(summarize("s1", &rev, &pods), s);
+        let wire = serde_json::to_string(&s).expect("json");
+        assert_eq!(serde_json::from_str::<SiteSummary>(&wire).expect("json"), s);
+        // Taints and cordoning split classes.
+        let mut cordoned = node("n5", json!({"pool": "a"}), "4", "8Gi", true);
+        cordoned.spec = Some(serde_json::from_value(json!({"unschedulable": true})).expect("spec"));
+        let mut more = nodes.to_vec();
+        more.push(cordoned);
+        assert_eq!(summarize("s1", &more, &pods).classes.len(), 3);
+        assert_eq!(summarize("s1", &[], &[]), SiteSummary::default());
+    }
+
+    #[test]
+    fn site_candidates_label_and_taint() {
+        let nodes = [
+            node("n1", json!({"pool": "a"}), "4", "8Gi", true),
+            node("n2", json!({"pool": "b"}), "4", "8Gi", true),
+        ];
+        let s = summarize("paris", &nodes, &[]);
+        let cands = site_candidates("paris", &s, &[taint("edge", "", "NoSchedule")]);
+        assert_eq!(cands.len(), 2);
+        for c in &cands {
+            assert_eq!(c.labels.get(SITE_LABEL).map(String::as_str), Some("paris"));
+            assert_eq!(c.taints.last(), Some(&taint("edge", "", "NoSchedule")));
+        }
+        let want = |site: &str| {
+            let mut s = affinity(expr(SITE_LABEL, "In", &[site]));
+            s.tolerations = Some(vec![serde_json::from_value(
+                json!({"key": "edge", "operator": "Exists"}),
+            )
+            .expect("toleration")]);
+            s
+        };
+        assert_eq!(pick(&want("paris"), &cands, "sites"), Ok(0));
+        assert_eq!(
+            pick_group(&want("berlin"), &[cands.clone(), vec![]], "sites"),
+            Err(
+                "0/2 sites are available: 1 site(s) didn't match Pod's node affinity/selector, \
+                 1 site(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+                    .into()
+            )
+        );
+        assert_eq!(
+            pick_group(&want("paris"), &[vec![], cands.clone()], "sites"),
+            Ok((1, 0))
+        );
+        let untolerated = affinity(expr(SITE_LABEL, "In", &["paris"]));
+        assert_eq!(
+            pick(&untolerated, &cands, "sites"),
+            Err("0/2 sites are available: 2 site(s) had untolerated taint {edge: }.".into())
+        );
+    }
+
+    #[test]
+    fn resources_read_numbers_or_numeric_strings() {
+        let r: Resources =
+            serde_json::from_str(r#"{"milli_cpu": "2000", "memory": 1024, "pods": "110"}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            Resources {
+                milli_cpu: 2000,
+                memory: 1024,
+                pods: 110
+            }
+        );
+        assert!(
+            serde_json::from_str::<Resources>(r#"{"milli_cpu": "x", "memory": 1, "pods": 1}"#)
+                .is_err()
+        );
+    }
+}
