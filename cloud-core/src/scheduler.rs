@@ -140,7 +140,7 @@ pub async fn pass(store: &Store) -> usize {
             site_cands.push((c, Target::Site(k.name.clone()), allowed.clone()));
         }
     }
-    let mut placed = 0;
+    let mut decisions: Vec<(Key, std::sync::Arc<Value>, Result<Target, String>)> = Vec::new();
     waiting.sort_by(|a, b| created(&a.1).cmp(created(&b.1)));
     for (key, pod) in waiting {
         let Some(spec) = spec_of(&pod) else { continue };
@@ -164,13 +164,12 @@ pub async fn pass(store: &Store) -> usize {
                     let j = sites_ok[i - node_cands.len()];
                     (site_cands[j].1.clone(), &mut site_cands[j].0)
                 };
-                if place(store, &key, &pod, &target).await {
-                    placed += 1;
-                    let add = sched::pod_requests(&spec);
-                    slot.free.milli_cpu = slot.free.milli_cpu.saturating_sub(add.milli_cpu);
-                    slot.free.memory = slot.free.memory.saturating_sub(add.memory);
-                    slot.free.pods = slot.free.pods.saturating_sub(add.pods);
-                }
+                // Count it now, so the rest of this pass sees the capacity it takes.
+                let add = sched::pod_requests(&spec);
+                slot.free.milli_cpu = slot.free.milli_cpu.saturating_sub(add.milli_cpu);
+                slot.free.memory = slot.free.memory.saturating_sub(add.memory);
+                slot.free.pods = slot.free.pods.saturating_sub(add.pods);
+                decisions.push((key, pod, Ok(target)));
             }
             Err(_) => {
                 let nodes: Vec<Candidate> = node_cands.iter().map(|c| c.0.clone()).collect();
@@ -199,11 +198,26 @@ pub async fn pass(store: &Store) -> usize {
                         "{barred} site class(es) do not allow tenant {tenant}."
                     ));
                 }
-                unschedulable(store, &key, &pod, msg.join(" ").trim()).await;
+                decisions.push((key, pod, Err(msg.join(" ").trim().to_string())));
             }
         }
     }
-    placed
+    // The writes go concurrently, so the store commits them in groups (one sync per group).
+    use futures_util::StreamExt;
+    futures_util::stream::iter(decisions)
+        .map(|(key, pod, d)| async move {
+            match d {
+                Ok(target) => place(store, &key, &pod, &target).await,
+                Err(msg) => {
+                    unschedulable(store, &key, &pod, &msg).await;
+                    false
+                }
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|placed| std::future::ready(*placed))
+        .count()
+        .await
 }
 
 fn created(v: &Value) -> &str {
@@ -268,17 +282,17 @@ async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
         }
     };
     let rv = apiserver::store::object_rv(pod).unwrap_or(0);
-    match store
-        .commit(vec![Op::Put {
+    let ops = vec![
+        Op::Put {
             key: key.clone(),
             value: v,
             pre: Precondition::Version(rv),
-        }])
-        .await
-    {
+        },
+        event(key, pod, "Normal", "Scheduled", &msg),
+    ];
+    match store.commit(ops).await {
         Ok(_) => {
-            tracing::info!(pod = %key.name, namespace = %key.namespace, ?target, "placed");
-            event(store, key, pod, "Normal", "Scheduled", &msg).await;
+            tracing::debug!(pod = %key.name, namespace = %key.namespace, ?target, "placed");
             true
         }
         Err(e) => {
@@ -300,17 +314,19 @@ async fn unschedulable(store: &Store, key: &Key, pod: &Value, msg: &str) {
     let mut v = pod.clone();
     set_condition(&mut v, "False", Some("Unschedulable"), Some(msg));
     let rv = apiserver::store::object_rv(pod).unwrap_or(0);
-    let put = Op::Put {
-        key: key.clone(),
-        value: v,
-        pre: Precondition::Version(rv),
-    };
-    if store.commit(vec![put]).await.is_ok() {
-        event(store, key, pod, "Warning", "FailedScheduling", msg).await;
-    }
+    let ops = vec![
+        Op::Put {
+            key: key.clone(),
+            value: v,
+            pre: Precondition::Version(rv),
+        },
+        event(key, pod, "Warning", "FailedScheduling", msg),
+    ];
+    let _ = store.commit(ops).await;
 }
 
-async fn event(store: &Store, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) {
+/// An event about `pod`, as a write to commit with the change it reports.
+fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> Op {
     let name = format!("{}.{:x}", key.name, rand::random::<u64>());
     let ts = now();
     let mut ev = json!({
@@ -326,13 +342,11 @@ async fn event(store: &Store, key: &Key, pod: &Value, ty: &str, reason: &str, ms
     if !key.tenant.is_empty() {
         ev["metadata"]["tenant"] = json!(key.tenant);
     }
-    let _ = store
-        .put(
-            Key::new("events", &key.tenant, &key.namespace, &name),
-            ev,
-            Precondition::Absent,
-        )
-        .await;
+    Op::Put {
+        key: Key::new("events", &key.tenant, &key.namespace, &name),
+        value: ev,
+        pre: Precondition::Absent,
+    }
 }
 
 /// Run until cancelled: a pass on every change of pods, nodes or sites (and every [`RETRY`]).

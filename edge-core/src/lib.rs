@@ -58,6 +58,10 @@ pub struct EdgeConfig {
     pub listen: SocketAddr,
     /// Watch window of the local store.
     pub watch_window: usize,
+    /// Keep the store in memory only (the hollow-site simulator; nothing survives a restart).
+    pub in_memory: bool,
+    /// Judge node health from Leases (off for hollow nodes, which renew none).
+    pub judge_nodes: bool,
 }
 
 /// A running edge-core.
@@ -246,7 +250,11 @@ pub async fn start(
             c
         }
     };
-    let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?;
+    let store = if cfg.in_memory {
+        Store::open(Box::new(apiserver::store::MemBackend), cfg.watch_window)?
+    } else {
+        Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?
+    };
     // The system namespaces exist before the cloud sends anything, so the site works from its
     // first offline minute; the cloud's copies replace them when they arrive.
     apiserver::bootstrap::system_namespaces(&store).await?;
@@ -275,11 +283,13 @@ pub async fn start(
         edge_hooks.clone(),
         cancel.child_token(),
     ));
-    tracker.spawn(nodes::run(
-        store.clone(),
-        edge_hooks.clone(),
-        cancel.child_token(),
-    ));
+    if cfg.judge_nodes {
+        tracker.spawn(nodes::run(
+            store.clone(),
+            edge_hooks.clone(),
+            cancel.child_token(),
+        ));
+    }
     let hooks: Arc<dyn apiserver::api::Hooks> = edge_hooks;
     let api = Api::with_hooks(
         store.clone(),

@@ -70,6 +70,8 @@ fn main() -> ExitCode {
             join_token,
             listen,
             watch_window: watch_window as usize,
+            in_memory: false,
+            judge_nodes: true,
         };
         edge_core::start(cfg, cancel.clone(), &tracker).await?;
         cancel.cancelled().await;

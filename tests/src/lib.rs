@@ -2,6 +2,7 @@
 //! dirs, drive them with stock kubectl and the `kube` crate, and clean up even on failure.
 
 pub mod registry;
+pub mod sim;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,220 @@
+//! Scheduling benchmark with the hollow-site simulator (issue 5): a real cloud-core process, and
+//! in this process S real edge-cores (in-memory) with N hollow nodes each. P pods are created at
+//! the cloud with no node; the cloud scheduler places them on sites from the sites' summaries,
+//! the sites' schedulers bind them, hollow runners report them Running, and everything travels
+//! over the real sync protocol.
+//!
+//!   cargo build --release -p cloud-core -p tests
+//!   ./target/release/sim [--sites 100] [--nodes 100] [--pods 10000] [--cpus 32]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+use tests::sim::NodeSize;
+use tests::CloudCore;
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("sim [--sites S] [--nodes N] [--pods P] [--cpus C]");
+        return Ok(());
+    }
+    let sites = tests::bench_arg("--sites", 100)? as usize;
+    let nodes = tests::bench_arg("--nodes", 100)? as usize;
+    let n = tests::bench_arg("--pods", 10_000)? as usize;
+    let cpus = tests::bench_arg("--cpus", 32)? as u32;
+    let cc = CloudCore::start_with(&["--site-cert-ttl", "24h"]);
+    let t = Instant::now();
+    let sim = tests::sim::start(
+        &cc,
+        sites,
+        nodes,
+        NodeSize {
+            cpus,
+            memory_gib: 128,
+            pods: 110,
+        },
+    )
+    .await?;
+    println!(
+        "{} sites x {nodes} hollow nodes started in {:.1} s",
+        sim.sites.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let client = tests::client_for(&cc.kubeconfig()).await;
+    // Every site's summary at the cloud.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let req = http::Request::get("/apis/edge.atoll.io/v1/edgesites").body(Vec::new())?;
+        let l: serde_json::Value = client.request(req).await?;
+        let ready = l["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| {
+                        s.pointer("/status/summary/ready").and_then(|v| v.as_u64())
+                            == Some(nodes as u64)
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready == sites {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {ready}/{sites} sites summarised"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "all summaries at the cloud after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let cloud_pid = cc.pid();
+    let (cpu0, rss0) = (cpu_secs(cloud_pid), rss_mib(cloud_pid));
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let rv = pods
+        .list(&Default::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = pods
+        .watch(&WatchParams::default().labels("app=sim"), &rv)
+        .await?
+        .boxed();
+    let created: std::sync::Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
+    let t0 = Instant::now();
+    let creator = {
+        let pods = pods.clone();
+        let created = created.clone();
+        tokio::spawn(async move {
+            futures_util::stream::iter(0..n)
+                .map(|i| {
+                    let pods = pods.clone();
+                    let created = created.clone();
+                    async move {
+                        let name = format!("p{i:05}");
+                        let p: Pod = serde_json::from_value(json!({
+                            "metadata": {"name": name, "labels": {"app": "sim"}},
+                            "spec": {"containers": [{"name": "c", "image": "hollow", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]},
+                        }))?;
+                        created.lock().unwrap_or_else(|e| e.into_inner()).insert(name, Instant::now());
+                        pods.create(&PostParams::default(), &p).await?;
+                        anyhow::Ok(())
+                    }
+                })
+                .buffer_unordered(32)
+                .try_collect::<Vec<_>>()
+                .await
+        })
+    };
+    let mut bound: HashMap<String, Duration> = HashMap::new();
+    let mut running: HashMap<String, Duration> = HashMap::new();
+    let mut per_site: HashMap<String, usize> = HashMap::new();
+    let mut last_bound = Duration::ZERO;
+    while running.len() < n {
+        let ev = tokio::time::timeout(Duration::from_secs(120), stream.try_next())
+            .await
+            .context("no progress for 120 s")??
+            .context("watch ended")?;
+        if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let Some(c) = created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .copied()
+            else {
+                continue;
+            };
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            if !node.is_empty() && !bound.contains_key(&name) {
+                bound.insert(name.clone(), c.elapsed());
+                last_bound = t0.elapsed();
+                let site = node.split('-').next().unwrap_or("").to_string();
+                *per_site.entry(site).or_default() += 1;
+            }
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+            if phase.as_deref() == Some("Running") && !running.contains_key(&name) {
+                running.insert(name, c.elapsed());
+            }
+        }
+    }
+    creator.await??;
+    let total = t0.elapsed();
+    let (cpu1, rss1) = (cpu_secs(cloud_pid), rss_mib(cloud_pid));
+    let b: Vec<Duration> = bound.values().copied().collect();
+    let r: Vec<Duration> = running.values().copied().collect();
+    println!(
+        "{n} pods on {} sites x {nodes} nodes: all bound after {:.2} s ({:.0} pods/s scheduled and bound end to end), all Running at the cloud after {:.2} s ({:.0} pods/s)",
+        sites,
+        last_bound.as_secs_f64(),
+        n as f64 / last_bound.as_secs_f64().max(1e-9),
+        total.as_secs_f64(),
+        n as f64 / total.as_secs_f64()
+    );
+    println!(
+        "create -> bound (seen at the cloud): p50 {:.0} ms, p99 {:.0} ms; create -> Running: p50 {:.0} ms, p99 {:.0} ms",
+        tests::percentile_ms(b.clone(), 0.5),
+        tests::percentile_ms(b, 0.99),
+        tests::percentile_ms(r.clone(), 0.5),
+        tests::percentile_ms(r, 0.99)
+    );
+    let (min, max) = (
+        per_site.values().min().copied().unwrap_or(0),
+        per_site.values().max().copied().unwrap_or(0),
+    );
+    println!(
+        "spread: {} sites used, {min}..{max} pods per site",
+        per_site.len()
+    );
+    println!(
+        "cloud-core: RSS {rss0:.0} MiB before, {rss1:.0} MiB after; CPU {:.1} s during the run ({:.0}% of one core)",
+        cpu1 - cpu0,
+        (cpu1 - cpu0) / total.as_secs_f64() * 100.0
+    );
+    println!(
+        "this process (sites + client): RSS {:.0} MiB",
+        rss_mib(std::process::id())
+    );
+    drop(sim);
+    Ok(())
+}
