@@ -662,6 +662,49 @@ pub fn site_candidates(site: &str, summary: &SiteSummary, site_taints: &[Taint])
         .collect()
 }
 
+/// Set a pod's `PodScheduled` condition (and phase Pending when it has none), as both
+/// schedulers report placements and failures.
+pub fn set_scheduled(
+    pod: &mut serde_json::Value,
+    status: &str,
+    reason: Option<&str>,
+    msg: Option<&str>,
+) {
+    use serde_json::{json, Value};
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut c = json!({"type": "PodScheduled", "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    if let Some(m) = msg {
+        c["message"] = json!(m);
+    }
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let mut conds: Vec<Value> = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["type"] != "PodScheduled")
+        .collect();
+    conds.push(c);
+    pod["status"]["conditions"] = json!(conds);
+    if pod.pointer("/status/phase").is_none() {
+        pod["status"]["phase"] = json!("Pending");
+    }
+}
+
+/// Whether the pod already carries `PodScheduled=False` with this message (nothing to write).
+pub fn already_unschedulable(pod: &serde_json::Value, msg: &str) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
+        .is_some_and(|c| c["status"] == "False" && c["message"] == msg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

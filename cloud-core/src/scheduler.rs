@@ -64,11 +64,24 @@ pub async fn pass(store: &Store) -> usize {
     let (_, nodes) = store.list(&all("nodes"), None);
     let (_, pods) = store.list(&all("pods"), None);
     let (_, sites) = store.list(&all(EDGESITES), None);
+    // Only pods bound to cloud nodes count here (sites account for their own nodes).
+    let cloud_nodes: std::collections::HashSet<&str> = nodes
+        .iter()
+        .filter(|(_, v)| {
+            v.pointer("/metadata/labels")
+                .and_then(|l| l.get(proto::SITE_LABEL))
+                .is_none()
+        })
+        .map(|(k, _)| k.name.as_str())
+        .collect();
     let mut requested: HashMap<String, Resources> = HashMap::new();
     let mut waiting = Vec::new();
     for (k, v) in &pods {
         let n = node_name(v);
         if !n.is_empty() {
+            if !cloud_nodes.contains(n) {
+                continue;
+            }
             let done = matches!(
                 v.pointer("/status/phase").and_then(Value::as_str),
                 Some("Succeeded") | Some("Failed")
@@ -230,38 +243,12 @@ fn spec_of(v: &Value) -> Option<PodSpec> {
     serde_json::from_value(v.get("spec")?.clone()).ok()
 }
 
-fn set_condition(v: &mut Value, status: &str, reason: Option<&str>, msg: Option<&str>) {
-    let mut c = json!({"type": "PodScheduled", "status": status, "lastProbeTime": null, "lastTransitionTime": now()});
-    if let Some(r) = reason {
-        c["reason"] = json!(r);
-    }
-    if let Some(m) = msg {
-        c["message"] = json!(m);
-    }
-    if !v.get("status").is_some_and(Value::is_object) {
-        v["status"] = json!({});
-    }
-    let mut conds: Vec<Value> = v
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c["type"] != "PodScheduled")
-        .collect();
-    conds.push(c);
-    v["status"]["conditions"] = json!(conds);
-    if v.pointer("/status/phase").is_none() {
-        v["status"]["phase"] = json!("Pending");
-    }
-}
-
 async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
     let mut v = pod.clone();
     let msg = match target {
         Target::Node(n) => {
             v["spec"]["nodeName"] = json!(n);
-            set_condition(&mut v, "True", None, None);
+            sched::set_scheduled(&mut v, "True", None, None);
             format!(
                 "Successfully assigned {}/{} to {n}",
                 key.namespace, key.name
@@ -303,16 +290,11 @@ async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
 }
 
 async fn unschedulable(store: &Store, key: &Key, pod: &Value, msg: &str) {
-    let same = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
-        .is_some_and(|c| c["status"] == "False" && c["message"] == msg);
-    if same {
+    if sched::already_unschedulable(pod, msg) {
         return;
     }
     let mut v = pod.clone();
-    set_condition(&mut v, "False", Some("Unschedulable"), Some(msg));
+    sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
     let rv = apiserver::store::object_rv(pod).unwrap_or(0);
     let ops = vec![
         Op::Put {

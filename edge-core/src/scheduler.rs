@@ -160,7 +160,7 @@ impl Scheduler {
     async fn bind(&self, key: &Key, pod: &Value, node: &str) -> bool {
         let mut v = pod.clone();
         v["spec"]["nodeName"] = json!(node);
-        set_condition(&mut v, "True", None, None);
+        sched::set_scheduled(&mut v, "True", None, None);
         let rv = apiserver::store::object_rv(pod).unwrap_or(0);
         let kind = if self.hooks.owns(pod) { "Put" } else { "Bind" };
         let ops = vec![
@@ -195,19 +195,11 @@ impl Scheduler {
     }
 
     async fn unschedulable(&self, key: &Key, pod: &Value, msg: &str) {
-        let same = pod
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
-            .is_some_and(|c| c["status"] == "False" && c["message"] == msg);
-        if same {
+        if sched::already_unschedulable(pod, msg) {
             return;
         }
         let mut v = pod.clone();
-        set_condition(&mut v, "False", Some("Unschedulable"), Some(msg));
-        if v.pointer("/status/phase").is_none() {
-            v["status"]["phase"] = json!("Pending");
-        }
+        sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
         let rv = apiserver::store::object_rv(pod).unwrap_or(0);
         let kind = if self.hooks.owns(pod) {
             "Put"
@@ -286,29 +278,6 @@ impl Scheduler {
             self.summary_sent = Some(tokio::time::Instant::now());
         }
     }
-}
-
-fn set_condition(v: &mut Value, status: &str, reason: Option<&str>, msg: Option<&str>) {
-    let mut c = json!({"type": "PodScheduled", "status": status, "lastProbeTime": null, "lastTransitionTime": now()});
-    if let Some(r) = reason {
-        c["reason"] = json!(r);
-    }
-    if let Some(m) = msg {
-        c["message"] = json!(m);
-    }
-    if !v.get("status").is_some_and(Value::is_object) {
-        v["status"] = json!({});
-    }
-    let mut conds: Vec<Value> = v
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c["type"] != "PodScheduled")
-        .collect();
-    conds.push(c);
-    v["status"]["conditions"] = json!(conds);
 }
 
 /// Run until cancelled: a pass on every change of pods or nodes (and every [`RETRY`]).

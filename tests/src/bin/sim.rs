@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         .metadata
         .resource_version
         .unwrap_or_default();
-    let mut stream = pods
+    let stream = pods
         .watch(&WatchParams::default().labels("app=sim"), &rv)
         .await?
         .boxed();
@@ -146,12 +146,32 @@ async fn main() -> anyhow::Result<()> {
     let mut running: HashMap<String, Duration> = HashMap::new();
     let mut per_site: HashMap<String, usize> = HashMap::new();
     let mut last_bound = Duration::ZERO;
+    let mut stream = Some(stream);
     while running.len() < n {
-        let ev = tokio::time::timeout(Duration::from_secs(120), stream.try_next())
-            .await
-            .context("no progress for 120 s")??
-            .context("watch ended")?;
-        if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
+        // A watch the server ends (too slow a reader, a timeout) is resumed from a fresh list.
+        let next = match stream.as_mut() {
+            Some(st) => tokio::time::timeout(Duration::from_secs(120), st.try_next())
+                .await
+                .context("no progress for 120 s")?,
+            None => Ok(None),
+        };
+        let batch: Vec<Pod> = match next {
+            Ok(Some(WatchEvent::Added(p))) | Ok(Some(WatchEvent::Modified(p))) => vec![p],
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => {
+                let l = pods
+                    .list(&kube::api::ListParams::default().labels("app=sim"))
+                    .await?;
+                let rv = l.metadata.resource_version.clone().unwrap_or_default();
+                stream = Some(
+                    pods.watch(&WatchParams::default().labels("app=sim"), &rv)
+                        .await?
+                        .boxed(),
+                );
+                l.items
+            }
+        };
+        for p in batch {
             let name = p.metadata.name.clone().unwrap_or_default();
             let Some(c) = created
                 .lock()
