@@ -120,6 +120,9 @@ pub async fn pass(store: &Store) -> usize {
     node_cands.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     // Connected sites, from their summaries.
     let mut site_cands: Vec<(Candidate, Target, Vec<String>)> = Vec::new();
+    // Each site's free share of its total capacity (cpu, memory), kept current through the pass
+    // so that placements spread over sites instead of piling onto the best-scoring one.
+    let mut site_free: HashMap<String, (Resources, Resources)> = HashMap::new();
     let mut disconnected = 0usize;
     for (k, s) in &sites {
         let connected = s
@@ -149,6 +152,13 @@ pub async fn pass(store: &Store) -> usize {
             .pointer("/spec/allowedTenants")
             .and_then(|t| serde_json::from_value(t.clone()).ok())
             .unwrap_or_default();
+        site_free.insert(
+            k.name.clone(),
+            (
+                summary.allocatable.saturating_sub(summary.requested),
+                summary.allocatable,
+            ),
+        );
         for c in sched::site_candidates(&k.name, &summary, &taints) {
             site_cands.push((c, Target::Site(k.name.clone()), allowed.clone()));
         }
@@ -169,7 +179,31 @@ pub async fn pass(store: &Store) -> usize {
         let barred = site_cands.len() - sites_ok.len();
         let mut all: Vec<Candidate> = node_cands.iter().map(|c| c.0.clone()).collect();
         all.extend(sites_ok.iter().map(|&i| site_cands[i].0.clone()));
-        match sched::pick(&spec, &all, "nodes") {
+        // Best fit by the shared score plus how free the whole place is (a node's own share, or
+        // its site's).
+        let share = |free: Resources, total: Resources| -> i64 {
+            let f = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+            ((f(free.milli_cpu, total.milli_cpu) + f(free.memory, total.memory)) * 50.0) as i64
+        };
+        let mut best: Option<(i64, usize)> = None;
+        for (i, c) in all.iter().enumerate() {
+            if !sched::filter(&spec, c).is_empty() {
+                continue;
+            }
+            let spread = if i < node_cands.len() {
+                share(c.free, c.allocatable)
+            } else {
+                match &site_cands[sites_ok[i - node_cands.len()]].1 {
+                    Target::Site(s) => site_free.get(s).map_or(0, |(f, t)| share(*f, *t)),
+                    Target::Node(_) => 0,
+                }
+            };
+            let score = sched::score(&spec, c) + spread;
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i));
+            }
+        }
+        match best.map(|(_, i)| i).ok_or(()) {
             Ok(i) => {
                 let (target, slot) = if i < node_cands.len() {
                     (node_cands[i].1.clone(), &mut node_cands[i].0)
@@ -182,6 +216,11 @@ pub async fn pass(store: &Store) -> usize {
                 slot.free.milli_cpu = slot.free.milli_cpu.saturating_sub(add.milli_cpu);
                 slot.free.memory = slot.free.memory.saturating_sub(add.memory);
                 slot.free.pods = slot.free.pods.saturating_sub(add.pods);
+                if let Target::Site(s) = &target {
+                    if let Some((free, _)) = site_free.get_mut(s) {
+                        *free = free.saturating_sub(add);
+                    }
+                }
                 decisions.push((key, pod, Ok(target)));
             }
             Err(_) => {
