@@ -152,7 +152,8 @@ and at the edge site (works while the cloud is down too):
   kubectl --kubeconfig $EKC create configmap hello --from-literal=from=edge
   kubectl get configmap hello -o yaml            # at the cloud, marked edge.atoll.io/origin: $SITE
   kubectl --kubeconfig $EKC logs hello
-(Pods need spec.nodeName until the scheduler lands.)
+  kubectl create deployment web --image=localhost/busybox:v1 --replicas=2 -- httpd -f -p 8080
+  kubectl get deploy,rs,pods -o wide             # placed on site1 by the cloud, bound by the site
 
 Stop with: deploy/up.sh down
 MSG
