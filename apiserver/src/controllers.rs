@@ -194,32 +194,64 @@ async fn collect_garbage(store: &Store) -> bool {
     changed
 }
 
-/// Run the controllers until cancelled: a pass at start, then after every deletion-related
-/// change (and every few seconds as a safety net).
-pub async fn run(store: Store, cancel: CancellationToken) {
+/// Run `pass` at start, after every store change `relevant` picks (waiting `settle` first, so
+/// that a burst of changes makes one pass over the store as it then is), and every `every` as a
+/// safety net, until cancelled. The loop every controller and scheduler runs on.
+pub async fn on_changes<F, Fut>(
+    store: &Store,
+    every: Duration,
+    settle: Duration,
+    cancel: &CancellationToken,
+    relevant: impl Fn(&crate::store::Event) -> bool,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     loop {
         let mut live = match store.watch(store.current_rv()) {
             Ok(w) => w.live,
-            Err(_) => continue,
+            Err(_) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
         };
-        while reconcile(&store).await {}
-        let tick = tokio::time::sleep(Duration::from_secs(5));
+        pass().await;
+        let tick = tokio::time::sleep(every);
         tokio::pin!(tick);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = &mut tick => break,
                 ev = live.recv() => match ev {
-                    Ok(e) => {
-                        if e.kind == crate::store::EventType::Deleted || terminating(&e.object) {
-                            break;
+                    Ok(e) if relevant(&e) => {
+                        if !settle.is_zero() {
+                            tokio::time::sleep(settle).await;
                         }
+                        break;
                     }
+                    Ok(_) => {}
                     Err(_) => break,
                 },
             }
         }
     }
+}
+
+/// Run the controllers until cancelled: a pass at start, then after every deletion-related
+/// change (and every few seconds as a safety net).
+pub async fn run(store: Store, cancel: CancellationToken) {
+    on_changes(
+        &store,
+        Duration::from_secs(5),
+        Duration::ZERO,
+        &cancel,
+        |e| e.kind == crate::store::EventType::Deleted || terminating(&e.object),
+        || async { while reconcile(&store).await {} },
+    )
+    .await
 }
 
 /// How long events live (kube-apiserver's `--event-ttl` default).

@@ -1731,31 +1731,17 @@ fn relevant(resource: &str) -> bool {
 /// Run the workload controllers until cancelled: a pass at start, after every relevant store
 /// change (coalesced), and every few seconds (minReadySeconds, retries).
 pub async fn run(store: Store, cancel: CancellationToken) {
-    loop {
-        let mut live = match store.watch(store.current_rv()) {
-            Ok(w) => w.live,
-            Err(_) => {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        reconcile(&store).await;
-        let tick = tokio::time::sleep(Duration::from_secs(5));
-        tokio::pin!(tick);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = &mut tick => break,
-                ev = live.recv() => match ev {
-                    Ok(e) if relevant(&e.key.resource) => break,
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
-            }
-        }
-    }
+    crate::controllers::on_changes(
+        &store,
+        Duration::from_secs(5),
+        Duration::ZERO,
+        &cancel,
+        |e| relevant(&e.key.resource),
+        || async {
+            reconcile(&store).await;
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ use crate::hub::placed_site;
 
 /// Unschedulable pods are retried at least this often.
 pub const RETRY: Duration = Duration::from_secs(5);
+/// A pass waits this long after a change, so that a burst of pods is placed in one pass.
+pub const SETTLE: Duration = Duration::from_millis(20);
 
 const EDGESITES: &str = "edgesites.edge.atoll.io";
 
@@ -372,30 +374,15 @@ fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> Op {
 
 /// Run until cancelled: a pass on every change of pods, nodes or sites (and every [`RETRY`]).
 pub async fn run(store: Store, cancel: CancellationToken) {
-    loop {
-        let mut live = match store.watch(store.current_rv()) {
-            Ok(w) => w.live,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        pass(&store).await;
-        let tick = tokio::time::sleep(RETRY);
-        tokio::pin!(tick);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = &mut tick => break,
-                ev = live.recv() => match ev {
-                    Ok(e) if matches!(e.key.resource.as_str(), "pods" | "nodes" | EDGESITES) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
-            }
-        }
-    }
+    apiserver::controllers::on_changes(
+        &store,
+        RETRY,
+        SETTLE,
+        &cancel,
+        |e| matches!(e.key.resource.as_str(), "pods" | "nodes" | EDGESITES),
+        || async {
+            pass(&store).await;
+        },
+    )
+    .await
 }

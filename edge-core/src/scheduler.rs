@@ -25,6 +25,8 @@ use crate::hooks::EdgeHooks;
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 /// Unschedulable pods are retried at least this often.
 pub const RETRY: Duration = Duration::from_secs(5);
+/// A pass waits this long after a change, so that a burst of pods is bound in one pass.
+pub const SETTLE: Duration = Duration::from_millis(20);
 
 const EDGESITES: &str = "edgesites.edge.atoll.io";
 
@@ -282,32 +284,16 @@ impl Scheduler {
 
 /// Run until cancelled: a pass on every change of pods or nodes (and every [`RETRY`]).
 pub async fn run(store: Store, hooks: Arc<EdgeHooks>, cancel: CancellationToken) {
-    let mut s = Scheduler::new(store.clone(), hooks);
-    loop {
-        let mut live = match store.watch(store.current_rv()) {
-            Ok(w) => w.live,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        s.pass().await;
-        let tick = tokio::time::sleep(RETRY);
-        tokio::pin!(tick);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = &mut tick => break,
-                ev = live.recv() => match ev {
-                    Ok(e) if e.key.resource == "pods" || e.key.resource == "nodes" => {
-                        // Coalesce a burst of changes into one pass.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
-            }
-        }
-    }
+    let s = tokio::sync::Mutex::new(Scheduler::new(store.clone(), hooks));
+    apiserver::controllers::on_changes(
+        &store,
+        RETRY,
+        SETTLE,
+        &cancel,
+        |e| e.key.resource == "pods" || e.key.resource == "nodes",
+        || async {
+            s.lock().await.pass().await;
+        },
+    )
+    .await
 }

@@ -748,3 +748,15 @@ pub fn site_connected(cc: &CloudCore, site: &str) -> String {
         "jsonpath={.status.conditions[?(@.type==\"Connected\")].status}",
     ])
 }
+
+/// Resident set size of a process, KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -16,17 +16,6 @@ use serde_json::json;
 use tests::registry::{busybox_image, Registry};
 use tests::{bin, Agent, CloudCore, EdgeCore};
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Proportional set size (shared pages divided among their users), KiB.
 fn pss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
@@ -52,7 +41,7 @@ fn shims_kib() -> (u64, u64, usize) {
         let mut parts = cmd.split(|b| *b == 0);
         let exe = parts.next().unwrap_or_default();
         if exe.ends_with(b"edge-agent") && parts.next() == Some(b"shim") {
-            total += rss_kib(pid);
+            total += tests::rss_kib(pid);
             pss += pss_kib(pid);
             n += 1;
         }
@@ -128,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     pods.delete("warm", &DeleteParams::default()).await?;
     wait_count(&pods, 0, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(settle)).await; // let the processes go idle
-    let idle0 = (rss_kib(edge.pid()), rss_kib(agent.pid()));
+    let idle0 = (tests::rss_kib(edge.pid()), tests::rss_kib(agent.pid()));
 
     // Watch at the cloud.
     let wp = WatchParams::default().labels("app=bench");
@@ -231,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
     }
     wait_count(&pods, keep, Duration::from_secs(300)).await?;
     tokio::time::sleep(Duration::from_secs(settle)).await;
-    let idle_k = (rss_kib(edge.pid()), rss_kib(agent.pid()));
+    let idle_k = (tests::rss_kib(edge.pid()), tests::rss_kib(agent.pid()));
     let (shims, shims_pss, shim_n) = shims_kib();
     println!(
         "idle RSS, 0 pods: edge-core {} KiB + edge-agent {} KiB = {:.1} MiB",
