@@ -17,6 +17,7 @@ pub mod path;
 pub mod protobuf;
 pub mod resources;
 pub mod sched;
+pub mod sched_cache;
 pub mod selectors;
 pub mod server;
 pub mod store;

@@ -606,7 +606,20 @@ pub fn summarize(site: &str, nodes: &[Node], pods: &[Pod]) -> SiteSummary {
             *e = e.saturating_add(pod_requests(spec));
         }
     }
-    let mut sorted: Vec<&Node> = nodes.iter().collect();
+    let per_node: std::collections::HashMap<String, Resources> = per_node
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    summarize_requested(site, nodes.iter(), &per_node)
+}
+
+/// [`summarize`] from what is already known to be requested on each node.
+pub fn summarize_requested<'a>(
+    site: &str,
+    nodes: impl Iterator<Item = &'a Node>,
+    per_node: &std::collections::HashMap<String, Resources>,
+) -> SiteSummary {
+    let mut sorted: Vec<&Node> = nodes.collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut out = SiteSummary::default();
     for node in sorted {

@@ -413,7 +413,9 @@ impl Store {
                 oldest: st.window_start,
             });
         }
-        let replay = st.window.iter().filter(|e| e.rv > from).cloned().collect();
+        // The window is in version order: find the first newer event by bisection.
+        let first = st.window.partition_point(|e| e.rv <= from);
+        let replay = st.window.range(first..).cloned().collect();
         // Subscribing under the read lock: the writer publishes under the write lock, so no
         // event can fall between the replay and the live stream.
         let live = self.events.subscribe();
@@ -427,6 +429,18 @@ impl Store {
         let live = self.events.subscribe();
         let items = list_locked(&st, scope, None);
         (st.rv, items, live)
+    }
+
+    /// Several scopes listed and a subscription to later changes, all under one lock: the
+    /// stream starts exactly after the returned version (an informer's list-then-watch).
+    pub fn lists_and_watch(
+        &self,
+        scopes: &[Scope],
+    ) -> (u64, Vec<Listing>, broadcast::Receiver<Arc<Event>>) {
+        let st = self.read();
+        let live = self.events.subscribe();
+        let lists = scopes.iter().map(|s| list_locked(&st, s, None)).collect();
+        (st.rv, lists, live)
     }
 
     /// Every object (all resources, all spaces) and a subscription to later changes, taken

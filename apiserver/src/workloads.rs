@@ -1714,8 +1714,12 @@ pub async fn reconcile(store: &Store) -> bool {
     for (k, d) in list_all(store, DEPLOYMENTS, None) {
         changed |= sync_deployment(store, &k, &d).await;
     }
+    let daemonsets = list_all(store, DAEMONSETS, None);
+    if daemonsets.is_empty() {
+        return changed;
+    }
     let nodes = list_all(store, "nodes", Some(""));
-    for (k, ds) in list_all(store, DAEMONSETS, None) {
+    for (k, ds) in daemonsets {
         changed |= sync_daemonset(store, &k, &ds, &nodes).await;
     }
     changed

@@ -246,6 +246,8 @@ struct Tracker {
     node_site: HashMap<String, String>,
     pod_node: HashMap<Key, String>,
     sites: HashMap<String, SiteFeed>,
+    /// Which sites hold each key (the inverse of every feed's `wanted`).
+    holders: HashMap<Key, Vec<String>>,
     rv: u64,
     /// Set when a node joins or leaves a site (its EdgeSite's node count changed).
     nodes_moved: bool,
@@ -274,6 +276,7 @@ impl Tracker {
             node_site: HashMap::new(),
             pod_node: HashMap::new(),
             sites: HashMap::new(),
+            holders: HashMap::new(),
             rv,
             nodes_moved: false,
         };
@@ -322,6 +325,19 @@ impl Tracker {
         let after = *c;
         if after == 0 {
             feed.wanted.remove(key);
+        }
+        if before == 0 && after > 0 {
+            self.holders
+                .entry(key.clone())
+                .or_default()
+                .push(site.to_string());
+        } else if before > 0 && after == 0 {
+            if let Some(h) = self.holders.get_mut(key) {
+                h.retain(|s| s != site);
+                if h.is_empty() {
+                    self.holders.remove(key);
+                }
+            }
         }
         let mut keys = vec![key.clone()];
         if key.resource == "tenants" && (before == 0) != (after == 0) {
@@ -483,17 +499,21 @@ impl Tracker {
                 .unwrap_or("")
                 .to_string()
         });
-        let sites: Vec<String> = self.sites.keys().cloned().collect();
+        let mut sites: Vec<String> = self.holders.get(&e.key).cloned().unwrap_or_default();
+        if let Some(t) = token_tenant.filter(|t| !t.is_empty()) {
+            if let Some(h) = self.holders.get(&Key::new("tenants", "", "", &t)) {
+                sites.extend(
+                    h.iter()
+                        .filter(|s| !sites.contains(s))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
         for s in sites {
-            let f = &self.sites[&s];
-            let held = f.wanted.contains_key(&e.key)
-                || token_tenant.as_ref().is_some_and(|t| {
-                    !t.is_empty() && f.wanted.contains_key(&Key::new("tenants", "", "", t))
-                });
-            if !held
-                || out
-                    .get(&s)
-                    .is_some_and(|c| c.iter().any(|c| c.key.as_ref() == Some(&obj_key(&e.key))))
+            if out
+                .get(&s)
+                .is_some_and(|c| c.iter().any(|c| c.key.as_ref() == Some(&obj_key(&e.key))))
             {
                 continue;
             }
@@ -1337,13 +1357,16 @@ impl Hub {
             .lock()
             .map(|l| l.connected.clone())
             .unwrap_or_default();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (_, n) in &nodes {
+            if let Some(s) = node_site(n) {
+                *counts.entry(s).or_default() += 1;
+            }
+        }
         for (k, v) in sites {
             let name = k.name.clone();
             let up = connected.get(&name);
-            let count = nodes
-                .iter()
-                .filter(|(_, n)| node_site(n).as_deref() == Some(name.as_str()))
-                .count();
+            let count = counts.get(&name).copied().unwrap_or(0);
             let mut n = (*v).clone();
             let old_status = v.get("status").cloned();
             let was = v

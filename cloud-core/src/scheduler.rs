@@ -9,12 +9,14 @@
 //! there stays. A pod that fits nowhere gets `PodScheduled=False` and a `FailedScheduling` event
 //! with kube-scheduler's kind of message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::sched::{self, Candidate, Resources};
+use apiserver::sched_cache::{self, spec_of, take, PodCache, Scheduler, Timing};
 use apiserver::store::{Key, Op, Precondition, Scope, Store};
-use k8s_openapi::api::core::v1::{Node, PodSpec, Taint};
+use k8s_openapi::api::core::v1::Taint;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -61,201 +63,247 @@ pub fn pending(pod: &Value) -> bool {
         && proto::origin(pod).is_none()
 }
 
-/// One pass over the pending pods; returns how many it placed.
-pub async fn pass(store: &Store) -> usize {
-    let (_, nodes) = store.list(&all("nodes"), None);
-    let (_, pods) = store.list(&all("pods"), None);
-    let (_, sites) = store.list(&all(EDGESITES), None);
-    // Only pods bound to cloud nodes count here (sites account for their own nodes).
-    let cloud_nodes: std::collections::HashSet<&str> = nodes
-        .iter()
-        .filter(|(_, v)| {
-            v.pointer("/metadata/labels")
-                .and_then(|l| l.get(proto::SITE_LABEL))
-                .is_none()
-        })
-        .map(|(k, _)| k.name.as_str())
-        .collect();
-    let mut requested: HashMap<String, Resources> = HashMap::new();
-    let mut waiting = Vec::new();
-    for (k, v) in &pods {
-        let n = node_name(v);
-        if !n.is_empty() {
-            if !cloud_nodes.contains(n) {
-                continue;
-            }
-            let done = matches!(
-                v.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded") | Some("Failed")
-            );
-            if !done {
-                if let Some(spec) = spec_of(v) {
-                    let add = sched::pod_requests(&spec);
-                    let r = requested.entry(n.to_string()).or_default();
-                    r.milli_cpu += add.milli_cpu;
-                    r.memory += add.memory;
-                    r.pods += add.pods;
-                }
-            }
-        } else if pending(v) {
-            waiting.push((k.clone(), v.clone()));
-        }
-    }
-    if waiting.is_empty() {
-        return 0;
-    }
-    // Cloud nodes, one candidate each.
-    let mut node_cands: Vec<(Candidate, Target)> = nodes
-        .iter()
-        .filter(|(_, v)| {
-            v.pointer("/metadata/labels")
-                .and_then(|l| l.get(proto::SITE_LABEL))
-                .is_none()
-        })
-        .filter_map(|(_, v)| serde_json::from_value::<Node>((**v).clone()).ok())
-        .map(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            let c = Candidate::from_node(&n, requested.get(&name).copied().unwrap_or_default());
-            (c, Target::Node(name))
-        })
-        .collect();
-    node_cands.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    // Connected sites, from their summaries.
-    let mut site_cands: Vec<(Candidate, Target, Vec<String>)> = Vec::new();
-    // Each site's free share of its total capacity (cpu, memory), kept current through the pass
-    // so that placements spread over sites instead of piling onto the best-scoring one.
-    let mut site_free: HashMap<String, (Resources, Resources)> = HashMap::new();
-    let mut disconnected = 0usize;
-    for (k, s) in &sites {
+/// A site as the scheduler sees it: decoded once per change of its EdgeSite.
+struct SiteView {
+    connected: bool,
+    summary: Option<sched::SiteSummary>,
+    taints: Vec<Taint>,
+    allowed: Vec<String>,
+}
+
+impl SiteView {
+    fn of(name: &str, s: &Value) -> SiteView {
         let connected = s
             .pointer("/status/conditions")
             .and_then(Value::as_array)
             .and_then(|c| c.iter().find(|c| c["type"] == "Connected"))
             .is_some_and(|c| c["status"] == "True");
-        if !connected {
-            disconnected += 1;
-            continue;
-        }
-        let summary = match s.pointer("/status/summary") {
-            None => continue,
-            Some(v) => match serde_json::from_value::<sched::SiteSummary>(v.clone()) {
-                Ok(sum) => sum,
-                Err(e) => {
-                    tracing::warn!(site = %k.name, error = %e, "unreadable site summary; site skipped");
-                    continue;
-                }
-            },
-        };
-        let taints: Vec<Taint> = s
-            .pointer("/spec/taints")
-            .and_then(|t| serde_json::from_value(t.clone()).ok())
-            .unwrap_or_default();
-        let allowed: Vec<String> = s
-            .pointer("/spec/allowedTenants")
-            .and_then(|t| serde_json::from_value(t.clone()).ok())
-            .unwrap_or_default();
-        site_free.insert(
-            k.name.clone(),
-            (
-                summary.allocatable.saturating_sub(summary.requested),
-                summary.allocatable,
-            ),
-        );
-        for c in sched::site_candidates(&k.name, &summary, &taints) {
-            site_cands.push((c, Target::Site(k.name.clone()), allowed.clone()));
+        let summary = s.pointer("/status/summary").and_then(|v| {
+            serde_json::from_value::<sched::SiteSummary>(v.clone())
+                .map_err(|e| tracing::warn!(site = %name, error = %e, "unreadable site summary; site skipped"))
+                .ok()
+        });
+        SiteView {
+            connected,
+            summary,
+            taints: s
+                .pointer("/spec/taints")
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default(),
+            allowed: s
+                .pointer("/spec/allowedTenants")
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default(),
         }
     }
-    let mut decisions: Vec<(Key, std::sync::Arc<Value>, Result<Target, String>)> = Vec::new();
-    waiting.sort_by(|a, b| created(&a.1).cmp(created(&b.1)));
-    for (key, pod) in waiting {
-        let Some(spec) = spec_of(&pod) else { continue };
-        let tenant = if key.tenant.is_empty() {
-            "system"
-        } else {
-            key.tenant.as_str()
-        };
-        // Sites this tenant may use.
-        let sites_ok: Vec<usize> = (0..site_cands.len())
-            .filter(|&i| site_cands[i].2.is_empty() || site_cands[i].2.iter().any(|t| t == tenant))
+}
+
+/// The cloud scheduler: the pod cache (cloud nodes only) and the sites.
+pub struct CloudScheduler {
+    store: Store,
+    cache: PodCache,
+    sites: BTreeMap<String, SiteView>,
+}
+
+impl CloudScheduler {
+    /// A scheduler over `store` (its cache fills when [`run`] starts it).
+    pub fn new(store: Store) -> Self {
+        CloudScheduler {
+            store,
+            cache: PodCache::default(),
+            sites: BTreeMap::new(),
+        }
+    }
+
+    /// Decide where the pending pods go (all of them with `retry`, else the untried ones).
+    fn decide(&mut self, retry: bool) -> Vec<(Key, Arc<Value>, Result<Target, String>)> {
+        let mut node_cands: Vec<(Candidate, Target)> = self
+            .cache
+            .candidates()
+            .into_iter()
+            .map(|c| {
+                let t = Target::Node(c.name.clone());
+                (c, t)
+            })
             .collect();
-        let barred = site_cands.len() - sites_ok.len();
-        let mut all: Vec<Candidate> = node_cands.iter().map(|c| c.0.clone()).collect();
-        all.extend(sites_ok.iter().map(|&i| site_cands[i].0.clone()));
-        // Best fit by the shared score plus how free the whole place is (a node's own share, or
-        // its site's).
+        // Connected sites, from their summaries.
+        let mut site_cands: Vec<(Candidate, String, &[String])> = Vec::new();
+        // Each site's free share of its total capacity (cpu, memory), kept current through the
+        // pass so that placements spread over sites instead of piling onto the best-scoring one.
+        let mut site_free: HashMap<&str, (Resources, Resources)> = HashMap::new();
+        let mut disconnected = 0usize;
+        for (name, s) in &self.sites {
+            if !s.connected {
+                disconnected += 1;
+                continue;
+            }
+            let Some(summary) = &s.summary else { continue };
+            site_free.insert(
+                name,
+                (
+                    summary.allocatable.saturating_sub(summary.requested),
+                    summary.allocatable,
+                ),
+            );
+            for c in sched::site_candidates(name, summary, &s.taints) {
+                site_cands.push((c, name.clone(), &s.allowed));
+            }
+        }
+        let waiting = self.cache.waiting(retry);
         let share = |free: Resources, total: Resources| -> i64 {
             let f = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
             ((f(free.milli_cpu, total.milli_cpu) + f(free.memory, total.memory)) * 50.0) as i64
         };
-        let mut best: Option<(i64, usize)> = None;
-        for (i, c) in all.iter().enumerate() {
-            if !sched::filter(&spec, c).is_empty() {
+        let mut decisions = Vec::with_capacity(waiting.len());
+        let mut unreadable = Vec::new();
+        for (key, pod) in waiting {
+            let Some(spec) = spec_of(&pod) else {
+                unreadable.push(key.clone());
                 continue;
-            }
-            let spread = if i < node_cands.len() {
-                share(c.free, c.allocatable)
-            } else {
-                match &site_cands[sites_ok[i - node_cands.len()]].1 {
-                    Target::Site(s) => site_free.get(s).map_or(0, |(f, t)| share(*f, *t)),
-                    Target::Node(_) => 0,
-                }
             };
-            let score = sched::score(&spec, c) + spread;
-            if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, i));
-            }
-        }
-        match best.map(|(_, i)| i).ok_or(()) {
-            Ok(i) => {
-                let (target, slot) = if i < node_cands.len() {
-                    (node_cands[i].1.clone(), &mut node_cands[i].0)
-                } else {
-                    let j = sites_ok[i - node_cands.len()];
-                    (site_cands[j].1.clone(), &mut site_cands[j].0)
-                };
-                // Count it now, so the rest of this pass sees the capacity it takes.
-                let add = sched::pod_requests(&spec);
-                slot.free.milli_cpu = slot.free.milli_cpu.saturating_sub(add.milli_cpu);
-                slot.free.memory = slot.free.memory.saturating_sub(add.memory);
-                slot.free.pods = slot.free.pods.saturating_sub(add.pods);
-                if let Target::Site(s) = &target {
-                    if let Some((free, _)) = site_free.get_mut(s) {
-                        *free = free.saturating_sub(add);
+            let tenant = if key.tenant.is_empty() {
+                "system"
+            } else {
+                key.tenant.as_str()
+            };
+            let allowed = |a: &[String]| a.is_empty() || a.iter().any(|t| t == tenant);
+            // Best fit by the shared score plus how free the whole place is (a node's own share,
+            // or its site's).
+            let mut best: Option<(i64, Option<usize>, Option<usize>)> = None;
+            for (i, (c, _)) in node_cands.iter().enumerate() {
+                if sched::filter(&spec, c).is_empty() {
+                    let score = sched::score(&spec, c) + share(c.free, c.allocatable);
+                    if best.is_none_or(|(b, _, _)| score > b) {
+                        best = Some((score, Some(i), None));
                     }
                 }
-                decisions.push((key, pod, Ok(target)));
             }
-            Err(_) => {
-                let nodes: Vec<Candidate> = node_cands.iter().map(|c| c.0.clone()).collect();
-                let sites: Vec<Candidate> =
-                    sites_ok.iter().map(|&i| site_cands[i].0.clone()).collect();
-                let mut msg = Vec::new();
-                if !nodes.is_empty() || sites.is_empty() {
-                    msg.push(
-                        sched::pick(&spec, &nodes, "nodes")
-                            .err()
-                            .unwrap_or_default(),
-                    );
+            for (j, (c, site, allow)) in site_cands.iter().enumerate() {
+                if allowed(allow) && sched::filter(&spec, c).is_empty() {
+                    let spread = site_free
+                        .get(site.as_str())
+                        .map_or(0, |(f, t)| share(*f, *t));
+                    let score = sched::score(&spec, c) + spread;
+                    if best.is_none_or(|(b, _, _)| score > b) {
+                        best = Some((score, None, Some(j)));
+                    }
                 }
-                if !sites.is_empty() {
-                    msg.push(
-                        sched::pick(&spec, &sites, "sites")
-                            .err()
-                            .unwrap_or_default(),
-                    );
+            }
+            let add = sched::pod_requests(&spec);
+            let decision = match best {
+                Some((_, Some(i), _)) => {
+                    take(&mut node_cands[i].0, add);
+                    Ok(node_cands[i].1.clone())
                 }
-                if disconnected > 0 {
-                    msg.push(format!("{disconnected} site(s) were disconnected."));
+                Some((_, _, Some(j))) => {
+                    take(&mut site_cands[j].0, add);
+                    let site = site_cands[j].1.clone();
+                    if let Some((free, _)) = site_free.get_mut(site.as_str()) {
+                        *free = free.saturating_sub(add);
+                    }
+                    Ok(Target::Site(site))
                 }
-                if barred > 0 {
-                    msg.push(format!(
-                        "{barred} site class(es) do not allow tenant {tenant}."
-                    ));
+                _ => {
+                    let nodes: Vec<Candidate> = node_cands.iter().map(|c| c.0.clone()).collect();
+                    let sites: Vec<Candidate> = site_cands
+                        .iter()
+                        .filter(|c| allowed(c.2))
+                        .map(|c| c.0.clone())
+                        .collect();
+                    let barred = site_cands.len() - sites.len();
+                    let mut msg = Vec::new();
+                    if !nodes.is_empty() || sites.is_empty() {
+                        msg.push(
+                            sched::pick(&spec, &nodes, "nodes")
+                                .err()
+                                .unwrap_or_default(),
+                        );
+                    }
+                    if !sites.is_empty() {
+                        msg.push(
+                            sched::pick(&spec, &sites, "sites")
+                                .err()
+                                .unwrap_or_default(),
+                        );
+                    }
+                    if disconnected > 0 {
+                        msg.push(format!("{disconnected} site(s) were disconnected."));
+                    }
+                    if barred > 0 {
+                        msg.push(format!(
+                            "{barred} site class(es) do not allow tenant {tenant}."
+                        ));
+                    }
+                    Err(msg.join(" ").trim().to_string())
                 }
-                decisions.push((key, pod, Err(msg.join(" ").trim().to_string())));
+            };
+            decisions.push((key, pod, decision));
+        }
+        for (k, _, d) in &decisions {
+            if d.is_err() {
+                self.cache.failed.insert(k.clone());
             }
         }
+        self.cache.failed.extend(unreadable);
+        decisions
     }
+}
+
+impl Scheduler for CloudScheduler {
+    fn scopes(&self) -> Vec<Scope> {
+        vec![all("nodes"), all("pods"), all(EDGESITES)]
+    }
+
+    fn clear(&mut self) {
+        self.cache = PodCache::default();
+        self.sites.clear();
+    }
+
+    fn apply(&mut self, key: &Key, now: Option<&Arc<Value>>) {
+        match key.resource.as_str() {
+            "pods" => {
+                let mine = now.is_some_and(|v| pending(v));
+                self.cache.apply_pod(key, now, mine);
+            }
+            "nodes" => {
+                // Cloud nodes only: a site's nodes are its scheduler's.
+                let cloud = now.is_some_and(|v| {
+                    v.pointer("/metadata/labels")
+                        .and_then(|l| l.get(proto::SITE_LABEL))
+                        .is_none()
+                });
+                self.cache.apply_node(key, now, cloud);
+            }
+            EDGESITES => {
+                match now {
+                    Some(v) => {
+                        self.sites
+                            .insert(key.name.clone(), SiteView::of(&key.name, v));
+                    }
+                    None => {
+                        self.sites.remove(&key.name);
+                    }
+                }
+                self.cache.changed = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn cache(&mut self) -> &mut PodCache {
+        &mut self.cache
+    }
+
+    async fn pass(&mut self, retry: bool) {
+        let decisions = self.decide(retry);
+        let placed = commit(&self.store, decisions).await;
+        tracing::debug!(placed, "scheduling pass");
+    }
+}
+
+/// Commit a pass's decisions: placements, bindings, and `FailedScheduling` for the rest.
+/// Returns how many pods it placed.
+async fn commit(store: &Store, decisions: Vec<(Key, Arc<Value>, Result<Target, String>)>) -> usize {
     // The writes go concurrently, so the store commits them in groups (one sync per group).
     use futures_util::StreamExt;
     futures_util::stream::iter(decisions)
@@ -268,20 +316,20 @@ pub async fn pass(store: &Store) -> usize {
                 }
             }
         })
-        .buffer_unordered(64)
+        .buffer_unordered(256)
         .filter(|placed| std::future::ready(*placed))
         .count()
         .await
 }
 
-fn created(v: &Value) -> &str {
-    v.pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn spec_of(v: &Value) -> Option<PodSpec> {
-    serde_json::from_value(v.get("spec")?.clone()).ok()
+/// One pass over every pending pod, from a fresh cache (for tests and tools).
+pub async fn pass(store: &Store) {
+    let mut s = CloudScheduler::new(store.clone());
+    let (_, lists, _) = store.lists_and_watch(&s.scopes());
+    for (k, v) in lists.iter().flatten() {
+        s.apply(k, Some(v));
+    }
+    s.pass(true).await;
 }
 
 async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
@@ -372,17 +420,16 @@ fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> Op {
     }
 }
 
-/// Run until cancelled: a pass on every change of pods, nodes or sites (and every [`RETRY`]).
+/// A retry of unschedulable pods after a capacity change waits at least this long.
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+
+/// Run until cancelled (see [`apiserver::sched_cache::run`]).
 pub async fn run(store: Store, cancel: CancellationToken) {
-    apiserver::controllers::on_changes(
-        &store,
-        RETRY,
-        SETTLE,
-        &cancel,
-        |e| matches!(e.key.resource.as_str(), "pods" | "nodes" | EDGESITES),
-        || async {
-            pass(&store).await;
-        },
-    )
-    .await
+    let mut s = CloudScheduler::new(store.clone());
+    let timing = Timing {
+        settle: SETTLE,
+        retry: RETRY,
+        retry_min: RETRY_MIN,
+    };
+    sched_cache::run(&store, &mut s, timing, &cancel).await
 }

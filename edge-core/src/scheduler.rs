@@ -9,14 +9,14 @@
 //! `PodScheduled=False` (`Unschedulable`, kube-scheduler's message) and a `FailedScheduling`
 //! event.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::sched::{self, Candidate, Resources};
+use apiserver::sched;
+use apiserver::sched_cache::{self, spec_of, take, PodCache, Scheduler, Timing};
 use apiserver::store::{Key, Op, Precondition, Scope, Store};
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::EdgeHooks;
@@ -27,6 +27,8 @@ pub const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 pub const RETRY: Duration = Duration::from_secs(5);
 /// A pass waits this long after a change, so that a burst of pods is bound in one pass.
 pub const SETTLE: Duration = Duration::from_millis(20);
+/// A retry of unschedulable pods after a capacity change waits at least this long.
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
 
 const EDGESITES: &str = "edgesites.edge.atoll.io";
 
@@ -42,12 +44,15 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Whether a pod still counts against its node.
-fn active(p: &Value) -> bool {
-    !matches!(
-        p.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded") | Some("Failed")
-    )
+/// The site scheduler: the pod cache over the site's nodes, and the last summary sent up.
+pub struct EdgeScheduler {
+    store: Store,
+    hooks: Arc<EdgeHooks>,
+    cache: PodCache,
+    last_summary: Option<sched::SiteSummary>,
+    summary_sent: Option<Instant>,
+    /// Capacity changed since the last summary was computed.
+    summary_dirty: bool,
 }
 
 fn node_name(p: &Value) -> &str {
@@ -56,22 +61,16 @@ fn node_name(p: &Value) -> &str {
         .unwrap_or("")
 }
 
-/// The site scheduler's state across passes.
-pub struct Scheduler {
-    store: Store,
-    hooks: Arc<EdgeHooks>,
-    last_summary: Option<sched::SiteSummary>,
-    summary_sent: Option<tokio::time::Instant>,
-}
-
-impl Scheduler {
-    /// A scheduler for the site of `hooks`.
+impl EdgeScheduler {
+    /// A scheduler for the site of `hooks` (its cache fills when [`run`] starts it).
     pub fn new(store: Store, hooks: Arc<EdgeHooks>) -> Self {
-        Scheduler {
+        EdgeScheduler {
             store,
             hooks,
+            cache: PodCache::default(),
             last_summary: None,
             summary_sent: None,
+            summary_dirty: true,
         }
     }
 
@@ -85,87 +84,14 @@ impl Scheduler {
                     == Some(self.hooks.site()))
     }
 
-    /// One pass: bind what fits, mark what does not; returns how many pods it bound.
-    pub async fn pass(&mut self) -> usize {
-        let (_, nodes) = self.store.list(&all("nodes"), None);
-        let (_, pods) = self.store.list(&all("pods"), None);
-        let nodes: Vec<Node> = nodes
-            .iter()
-            .filter_map(|(_, v)| serde_json::from_value((**v).clone()).ok())
-            .collect();
-        let mut requested: HashMap<String, Resources> = HashMap::new();
-        let mut pending = Vec::new();
-        for (k, v) in &pods {
-            let n = node_name(v);
-            if !n.is_empty() {
-                if active(v) {
-                    if let Some(spec) = v
-                        .get("spec")
-                        .and_then(|s| serde_json::from_value::<PodSpec>(s.clone()).ok())
-                    {
-                        let r = requested.entry(n.to_string()).or_default();
-                        let add = sched::pod_requests(&spec);
-                        r.milli_cpu += add.milli_cpu;
-                        r.memory += add.memory;
-                        r.pods += add.pods;
-                    }
-                }
-            } else if self.mine(v) {
-                pending.push((k.clone(), v.clone()));
-            }
-        }
-        let mut cands: Vec<Candidate> = nodes
-            .iter()
-            .map(|n| {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                Candidate::from_node(n, requested.get(&name).copied().unwrap_or_default())
-            })
-            .collect();
-        cands.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut bound = 0;
-        // Oldest first, like kube-scheduler's FIFO.
-        pending.sort_by(|a, b| {
-            let ts = |v: &Value| {
-                v.pointer("/metadata/creationTimestamp")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            ts(&a.1).cmp(&ts(&b.1))
-        });
-        for (key, pod) in pending {
-            let Some(spec) = pod
-                .get("spec")
-                .and_then(|s| serde_json::from_value::<PodSpec>(s.clone()).ok())
-            else {
-                continue;
-            };
-            match sched::pick(&spec, &cands, "nodes") {
-                Ok(i) => {
-                    let node = cands[i].name.clone();
-                    if self.bind(&key, &pod, &node).await {
-                        bound += 1;
-                        let add = sched::pod_requests(&spec);
-                        let c = &mut cands[i];
-                        c.free.milli_cpu = c.free.milli_cpu.saturating_sub(add.milli_cpu);
-                        c.free.memory = c.free.memory.saturating_sub(add.memory);
-                        c.free.pods = c.free.pods.saturating_sub(add.pods);
-                    }
-                }
-                Err(msg) => self.unschedulable(&key, &pod, &msg).await,
-            }
-        }
-        self.summarize(&nodes, &pods).await;
-        bound
-    }
-
+    /// Bind `pod` to `node`, with its `Scheduled` event, in one commit.
     async fn bind(&self, key: &Key, pod: &Value, node: &str) -> bool {
         let mut v = pod.clone();
         v["spec"]["nodeName"] = json!(node);
         sched::set_scheduled(&mut v, "True", None, None);
         let rv = apiserver::store::object_rv(pod).unwrap_or(0);
         let kind = if self.hooks.owns(pod) { "Put" } else { "Bind" };
-        let ops = vec![
+        let mut ops = vec![
             self.hooks.record(kind, key, Some(&v)),
             Op::Put {
                 key: key.clone(),
@@ -173,20 +99,14 @@ impl Scheduler {
                 pre: Precondition::Version(rv),
             },
         ];
+        let msg = format!(
+            "Successfully assigned {}/{} to {node}",
+            key.namespace, key.name
+        );
+        ops.extend(self.event(key, pod, "Normal", "Scheduled", &msg));
         match self.store.commit(ops).await {
             Ok(_) => {
-                tracing::info!(pod = %key.name, namespace = %key.namespace, %node, "bound");
-                self.event(
-                    key,
-                    pod,
-                    "Normal",
-                    "Scheduled",
-                    &format!(
-                        "Successfully assigned {}/{} to {node}",
-                        key.namespace, key.name
-                    ),
-                )
-                .await;
+                tracing::debug!(pod = %key.name, namespace = %key.namespace, %node, "bound");
                 true
             }
             Err(e) => {
@@ -208,7 +128,7 @@ impl Scheduler {
         } else {
             "Status"
         };
-        let ops = vec![
+        let mut ops = vec![
             self.hooks.record(kind, key, Some(&v)),
             Op::Put {
                 key: key.clone(),
@@ -216,14 +136,13 @@ impl Scheduler {
                 pre: Precondition::Version(rv),
             },
         ];
-        if self.store.commit(ops).await.is_ok() {
-            self.event(key, pod, "Warning", "FailedScheduling", msg)
-                .await;
-        }
+        ops.extend(self.event(key, pod, "Warning", "FailedScheduling", msg));
+        let _ = self.store.commit(ops).await;
     }
 
-    /// Record an event (the site's own object: it goes up like any edge write).
-    async fn event(&self, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) {
+    /// An event (the site's own object: it goes up like any edge write), as the two writes to
+    /// commit with the change it reports.
+    fn event(&self, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> [Op; 2] {
         let name = format!("{}.{:x}", key.name, rand::random::<u64>());
         let ts = now();
         let ev = json!({
@@ -238,38 +157,100 @@ impl Scheduler {
             "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
         });
         let ekey = Key::new("events", &key.tenant, &key.namespace, &name);
-        let ops = vec![
+        [
             self.hooks.record("Put", &ekey, Some(&ev)),
             Op::Put {
                 key: ekey,
                 value: ev,
                 pre: Precondition::Absent,
             },
-        ];
-        let _ = self.store.commit(ops).await;
+        ]
+    }
+}
+
+impl Scheduler for EdgeScheduler {
+    fn scopes(&self) -> Vec<Scope> {
+        vec![all("nodes"), all("pods")]
     }
 
-    /// Send the summary up when it changed (coalesced to one per [`SUMMARY_EVERY`]).
-    async fn summarize(&mut self, nodes: &[Node], pods: &[(Key, std::sync::Arc<Value>)]) {
-        let pods: Vec<Pod> = pods
-            .iter()
-            .filter_map(|(_, v)| serde_json::from_value((**v).clone()).ok())
-            .collect();
-        let s = sched::summarize(self.hooks.site(), nodes, &pods);
-        if self.last_summary.as_ref() == Some(&s) {
-            return;
+    fn clear(&mut self) {
+        self.cache = PodCache::default();
+        self.summary_dirty = true;
+    }
+
+    fn apply(&mut self, key: &Key, now: Option<&Arc<Value>>) {
+        let was = std::mem::take(&mut self.cache.changed);
+        match key.resource.as_str() {
+            "pods" => {
+                let mine = now.is_some_and(|v| self.mine(v));
+                self.cache.apply_pod(key, now, mine);
+            }
+            "nodes" => self.cache.apply_node(key, now, true),
+            _ => {}
         }
-        if self
-            .summary_sent
-            .is_some_and(|t| t.elapsed() < SUMMARY_EVERY)
-        {
-            return;
+        self.summary_dirty |= self.cache.changed;
+        self.cache.changed |= was;
+    }
+
+    fn cache(&mut self) -> &mut PodCache {
+        &mut self.cache
+    }
+
+    /// Bind what fits, mark what does not; the writes go concurrently, so the store commits
+    /// them in groups.
+    async fn pass(&mut self, retry: bool) {
+        let mut cands = self.cache.candidates();
+        let mut binds = Vec::new();
+        let mut failed = Vec::new();
+        for (key, pod) in self.cache.waiting(retry) {
+            let Some(spec) = spec_of(&pod) else {
+                self.cache.failed.insert(key);
+                continue;
+            };
+            match sched::pick(&spec, &cands, "nodes") {
+                Ok(i) => {
+                    take(&mut cands[i], sched::pod_requests(&spec));
+                    binds.push((key, pod, cands[i].name.clone()));
+                }
+                Err(msg) => {
+                    self.cache.failed.insert(key.clone());
+                    failed.push((key, pod, msg));
+                }
+            }
+        }
+        use futures_util::StreamExt;
+        let this = &*self;
+        let bound = futures_util::stream::iter(binds)
+            .map(|(key, pod, node)| async move { this.bind(&key, &pod, &node).await })
+            .buffer_unordered(64)
+            .filter(|b| std::future::ready(*b))
+            .count()
+            .await;
+        futures_util::stream::iter(failed)
+            .for_each_concurrent(64, |(key, pod, msg)| async move {
+                this.unschedulable(&key, &pod, &msg).await
+            })
+            .await;
+        if bound > 0 {
+            tracing::info!(site = %self.hooks.site(), bound, "bound pods");
+        }
+    }
+
+    /// Send the summary up when it changed, at most once per [`SUMMARY_EVERY`].
+    async fn idle(&mut self) -> Option<Instant> {
+        if !self.summary_dirty {
+            return None;
+        }
+        if let Some(t) = self.summary_sent.filter(|t| t.elapsed() < SUMMARY_EVERY) {
+            return Some(t + SUMMARY_EVERY);
+        }
+        let s = self.cache.summary(self.hooks.site());
+        if self.last_summary.as_ref() == Some(&s) {
+            self.summary_dirty = false;
+            return None;
         }
         let key = Key::new(EDGESITES, "", "", self.hooks.site());
-        let body = match serde_json::to_value(&s) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
+        let body = serde_json::to_value(&s).ok()?;
         if self
             .store
             .commit(vec![self.hooks.record("Summary", &key, Some(&body))])
@@ -277,23 +258,22 @@ impl Scheduler {
             .is_ok()
         {
             self.last_summary = Some(s);
-            self.summary_sent = Some(tokio::time::Instant::now());
+            self.summary_sent = Some(Instant::now());
+            self.summary_dirty = false;
+            None
+        } else {
+            Some(Instant::now() + SUMMARY_EVERY)
         }
     }
 }
 
-/// Run until cancelled: a pass on every change of pods or nodes (and every [`RETRY`]).
+/// Run until cancelled (see [`apiserver::sched_cache::run`]).
 pub async fn run(store: Store, hooks: Arc<EdgeHooks>, cancel: CancellationToken) {
-    let s = tokio::sync::Mutex::new(Scheduler::new(store.clone(), hooks));
-    apiserver::controllers::on_changes(
-        &store,
-        RETRY,
-        SETTLE,
-        &cancel,
-        |e| e.key.resource == "pods" || e.key.resource == "nodes",
-        || async {
-            s.lock().await.pass().await;
-        },
-    )
-    .await
+    let mut s = EdgeScheduler::new(store.clone(), hooks);
+    let timing = Timing {
+        settle: SETTLE,
+        retry: RETRY,
+        retry_min: RETRY_MIN,
+    };
+    sched_cache::run(&store, &mut s, timing, &cancel).await
 }
