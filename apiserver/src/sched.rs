@@ -619,13 +619,19 @@ pub fn summarize_requested<'a>(
     nodes: impl Iterator<Item = &'a Node>,
     per_node: &std::collections::HashMap<String, Resources>,
 ) -> SiteSummary {
-    let mut sorted: Vec<&Node> = nodes.collect();
-    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let mut out = SiteSummary::default();
-    for node in sorted {
+    let cands = nodes.map(|node| {
         let name = node.metadata.name.as_deref().unwrap_or("");
-        let requested = per_node.get(name).copied().unwrap_or_default();
-        let mut c = Candidate::from_node(node, requested);
+        Candidate::from_node(node, per_node.get(name).copied().unwrap_or_default())
+    });
+    summarize_candidates(site, cands.collect())
+}
+
+/// [`summarize`] from the site's nodes as candidates (`free` = allocatable minus requested).
+pub fn summarize_candidates(site: &str, mut cands: Vec<Candidate>) -> SiteSummary {
+    cands.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = SiteSummary::default();
+    for mut c in cands {
+        let requested = c.allocatable.saturating_sub(c.free);
         out.nodes = out.nodes.saturating_add(1);
         out.allocatable = out.allocatable.saturating_add(c.allocatable);
         out.requested = out.requested.saturating_add(requested);

@@ -41,8 +41,9 @@ pub fn spec_of(v: &Value) -> Option<PodSpec> {
 /// Nodes, what is requested on each, and the pods waiting for this scheduler.
 #[derive(Default)]
 pub struct PodCache {
-    /// The nodes this scheduler binds to, by name.
-    pub nodes: BTreeMap<String, Node>,
+    /// The nodes this scheduler binds to as candidates, in name order (decoded once per
+    /// change of the node); `free` is brought up to date by [`PodCache::refresh`].
+    pub nodes: Vec<Candidate>,
     /// What bound, unfinished pods request on each node (any node, not only `nodes`).
     pub node_req: HashMap<String, Resources>,
     pod_req: HashMap<Key, (String, Resources)>,
@@ -102,15 +103,22 @@ impl PodCache {
 
     /// Apply a change of a node; `keep` says whether this scheduler binds to it.
     pub fn apply_node(&mut self, key: &Key, now: Option<&Arc<Value>>, keep: bool) {
+        let at = self.nodes.binary_search_by(|c| c.name.cmp(&key.name));
         match now
             .filter(|_| keep)
             .and_then(|v| serde_json::from_value::<Node>((**v).clone()).ok())
         {
             Some(n) => {
-                self.nodes.insert(key.name.clone(), n);
+                let c = Candidate::from_node(&n, Resources::default());
+                match at {
+                    Ok(i) => self.nodes[i] = c,
+                    Err(i) => self.nodes.insert(i, c),
+                }
             }
             None => {
-                self.nodes.remove(&key.name);
+                if let Ok(i) = at {
+                    self.nodes.remove(i);
+                }
             }
         }
         self.changed = true;
@@ -134,19 +142,24 @@ impl PodCache {
         w
     }
 
-    /// The nodes as candidates, in name order, with what is requested on each.
-    pub fn candidates(&self) -> Vec<Candidate> {
-        self.nodes
-            .iter()
-            .map(|(name, n)| {
-                Candidate::from_node(n, self.node_req.get(name).copied().unwrap_or_default())
-            })
-            .collect()
+    /// Set every node's `free` from what is requested on it (undoing what a pass counted
+    /// ahead with [`take`]).
+    pub fn refresh(&mut self) {
+        for c in &mut self.nodes {
+            let r = self.node_req.get(&c.name).copied().unwrap_or_default();
+            c.free = c.allocatable.saturating_sub(r);
+        }
     }
 
-    /// The site summary of these nodes (see [`sched::summarize_requested`]).
-    pub fn summary(&self, site: &str) -> sched::SiteSummary {
-        sched::summarize_requested(site, self.nodes.values(), &self.node_req)
+    /// The nodes as candidates, in name order, with what is requested on each.
+    pub fn candidates(&mut self) -> Vec<Candidate> {
+        self.refresh();
+        self.nodes.clone()
+    }
+
+    /// The site summary of these nodes (see [`sched::summarize`]).
+    pub fn summary(&mut self, site: &str) -> sched::SiteSummary {
+        sched::summarize_candidates(site, self.candidates())
     }
 }
 

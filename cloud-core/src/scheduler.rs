@@ -103,6 +103,10 @@ pub struct CloudScheduler {
     store: Store,
     cache: PodCache,
     sites: BTreeMap<String, SiteView>,
+    /// What the unfinished pods of each site request, from the cloud's own copy of them (pods
+    /// placed there, bound there or created there): current at once, where a summary lags.
+    site_req: HashMap<String, Resources>,
+    pod_site: HashMap<Key, (String, Resources)>,
 }
 
 impl CloudScheduler {
@@ -112,6 +116,36 @@ impl CloudScheduler {
             store,
             cache: PodCache::default(),
             sites: BTreeMap::new(),
+            site_req: HashMap::new(),
+            pod_site: HashMap::new(),
+        }
+    }
+
+    /// Keep [`CloudScheduler::site_req`] current for a change of a pod.
+    fn apply_site_pod(&mut self, key: &Key, now: Option<&Arc<Value>>) {
+        let site = now.and_then(|v| {
+            let done = matches!(
+                v.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded") | Some("Failed")
+            );
+            if done {
+                return None;
+            }
+            placed_site(v).or_else(|| proto::origin(v).map(String::from))
+        });
+        if self.pod_site.get(key).map(|o| &o.0) == site.as_ref() {
+            return;
+        }
+        if let Some((s, r)) = self.pod_site.remove(key) {
+            if let Some(t) = self.site_req.get_mut(&s) {
+                *t = t.saturating_sub(r);
+            }
+        }
+        if let (Some(s), Some(spec)) = (site, now.and_then(|v| spec_of(v))) {
+            let r = sched::pod_requests(&spec);
+            let t = self.site_req.entry(s.clone()).or_default();
+            *t = t.saturating_add(r);
+            self.pod_site.insert(key.clone(), (s, r));
         }
     }
 
@@ -138,21 +172,31 @@ impl CloudScheduler {
                 continue;
             }
             let Some(summary) = &s.summary else { continue };
+            let requested = summary
+                .requested
+                .max(self.site_req.get(name).copied().unwrap_or_default());
             site_free.insert(
                 name,
                 (
-                    summary.allocatable.saturating_sub(summary.requested),
+                    summary.allocatable.saturating_sub(requested),
                     summary.allocatable,
                 ),
             );
-            for c in sched::site_candidates(name, summary, &s.taints) {
+            let free = summary.allocatable.saturating_sub(requested);
+            for mut c in sched::site_candidates(name, summary, &s.taints) {
+                // No node of the site has more free than the whole site.
+                c.free.milli_cpu = c.free.milli_cpu.min(free.milli_cpu);
+                c.free.memory = c.free.memory.min(free.memory);
+                c.free.pods = c.free.pods.min(free.pods);
                 site_cands.push((c, name.clone(), &s.allowed));
             }
         }
         let waiting = self.cache.waiting(retry);
-        let share = |free: Resources, total: Resources| -> i64 {
+        // Unrounded: a pod is small beside a whole site, and rounding would tie every site
+        // (the first would then take them all) until one had lost a whole point.
+        let share = |free: Resources, total: Resources| -> f64 {
             let f = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-            ((f(free.milli_cpu, total.milli_cpu) + f(free.memory, total.memory)) * 50.0) as i64
+            (f(free.milli_cpu, total.milli_cpu) + f(free.memory, total.memory)) * 50.0
         };
         let mut decisions = Vec::with_capacity(waiting.len());
         let mut unreadable = Vec::new();
@@ -169,10 +213,10 @@ impl CloudScheduler {
             let allowed = |a: &[String]| a.is_empty() || a.iter().any(|t| t == tenant);
             // Best fit by the shared score plus how free the whole place is (a node's own share,
             // or its site's).
-            let mut best: Option<(i64, Option<usize>, Option<usize>)> = None;
+            let mut best: Option<(f64, Option<usize>, Option<usize>)> = None;
             for (i, (c, _)) in node_cands.iter().enumerate() {
                 if sched::filter(&spec, c).is_empty() {
-                    let score = sched::score(&spec, c) + share(c.free, c.allocatable);
+                    let score = sched::score(&spec, c) as f64 + share(c.free, c.allocatable);
                     if best.is_none_or(|(b, _, _)| score > b) {
                         best = Some((score, Some(i), None));
                     }
@@ -182,8 +226,8 @@ impl CloudScheduler {
                 if allowed(allow) && sched::filter(&spec, c).is_empty() {
                     let spread = site_free
                         .get(site.as_str())
-                        .map_or(0, |(f, t)| share(*f, *t));
-                    let score = sched::score(&spec, c) + spread;
+                        .map_or(0.0, |(f, t)| share(*f, *t));
+                    let score = sched::score(&spec, c) as f64 + spread;
                     if best.is_none_or(|(b, _, _)| score > b) {
                         best = Some((score, None, Some(j)));
                     }
@@ -257,6 +301,8 @@ impl Scheduler for CloudScheduler {
     fn clear(&mut self) {
         self.cache = PodCache::default();
         self.sites.clear();
+        self.site_req.clear();
+        self.pod_site.clear();
     }
 
     fn apply(&mut self, key: &Key, now: Option<&Arc<Value>>) {
@@ -264,6 +310,7 @@ impl Scheduler for CloudScheduler {
             "pods" => {
                 let mine = now.is_some_and(|v| pending(v));
                 self.cache.apply_pod(key, now, mine);
+                self.apply_site_pod(key, now);
             }
             "nodes" => {
                 // Cloud nodes only: a site's nodes are its scheduler's.

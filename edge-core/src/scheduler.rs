@@ -199,15 +199,16 @@ impl Scheduler for EdgeScheduler {
     /// Bind what fits, mark what does not; the writes go concurrently, so the store commits
     /// them in groups.
     async fn pass(&mut self, retry: bool) {
-        let mut cands = self.cache.candidates();
+        self.cache.refresh();
         let mut binds = Vec::new();
         let mut failed = Vec::new();
         for (key, pod) in self.cache.waiting(retry) {
+            let cands = &mut self.cache.nodes;
             let Some(spec) = spec_of(&pod) else {
                 self.cache.failed.insert(key);
                 continue;
             };
-            match sched::pick(&spec, &cands, "nodes") {
+            match sched::pick(&spec, cands, "nodes") {
                 Ok(i) => {
                     take(&mut cands[i], sched::pod_requests(&spec));
                     binds.push((key, pod, cands[i].name.clone()));
