@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 /// The label every site-level candidate carries, so node affinity can name a site.
 pub const SITE_LABEL: &str = "atoll.io/site";
+/// The label every kubelet puts on its node, unique per node: summary classes leave it out of
+/// their labels and list it in [`Candidate::hosts`].
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// The taint kube puts on cordoned nodes; tolerating it lets a pod onto an unschedulable node.
 pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 /// The taint kube puts on nodes whose Ready condition is not True.
@@ -225,6 +228,10 @@ pub struct Candidate {
     pub allocatable: Resources,
     pub unschedulable: bool,
     pub ready: bool,
+    /// For a class of a site summary: the `kubernetes.io/hostname` of each of its nodes (the
+    /// one label that differs from node to node, left out of the class's labels).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 impl Candidate {
@@ -240,6 +247,7 @@ impl Candidate {
             allocatable,
             unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
             ready: node_ready(node),
+            hosts: Vec::new(),
         }
     }
 }
@@ -333,6 +341,18 @@ fn taint_id(t: &Taint) -> String {
     )
 }
 
+/// Whether the candidate's labels meet `r`. A summary class stands for several hosts: it meets
+/// a `kubernetes.io/hostname` requirement when one of its hosts does.
+fn label_matches(r: &NodeSelectorRequirement, c: &Candidate) -> bool {
+    if r.key == HOSTNAME_LABEL && !c.hosts.is_empty() {
+        return c
+            .hosts
+            .iter()
+            .any(|h| requirement_matches(r, |_| Some(h.clone())));
+    }
+    requirement_matches(r, |k| c.labels.get(k).cloned())
+}
+
 fn requirement_matches(r: &NodeSelectorRequirement, get: impl Fn(&str) -> Option<String>) -> bool {
     let values = r.values.as_deref().unwrap_or(&[]);
     let have = get(&r.key);
@@ -366,9 +386,7 @@ fn term_matches(term: &NodeSelectorTerm, c: &Candidate) -> bool {
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, |k| c.labels.get(k).cloned()))
+    exprs.iter().all(|r| label_matches(r, c))
         && fields.iter().all(|r| {
             r.key == "metadata.name"
                 && matches!(r.operator.as_str(), "In" | "NotIn")
@@ -377,11 +395,13 @@ fn term_matches(term: &NodeSelectorTerm, c: &Candidate) -> bool {
 }
 
 fn affinity_matches(spec: &PodSpec, c: &Candidate) -> bool {
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| c.labels.get(k) == Some(v));
+    let selector_ok = spec.node_selector.iter().flatten().all(|(k, v)| {
+        if k == HOSTNAME_LABEL && !c.hosts.is_empty() {
+            c.hosts.contains(v)
+        } else {
+            c.labels.get(k) == Some(v)
+        }
+    });
     let required = spec
         .affinity
         .as_ref()
@@ -646,6 +666,8 @@ pub fn summarize_candidates(site: &str, mut cands: Vec<Candidate>) -> SiteSummar
         c.taints
             .sort_by(|a, b| (&a.key, &a.value, &a.effect).cmp(&(&b.key, &b.value, &b.effect)));
         c.taints.dedup();
+        // Nodes that differ only in their hostname are one class.
+        let host = c.labels.remove(HOSTNAME_LABEL);
         let same = |k: &Candidate| {
             k.labels == c.labels && k.taints == c.taints && k.unschedulable == c.unschedulable
         };
@@ -655,12 +677,17 @@ pub fn summarize_candidates(site: &str, mut cands: Vec<Candidate>) -> SiteSummar
                     k.free = c.free;
                     k.allocatable = c.allocatable;
                 }
+                k.hosts.extend(host);
             }
             None => {
                 c.name = format!("{site}/{}", c.name);
+                c.hosts.extend(host);
                 out.classes.push(c);
             }
         }
+    }
+    for k in &mut out.classes {
+        k.hosts.sort();
     }
     out.classes.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -1201,6 +1228,44 @@ mod tests {
         more.push(cordoned);
         assert_eq!(summarize("s1", &more, &pods).classes.len(), 3);
         assert_eq!(summarize("s1", &[], &[]), SiteSummary::default());
+    }
+
+    #[test]
+    fn hostnames_do_not_split_classes_but_still_select() {
+        let nodes = [
+            node(
+                "n1",
+                json!({"pool": "a", HOSTNAME_LABEL: "n1"}),
+                "4",
+                "8Gi",
+                true,
+            ),
+            node(
+                "n3",
+                json!({"pool": "a", HOSTNAME_LABEL: "n3"}),
+                "4",
+                "8Gi",
+                true,
+            ),
+            node(
+                "n2",
+                json!({"pool": "b", HOSTNAME_LABEL: "n2"}),
+                "4",
+                "8Gi",
+                true,
+            ),
+        ];
+        let s = summarize("s1", &nodes, &[]);
+        assert_eq!(s.classes.len(), 2);
+        assert_eq!(s.classes[0].hosts, ["n1", "n3"]);
+        assert!(!s.classes[0].labels.contains_key(HOSTNAME_LABEL));
+        let cands = site_candidates("s1", &s, &[]);
+        let on = |h: &str| spec(json!({"containers": [], "nodeSelector": {HOSTNAME_LABEL: h}}));
+        assert_eq!(pick(&on("n3"), &cands, "sites"), Ok(0));
+        assert_eq!(pick(&on("n2"), &cands, "sites"), Ok(1));
+        assert!(pick(&on("n9"), &cands, "sites").is_err());
+        let not_in = affinity(expr(HOSTNAME_LABEL, "NotIn", &["n1", "n3"]));
+        assert_eq!(pick(&not_in, &cands, "sites"), Ok(1));
     }
 
     #[test]

@@ -953,9 +953,9 @@ impl Hub {
                 }
             }
             let mut closed = None;
-            let mut acted = false;
-            while let Some(a) = s.poll_action() {
-                acted = true;
+            let mut actions: VecDeque<HubAction> = std::iter::from_fn(|| s.poll_action()).collect();
+            let acted = !actions.is_empty();
+            while let Some(a) = actions.pop_front() {
                 match a {
                     HubAction::Hello { applied_rv } => {
                         match self.shares.subscribe(&site, applied_rv).await {
@@ -971,13 +971,20 @@ impl Hub {
                             None => closed = Some("hub shutting down".to_string()),
                         }
                     }
-                    HubAction::ApplyUp(up) => {
-                        let seq = up.seq;
-                        if let Err(e) = self.apply_up(&site, up).await {
-                            closed = Some(format!("applying uplink {seq}: {e}"));
+                    HubAction::ApplyUp(first) => {
+                        // Consecutive uplink changes are applied together (see apply_ups).
+                        let mut batch = vec![first];
+                        while matches!(actions.front(), Some(HubAction::ApplyUp(_))) {
+                            if let Some(HubAction::ApplyUp(u)) = actions.pop_front() {
+                                batch.push(u);
+                            }
+                        }
+                        let last = batch.last().map_or(0, |u| u.seq);
+                        if let Err(e) = self.apply_ups(&site, batch).await {
+                            closed = Some(format!("applying uplink up to {last}: {e}"));
                             break;
                         }
-                        s.up_applied(seq);
+                        s.up_applied(last);
                     }
                     HubAction::DownAcked(rv) => {
                         self.live
@@ -1162,18 +1169,83 @@ impl Hub {
     /// status that loses a race with a concurrent cloud write of the same object is applied
     /// again on the newer object (the site reports status only when it changes, so dropping it
     /// would leave the cloud stale).
-    async fn apply_up(&self, site: &str, up: Up) -> Result<(), String> {
+    /// Apply a run of uplink changes in order, as if one by one, but without one synced commit
+    /// each: changes run concurrently (so the store commits them in groups) in waves that never
+    /// hold the same object twice, and a node change goes in a wave of its own (pods' bindings
+    /// and statuses are checked against nodes). The site's sequence number is recorded once,
+    /// after every change of the run is durable; a crash before that makes the site send the
+    /// run again, and every kind of change is safe to apply twice.
+    async fn apply_ups(&self, site: &str, ups: Vec<Up>) -> Result<(), String> {
+        if ups.len() == 1 {
+            return self.apply_up(site, &ups[0], true).await;
+        }
+        let last = ups.last().map_or(0, |u| u.seq);
+        let mut wave: Vec<&Up> = Vec::new();
+        let mut keys: std::collections::HashSet<(&str, &str, &str, &str)> = Default::default();
+        for u in &ups {
+            let k = u.key.as_ref().ok_or("uplink without a key")?;
+            let alone = k.resource == "nodes";
+            let k = (
+                k.resource.as_str(),
+                k.tenant.as_str(),
+                k.namespace.as_str(),
+                k.name.as_str(),
+            );
+            let clash = keys.contains(&k) || (alone && !wave.is_empty());
+            if clash {
+                self.apply_wave(site, &std::mem::take(&mut wave)).await?;
+                keys.clear();
+            }
+            wave.push(u);
+            keys.insert(k);
+            if alone {
+                self.apply_wave(site, &std::mem::take(&mut wave)).await?;
+                keys.clear();
+            }
+        }
+        self.apply_wave(site, &wave).await?;
+        self.store
+            .put(
+                Key::new(SITE_SEQ, "", "", site),
+                json!({"metadata": {"name": site}, "seq": last}),
+                Precondition::Any,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Apply independent uplink changes concurrently, recording no sequence number.
+    async fn apply_wave(&self, site: &str, wave: &[&Up]) -> Result<(), String> {
+        let results =
+            futures_util::future::join_all(wave.iter().map(|u| self.apply_up(site, u, false)))
+                .await;
+        results.into_iter().collect()
+    }
+
+    /// Apply one uplink change, retrying a status or binding that lost a race; `record_seq`
+    /// commits the site's sequence number with it.
+    async fn apply_up(&self, site: &str, up: &Up, record_seq: bool) -> Result<(), String> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.apply_up_once(site, &up, attempts < 5).await? {
+            match self
+                .apply_up_once(site, up, attempts < 5, record_seq)
+                .await?
+            {
                 Applied::Done => return Ok(()),
                 Applied::Retry => continue,
             }
         }
     }
 
-    async fn apply_up_once(&self, site: &str, up: &Up, may_retry: bool) -> Result<Applied, String> {
+    async fn apply_up_once(
+        &self,
+        site: &str,
+        up: &Up,
+        may_retry: bool,
+        record_seq: bool,
+    ) -> Result<Applied, String> {
         let k = up.key.clone().ok_or("uplink without a key")?;
         let key = Key::new(&k.resource, &k.tenant, &k.namespace, &k.name);
         let seq_key = Key::new(SITE_SEQ, "", "", site);
@@ -1302,11 +1374,16 @@ impl Hub {
                 tracing::warn!(%site, key = ?key, ?kind, "uplink refused: not the site's to write");
             }
         }
-        ops.push(Op::Put {
-            key: seq_key.clone(),
-            value: seq_rec.clone(),
-            pre: Precondition::Any,
-        });
+        if record_seq {
+            ops.push(Op::Put {
+                key: seq_key.clone(),
+                value: seq_rec.clone(),
+                pre: Precondition::Any,
+            });
+        }
+        if ops.is_empty() {
+            return Ok(Applied::Done);
+        }
         match self.store.commit(ops).await {
             Ok(_) => Ok(Applied::Done),
             Err(apiserver::store::StoreError::Conflict(_))
@@ -1324,6 +1401,9 @@ impl Hub {
             | Err(apiserver::store::StoreError::AlreadyExists(_))
             | Err(apiserver::store::StoreError::NotFound(_)) => {
                 tracing::debug!(%site, key = ?key, "uplink change lost a race with a cloud write");
+                if !record_seq {
+                    return Ok(Applied::Done);
+                }
                 self.store
                     .put(seq_key, seq_rec, Precondition::Any)
                     .await

@@ -5,7 +5,7 @@
 //! over the real sync protocol.
 //!
 //!   cargo build --release -p cloud-core -p tests
-//!   ./target/release/sim [--sites 100] [--nodes 100] [--pods 10000] [--cpus 32]
+//!   ./target/release/sim [--sites 100] [--nodes 100] [--pods 10000] [--cpus 32] [--clients 32]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,13 +39,14 @@ fn rss_mib(pid: u32) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("sim [--sites S] [--nodes N] [--pods P] [--cpus C]");
+        println!("sim [--sites S] [--nodes N] [--pods P] [--cpus C] [--clients K]");
         return Ok(());
     }
     let sites = tests::bench_arg("--sites", 100)? as usize;
     let nodes = tests::bench_arg("--nodes", 100)? as usize;
     let n = tests::bench_arg("--pods", 10_000)? as usize;
     let cpus = tests::bench_arg("--cpus", 32)? as u32;
+    let clients = tests::bench_arg("--clients", 32)? as usize;
     let cc = CloudCore::start_with(&["--site-cert-ttl", "24h"]);
     let t = Instant::now();
     let sim = tests::sim::start(
@@ -129,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
                         anyhow::Ok(())
                     }
                 })
-                .buffer_unordered(32)
+                .buffer_unordered(clients)
                 .try_collect::<Vec<_>>()
                 .await?;
             anyhow::Ok(t0.elapsed())
@@ -193,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let created_in = creator.await??;
     println!(
-        "{n} pods created in {:.2} s ({:.0} creates/s, 32 at a time)",
+        "{n} pods created in {:.2} s ({:.0} creates/s, {clients} at a time)",
         created_in.as_secs_f64(),
         n as f64 / created_in.as_secs_f64()
     );
