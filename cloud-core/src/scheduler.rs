@@ -342,9 +342,17 @@ impl Scheduler for CloudScheduler {
     }
 
     async fn pass(&mut self, retry: bool) {
+        let t = std::time::Instant::now();
         let decisions = self.decide(retry);
+        let (tried, decided) = (decisions.len(), t.elapsed());
         let placed = commit(&self.store, decisions).await;
-        tracing::debug!(placed, "scheduling pass");
+        tracing::debug!(
+            tried,
+            placed,
+            decide_ms = decided.as_millis() as u64,
+            total_ms = t.elapsed().as_millis() as u64,
+            "scheduling pass"
+        );
     }
 }
 

@@ -91,7 +91,10 @@ impl Proc {
             .open(&self.log)
             .expect("log");
         let child = cmd
-            .env("ATOLL_LOG", "info")
+            .env(
+                "ATOLL_LOG",
+                std::env::var("ATOLL_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn();
