@@ -180,6 +180,10 @@ pub trait Scheduler: Send {
     fn cache(&mut self) -> &mut PodCache;
     /// Place the waiting pods (all of them with `retry`) and commit what was decided.
     fn pass(&mut self, retry: bool) -> impl Future<Output = ()> + Send;
+    /// Whether something besides new pending pods wants a pass.
+    fn has_work(&self) -> bool {
+        false
+    }
     /// Work between passes (a site's summary); returns when it wants to be called again.
     fn idle(&mut self) -> impl Future<Output = Option<Instant>> + Send {
         async { None }
@@ -213,7 +217,7 @@ pub async fn run<S: Scheduler>(store: &Store, s: &mut S, t: Timing, cancel: &Can
                 !c.failed.is_empty()
                     && (last.elapsed() >= t.retry || (c.changed && last.elapsed() >= t.retry_min))
             };
-            if s.cache().has_new() || due(s.cache(), last_retry) {
+            if s.cache().has_new() || s.has_work() || due(s.cache(), last_retry) {
                 tokio::time::sleep(t.settle).await;
                 // Take in what arrived meanwhile, so the pass sees the whole burst.
                 loop {

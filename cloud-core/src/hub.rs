@@ -245,6 +245,8 @@ struct Tracker {
     objects: HashMap<Key, Arc<Value>>,
     node_site: HashMap<String, String>,
     pod_node: HashMap<Key, String>,
+    /// The site each pod is shared with (bound to its node, or placed there).
+    pod_site: HashMap<Key, String>,
     sites: HashMap<String, SiteFeed>,
     /// Which sites hold each key (the inverse of every feed's `wanted`).
     holders: HashMap<Key, Vec<String>>,
@@ -275,6 +277,7 @@ impl Tracker {
             objects: HashMap::new(),
             node_site: HashMap::new(),
             pod_node: HashMap::new(),
+            pod_site: HashMap::new(),
             sites: HashMap::new(),
             holders: HashMap::new(),
             rv,
@@ -365,12 +368,8 @@ impl Tracker {
         value: Option<&Value>,
         out: &mut HashMap<String, Vec<Change>>,
     ) {
-        // Remove from wherever it was.
-        let old_site = self
-            .pod_node
-            .get(pod)
-            .and_then(|n| self.node_site.get(n))
-            .cloned();
+        // Remove from wherever it was (bound there, or only placed there).
+        let old_site = self.pod_site.get(pod).cloned();
         let old_refs = old_site
             .as_ref()
             .and_then(|s| self.sites.get_mut(s))
@@ -398,6 +397,9 @@ impl Tracker {
                 }
             }
             self.feed(s).pods.insert(pod.clone(), new.clone());
+            self.pod_site.insert(pod.clone(), s.to_string());
+        } else {
+            self.pod_site.remove(pod);
         }
     }
 
@@ -442,12 +444,14 @@ impl Tracker {
                                 }
                             }
                         }
+                        self.pod_site.remove(&p);
                         if let (Some(s), Some(v)) = (&new, v) {
                             let refs = pod_refs(&p, &v);
                             for k in &refs {
                                 self.want(s, k, 1, out);
                             }
                             self.feed(s).pods.insert(p.clone(), refs);
+                            self.pod_site.insert(p.clone(), s.clone());
                         }
                     }
                 }
@@ -1259,9 +1263,14 @@ impl Hub {
                     .pointer("/spec/nodeName")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                self.store
-                    .get(&Key::new("nodes", "", "", node))
-                    .is_some_and(|n| node_site(&n).as_deref() == Some(site))
+                if node.is_empty() {
+                    // Placed here and not bound yet: the site may report that it cannot bind it.
+                    placed_site(c).as_deref() == Some(site)
+                } else {
+                    self.store
+                        .get(&Key::new("nodes", "", "", node))
+                        .is_some_and(|n| node_site(&n).as_deref() == Some(site))
+                }
             }
             _ => false,
         };

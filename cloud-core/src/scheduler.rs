@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apiserver::sched::{self, Candidate, Resources};
 use apiserver::sched_cache::{self, spec_of, take, PodCache, Scheduler, Timing};
@@ -107,6 +107,26 @@ pub struct CloudScheduler {
     /// placed there, bound there or created there): current at once, where a summary lags.
     site_req: HashMap<String, Resources>,
     pod_site: HashMap<Key, (String, Resources)>,
+    /// Pods a site could not bind (it set `PodScheduled=False`): taken back and placed again.
+    returned: BTreeMap<Key, (String, Arc<Value>)>,
+    /// Sites that gave a pod back, and when: not tried for it again for [`REJECTED_FOR`].
+    rejected: HashMap<Key, Vec<(String, Instant)>>,
+}
+
+/// How long a site that could not bind a pod is passed over for it.
+pub const REJECTED_FOR: Duration = Duration::from_secs(60);
+
+/// The site that was given `pod` and reported that it cannot bind it.
+fn returned_by(pod: &Value) -> Option<String> {
+    let site = placed_site(pod)?;
+    let refused = node_name(pod).is_empty()
+        && pod.pointer("/metadata/deletionTimestamp").is_none()
+        && pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
+            .is_some_and(|c| c["status"] == "False" && c["reason"] == "Unschedulable");
+    refused.then_some(site)
 }
 
 impl CloudScheduler {
@@ -118,6 +138,50 @@ impl CloudScheduler {
             sites: BTreeMap::new(),
             site_req: HashMap::new(),
             pod_site: HashMap::new(),
+            returned: BTreeMap::new(),
+            rejected: HashMap::new(),
+        }
+    }
+
+    /// Take back the pods sites could not bind: clear their placement (the pod leaves the
+    /// site's share) and remember the site, so the next pass places them elsewhere.
+    async fn take_back(&mut self) {
+        let now = Instant::now();
+        for (key, (site, pod)) in std::mem::take(&mut self.returned) {
+            let why = pod
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
+                .and_then(|c| c["message"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let mut v = (*pod).clone();
+            if let Some(a) = v
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+            {
+                a.remove(proto::SITE_ANNOTATION);
+            }
+            let msg = format!("site {site} could not bind the pod ({why}); placing it again");
+            let ops = vec![
+                Op::Put {
+                    key: key.clone(),
+                    value: v,
+                    pre: Precondition::Version(apiserver::store::object_rv(&pod).unwrap_or(0)),
+                },
+                event(&key, &pod, "Warning", "FailedScheduling", &msg),
+            ];
+            match self.store.commit(ops).await {
+                Ok(_) => {
+                    tracing::info!(pod = %key.name, namespace = %key.namespace, %site, "site gave the pod back");
+                    let r = self.rejected.entry(key).or_default();
+                    r.retain(|(s, at)| *s != site && now.duration_since(*at) < REJECTED_FOR);
+                    r.push((site, now));
+                }
+                Err(e) => {
+                    tracing::debug!(pod = %key.name, error = %e, "taking back a pod lost a race");
+                }
+            }
         }
     }
 
@@ -211,6 +275,17 @@ impl CloudScheduler {
                 key.tenant.as_str()
             };
             let allowed = |a: &[String]| a.is_empty() || a.iter().any(|t| t == tenant);
+            // Sites that recently gave this pod back.
+            let gave_back: Vec<&str> = self
+                .rejected
+                .get(&key)
+                .map(|r| {
+                    r.iter()
+                        .filter(|(_, at)| at.elapsed() < REJECTED_FOR)
+                        .map(|(s, _)| s.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
             // Best fit by the shared score plus how free the whole place is (a node's own share,
             // or its site's).
             let mut best: Option<(f64, Option<usize>, Option<usize>)> = None;
@@ -223,7 +298,10 @@ impl CloudScheduler {
                 }
             }
             for (j, (c, site, allow)) in site_cands.iter().enumerate() {
-                if allowed(allow) && sched::filter(&spec, c).is_empty() {
+                if allowed(allow)
+                    && !gave_back.contains(&site.as_str())
+                    && sched::filter(&spec, c).is_empty()
+                {
                     let spread = site_free
                         .get(site.as_str())
                         .map_or(0.0, |(f, t)| share(*f, *t));
@@ -251,10 +329,10 @@ impl CloudScheduler {
                     let nodes: Vec<Candidate> = node_cands.iter().map(|c| c.0.clone()).collect();
                     let sites: Vec<Candidate> = site_cands
                         .iter()
-                        .filter(|c| allowed(c.2))
+                        .filter(|c| allowed(c.2) && !gave_back.contains(&c.1.as_str()))
                         .map(|c| c.0.clone())
                         .collect();
-                    let barred = site_cands.len() - sites.len();
+                    let barred = site_cands.iter().filter(|c| !allowed(c.2)).count();
                     let mut msg = Vec::new();
                     if !nodes.is_empty() || sites.is_empty() {
                         msg.push(
@@ -276,6 +354,13 @@ impl CloudScheduler {
                     if barred > 0 {
                         msg.push(format!(
                             "{barred} site class(es) do not allow tenant {tenant}."
+                        ));
+                    }
+                    if !gave_back.is_empty() {
+                        msg.push(format!(
+                            "{} site(s) could not bind it: {}.",
+                            gave_back.len(),
+                            gave_back.join(", ")
                         ));
                     }
                     Err(msg.join(" ").trim().to_string())
@@ -303,6 +388,7 @@ impl Scheduler for CloudScheduler {
         self.sites.clear();
         self.site_req.clear();
         self.pod_site.clear();
+        self.returned.clear();
     }
 
     fn apply(&mut self, key: &Key, now: Option<&Arc<Value>>) {
@@ -311,6 +397,17 @@ impl Scheduler for CloudScheduler {
                 let mine = now.is_some_and(|v| pending(v));
                 self.cache.apply_pod(key, now, mine);
                 self.apply_site_pod(key, now);
+                match now.and_then(|v| returned_by(v).map(|s| (s, v.clone()))) {
+                    Some(r) => {
+                        self.returned.insert(key.clone(), r);
+                    }
+                    None => {
+                        self.returned.remove(key);
+                    }
+                }
+                if now.is_none_or(|v| !node_name(v).is_empty()) {
+                    self.rejected.remove(key);
+                }
             }
             "nodes" => {
                 // Cloud nodes only: a site's nodes are its scheduler's.
@@ -341,7 +438,12 @@ impl Scheduler for CloudScheduler {
         &mut self.cache
     }
 
+    fn has_work(&self) -> bool {
+        !self.returned.is_empty()
+    }
+
     async fn pass(&mut self, retry: bool) {
+        self.take_back().await;
         let t = std::time::Instant::now();
         let decisions = self.decide(retry);
         let (tried, decided) = (decisions.len(), t.elapsed());
@@ -406,6 +508,14 @@ async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
                 v["metadata"]["annotations"] = json!({});
             }
             v["metadata"]["annotations"][proto::SITE_ANNOTATION] = json!(s);
+            // An earlier Unschedulable of the cloud's own is over; from here on the condition
+            // is the site's to set (True when it binds, False when it cannot).
+            if let Some(c) = v
+                .pointer_mut("/status/conditions")
+                .and_then(Value::as_array_mut)
+            {
+                c.retain(|c| c["type"] != "PodScheduled");
+            }
             format!(
                 "Successfully assigned {}/{} to site {s} (its scheduler picks the node)",
                 key.namespace, key.name

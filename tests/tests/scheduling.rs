@@ -224,6 +224,68 @@ fn offline_site_schedules_alone_and_gets_nothing_new_from_the_cloud() {
 }
 
 #[test]
+fn a_site_that_cannot_bind_gives_the_pod_back() {
+    let cc = CloudCore::start();
+    let s1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
+    let _a = Agent::start(&s1.kubeconfig(), "n1");
+    let _b = Agent::start(&s1.kubeconfig(), "n1b");
+    wait_for("both nodes in s1's summary", T, || {
+        summary_nodes(&cc, "s1") == "2"
+    });
+    // The two nodes differ only in their hostname: one class, listing both hosts.
+    let hosts = jp(cc.kubectl(&[
+        "get",
+        "edgesite",
+        "s1",
+        "-o",
+        "jsonpath={.status.summary.classes[*].hosts}",
+    ]));
+    assert_eq!(hosts, r#"["n1","n1b"]"#);
+
+    // n1 is nearly full; the class (its best node is n1b) still looks big enough to the cloud.
+    let cpu_pod = |name: &str, spec: &str, cpu: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{spec}  containers:\n  - name: c\n    image: example.invalid/none:v1\n    imagePullPolicy: Never\n    resources: {{requests: {{cpu: '{cpu}'}}}}\n")
+    };
+    apply(
+        &cc,
+        "filler",
+        &cpu_pod("filler", "  nodeName: n1\n", "1500m"),
+    );
+    apply(
+        &cc,
+        "p",
+        &cpu_pod("p", "  nodeSelector: {kubernetes.io/hostname: n1}\n", "1"),
+    );
+    // The site cannot bind it, says so, and the cloud takes it back instead of leaving it there.
+    let mut msg = String::new();
+    wait_for("p given back and waiting at the cloud", T, || {
+        msg = pod_field(
+            &cc,
+            "p",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        );
+        msg.contains("could not bind it: s1")
+    });
+    assert_eq!(pod_field(&cc, "p", "{.spec.nodeName}"), "");
+    assert_eq!(
+        pod_field(&cc, "p", "{.metadata.annotations.atoll\\.io/site}"),
+        ""
+    );
+    let events = cc.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=p"]);
+    assert!(
+        events.contains("site s1 could not bind the pod") && events.contains("Insufficient cpu"),
+        "{events}"
+    );
+    // Gone from the site's replica with its placement.
+    let mut left = String::new();
+    wait_for("p gone from s1", T, || {
+        left = s1.kubectl_ok(&["get", "pods", "-o", "name"]);
+        !left.lines().any(|l| l == "pod/p")
+    });
+    assert!(left.contains("pod/filler"), "{left}");
+}
+
+#[test]
 fn cloud_nodes_are_scheduled_by_the_same_rules() {
     let cc = CloudCore::start();
     let s1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
