@@ -701,3 +701,79 @@ fn tenants_get_separate_networks() {
     );
     assert!(!a3.iter().any(|l| l == "b1-ok"));
 }
+
+#[test]
+fn workloads_run_on_a_real_edge_agent() {
+    let e = Env::start(false);
+    let img = e.image();
+    // A Deployment placed by the cloud scheduler and bound by the site's, and a DaemonSet
+    // scoped to the site: their pods run under runc on the edge node.
+    e.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: c
+        image: {img}
+        command: [sh, -c, "echo up; while true; do sleep 1; done"]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: probe}}
+spec:
+  selector: {{matchLabels: {{app: probe}}}}
+  template:
+    metadata: {{labels: {{app: probe}}}}
+    spec:
+      nodeSelector: {{atoll.io/site: s1}}
+      containers:
+      - name: c
+        image: {img}
+        command: [sh, -c, "echo up; while true; do sleep 1; done"]
+"#
+    ));
+    e.cc.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    e.cc.kubectl_ok(&["rollout", "status", "ds/probe", "--timeout=60s"]);
+    let running = |sel: &str| {
+        let o = e.cc.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            sel,
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+        ]);
+        o.lines().filter(|l| *l == "n1 Running").count()
+    };
+    assert_eq!(running("app=web"), 2);
+    assert_eq!(running("app=probe"), 1);
+    // The deployment's pods went through the site: placed by the cloud, bound by the site.
+    let placed = e.cc.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.annotations.atoll\\.io/site}",
+    ]);
+    assert_eq!(placed, "s1 s1");
+    assert_eq!(runc_ids(&e.agent).len(), 3);
+    let ds = e.cc.kubectl_ok(&["get", "ds", "probe", "--no-headers"]);
+    let cols: Vec<&str> = ds.split_whitespace().collect();
+    assert_eq!(cols[1..6], ["1", "1", "1", "1", "1"], "{ds}");
+
+    // Deleting them stops every container on the node.
+    e.cc.kubectl_ok(&["delete", "deploy/web", "ds/probe"]);
+    wait_for("no containers left", T, || runc_ids(&e.agent).is_empty());
+    wait_for("no pods left at the cloud", T, || {
+        e.cc.kubectl_ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+}
