@@ -38,6 +38,48 @@ pub fn spec_of(v: &Value) -> Option<PodSpec> {
     serde_json::from_value(v.get("spec")?.clone()).ok()
 }
 
+/// Whether a pod has finished (Succeeded or Failed): it no longer counts against anything.
+pub fn finished(p: &Value) -> bool {
+    matches!(
+        p.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// What pods request, summed per group (a node, a site), kept current pod by pod.
+#[derive(Default)]
+pub struct Tally {
+    per: HashMap<String, Resources>,
+    pods: HashMap<Key, (String, Resources)>,
+}
+
+impl Tally {
+    /// Count pod `key` (whose current state is `now`) in `group`, or in none; returns whether
+    /// anything changed. The spec is decoded only when the pod moves to another group.
+    pub fn set(&mut self, key: &Key, group: Option<String>, now: Option<&Arc<Value>>) -> bool {
+        if self.pods.get(key).map(|o| &o.0) == group.as_ref() {
+            return false;
+        }
+        if let Some((g, r)) = self.pods.remove(key) {
+            if let Some(t) = self.per.get_mut(&g) {
+                *t = t.saturating_sub(r);
+            }
+        }
+        if let (Some(g), Some(spec)) = (group, now.and_then(|v| spec_of(v))) {
+            let r = sched::pod_requests(&spec);
+            let t = self.per.entry(g.clone()).or_default();
+            *t = t.saturating_add(r);
+            self.pods.insert(key.clone(), (g, r));
+        }
+        true
+    }
+
+    /// What is requested in `group`.
+    pub fn of(&self, group: &str) -> Resources {
+        self.per.get(group).copied().unwrap_or_default()
+    }
+}
+
 /// Nodes, what is requested on each, and the pods waiting for this scheduler.
 #[derive(Default)]
 pub struct PodCache {
@@ -45,8 +87,7 @@ pub struct PodCache {
     /// change of the node); `free` is brought up to date by [`PodCache::refresh`].
     pub nodes: Vec<Candidate>,
     /// What bound, unfinished pods request on each node (any node, not only `nodes`).
-    pub node_req: HashMap<String, Resources>,
-    pod_req: HashMap<Key, (String, Resources)>,
+    pub node_req: Tally,
     /// Pods waiting for this scheduler.
     pub pending: BTreeMap<Key, Arc<Value>>,
     /// Pending pods a pass found no place for; tried again on a retry.
@@ -60,26 +101,12 @@ impl PodCache {
     /// Apply a change of a pod; `mine` says whether it waits for this scheduler.
     pub fn apply_pod(&mut self, key: &Key, now: Option<&Arc<Value>>, mine: bool) {
         // What it requests on its node, while bound and not finished.
-        let counts = now.and_then(|v| {
-            let n = node_name(v);
-            let done = matches!(
-                v.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded") | Some("Failed")
-            );
-            (!n.is_empty() && !done).then(|| n.to_string())
-        });
-        if self.pod_req.get(key).map(|o| &o.0) != counts.as_ref() {
-            if let Some((n, r)) = self.pod_req.remove(key) {
-                if let Some(t) = self.node_req.get_mut(&n) {
-                    *t = t.saturating_sub(r);
-                }
-            }
-            if let (Some(n), Some(spec)) = (counts, now.and_then(|v| spec_of(v))) {
-                let r = sched::pod_requests(&spec);
-                let t = self.node_req.entry(n.clone()).or_default();
-                *t = t.saturating_add(r);
-                self.pod_req.insert(key.clone(), (n, r));
-            }
+        let node = now
+            .filter(|v| !finished(v))
+            .map(|v| node_name(v))
+            .filter(|n| !n.is_empty())
+            .map(String::from);
+        if self.node_req.set(key, node, now) {
             self.changed = true;
         }
         match now.filter(|_| mine) {
@@ -146,7 +173,7 @@ impl PodCache {
     /// ahead with [`take`]).
     pub fn refresh(&mut self) {
         for c in &mut self.nodes {
-            let r = self.node_req.get(&c.name).copied().unwrap_or_default();
+            let r = self.node_req.of(&c.name);
             c.free = c.allocatable.saturating_sub(r);
         }
     }
@@ -286,20 +313,20 @@ mod tests {
         let k = Key::new("pods", "", "default", "a");
         c.apply_pod(&k, Some(&pod("a", "", "Pending")), true);
         assert!(c.has_new());
-        assert_eq!(c.node_req.get("n1"), None);
+        assert_eq!(c.node_req.of("n1"), Resources::default());
         c.apply_pod(&k, Some(&pod("a", "n1", "Pending")), false);
         assert!(!c.has_new());
-        assert_eq!(c.node_req["n1"].milli_cpu, 100);
-        assert_eq!(c.node_req["n1"].pods, 1);
+        assert_eq!(c.node_req.of("n1").milli_cpu, 100);
+        assert_eq!(c.node_req.of("n1").pods, 1);
         // A status change on the same node counts once.
         c.apply_pod(&k, Some(&pod("a", "n1", "Running")), false);
-        assert_eq!(c.node_req["n1"].milli_cpu, 100);
+        assert_eq!(c.node_req.of("n1").milli_cpu, 100);
         // Finished pods free their node.
         c.apply_pod(&k, Some(&pod("a", "n1", "Succeeded")), false);
-        assert_eq!(c.node_req["n1"].milli_cpu, 0);
+        assert_eq!(c.node_req.of("n1").milli_cpu, 0);
         c.apply_pod(&k, Some(&pod("a", "n1", "Running")), false);
         c.apply_pod(&k, None, false);
-        assert_eq!(c.node_req["n1"], Resources::default());
+        assert_eq!(c.node_req.of("n1"), Resources::default());
     }
 
     #[test]

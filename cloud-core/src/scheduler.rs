@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiserver::sched::{self, Candidate, Resources};
-use apiserver::sched_cache::{self, spec_of, take, PodCache, Scheduler, Timing};
+use apiserver::sched_cache::{self, finished, spec_of, take, PodCache, Scheduler, Tally, Timing};
 use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use k8s_openapi::api::core::v1::Taint;
 use serde_json::{json, Value};
@@ -105,8 +105,7 @@ pub struct CloudScheduler {
     sites: BTreeMap<String, SiteView>,
     /// What the unfinished pods of each site request, from the cloud's own copy of them (pods
     /// placed there, bound there or created there): current at once, where a summary lags.
-    site_req: HashMap<String, Resources>,
-    pod_site: HashMap<Key, (String, Resources)>,
+    site_req: Tally,
     /// Pods a site could not bind (it set `PodScheduled=False`): taken back and placed again.
     returned: BTreeMap<Key, (String, Arc<Value>)>,
     /// Sites that gave a pod back, and when: not tried for it again for [`REJECTED_FOR`].
@@ -136,8 +135,7 @@ impl CloudScheduler {
             store,
             cache: PodCache::default(),
             sites: BTreeMap::new(),
-            site_req: HashMap::new(),
-            pod_site: HashMap::new(),
+            site_req: Tally::default(),
             returned: BTreeMap::new(),
             rejected: HashMap::new(),
         }
@@ -187,30 +185,10 @@ impl CloudScheduler {
 
     /// Keep [`CloudScheduler::site_req`] current for a change of a pod.
     fn apply_site_pod(&mut self, key: &Key, now: Option<&Arc<Value>>) {
-        let site = now.and_then(|v| {
-            let done = matches!(
-                v.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded") | Some("Failed")
-            );
-            if done {
-                return None;
-            }
-            placed_site(v).or_else(|| proto::origin(v).map(String::from))
-        });
-        if self.pod_site.get(key).map(|o| &o.0) == site.as_ref() {
-            return;
-        }
-        if let Some((s, r)) = self.pod_site.remove(key) {
-            if let Some(t) = self.site_req.get_mut(&s) {
-                *t = t.saturating_sub(r);
-            }
-        }
-        if let (Some(s), Some(spec)) = (site, now.and_then(|v| spec_of(v))) {
-            let r = sched::pod_requests(&spec);
-            let t = self.site_req.entry(s.clone()).or_default();
-            *t = t.saturating_add(r);
-            self.pod_site.insert(key.clone(), (s, r));
-        }
+        let site = now
+            .filter(|v| !finished(v))
+            .and_then(|v| placed_site(v).or_else(|| proto::origin(v).map(String::from)));
+        self.site_req.set(key, site, now);
     }
 
     /// Decide where the pending pods go (all of them with `retry`, else the untried ones).
@@ -236,9 +214,7 @@ impl CloudScheduler {
                 continue;
             }
             let Some(summary) = &s.summary else { continue };
-            let requested = summary
-                .requested
-                .max(self.site_req.get(name).copied().unwrap_or_default());
+            let requested = summary.requested.max(self.site_req.of(name));
             site_free.insert(
                 name,
                 (
@@ -386,8 +362,7 @@ impl Scheduler for CloudScheduler {
     fn clear(&mut self) {
         self.cache = PodCache::default();
         self.sites.clear();
-        self.site_req.clear();
-        self.pod_site.clear();
+        self.site_req = Tally::default();
         self.returned.clear();
     }
 
