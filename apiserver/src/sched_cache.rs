@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::sched::{self, Candidate, Resources};
 use crate::store::{EventType, Key, Scope, Store};
 
-fn node_name(p: &Value) -> &str {
+/// A pod's `spec.nodeName` (`""` when unbound).
+pub fn node_name(p: &Value) -> &str {
     p.pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .unwrap_or("")
@@ -216,6 +217,23 @@ pub trait Scheduler: Send {
         async { None }
     }
 }
+
+/// Every object of `resource`, across tenants and namespaces.
+pub fn all(resource: &str) -> Scope {
+    Scope {
+        resource: resource.into(),
+        tenant: None,
+        namespace: None,
+    }
+}
+
+/// Both schedulers' timing: a pass 20 ms after new pending pods (so a burst goes in one pass);
+/// unschedulable pods retried every 5 s, and after a capacity change at most every 1 s.
+pub const TIMING: Timing = Timing {
+    settle: Duration::from_millis(20),
+    retry: Duration::from_secs(5),
+    retry_min: Duration::from_secs(1),
+};
 
 /// How often the loop settles and retries.
 #[derive(Clone, Copy, Debug)]

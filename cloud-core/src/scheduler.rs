@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiserver::sched::{self, Candidate, Resources};
-use apiserver::sched_cache::{self, finished, spec_of, take, PodCache, Scheduler, Tally, Timing};
+use apiserver::sched_cache::{
+    self, all, finished, node_name, spec_of, take, PodCache, Scheduler, Tally, TIMING,
+};
 use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use k8s_openapi::api::core::v1::Taint;
 use serde_json::{json, Value};
@@ -22,29 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::placed_site;
 
-/// Unschedulable pods are retried at least this often.
-pub const RETRY: Duration = Duration::from_secs(5);
-/// A pass waits this long after a change, so that a burst of pods is placed in one pass.
-pub const SETTLE: Duration = Duration::from_millis(20);
-
 const EDGESITES: &str = "edgesites.edge.atoll.io";
-
-fn all(resource: &str) -> Scope {
-    Scope {
-        resource: resource.into(),
-        tenant: None,
-        namespace: None,
-    }
-}
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn node_name(p: &Value) -> &str {
-    p.pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("")
 }
 
 /// Where a candidate puts the pod.
@@ -560,16 +543,8 @@ fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> Op {
     }
 }
 
-/// A retry of unschedulable pods after a capacity change waits at least this long.
-pub const RETRY_MIN: Duration = Duration::from_secs(1);
-
 /// Run until cancelled (see [`apiserver::sched_cache::run`]).
 pub async fn run(store: Store, cancel: CancellationToken) {
     let mut s = CloudScheduler::new(store.clone());
-    let timing = Timing {
-        settle: SETTLE,
-        retry: RETRY,
-        retry_min: RETRY_MIN,
-    };
-    sched_cache::run(&store, &mut s, timing, &cancel).await
+    sched_cache::run(&store, &mut s, TIMING, &cancel).await
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::sched;
-use apiserver::sched_cache::{self, spec_of, take, PodCache, Scheduler, Timing};
+use apiserver::sched_cache::{self, all, node_name, spec_of, take, PodCache, Scheduler, TIMING};
 use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -23,22 +23,8 @@ use crate::hooks::EdgeHooks;
 
 /// The least time between two summaries sent up (changes in between are coalesced).
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(2);
-/// Unschedulable pods are retried at least this often.
-pub const RETRY: Duration = Duration::from_secs(5);
-/// A pass waits this long after a change, so that a burst of pods is bound in one pass.
-pub const SETTLE: Duration = Duration::from_millis(20);
-/// A retry of unschedulable pods after a capacity change waits at least this long.
-pub const RETRY_MIN: Duration = Duration::from_secs(1);
 
 const EDGESITES: &str = "edgesites.edge.atoll.io";
-
-fn all(resource: &str) -> Scope {
-    Scope {
-        resource: resource.into(),
-        tenant: None,
-        namespace: None,
-    }
-}
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -53,12 +39,6 @@ pub struct EdgeScheduler {
     summary_sent: Option<Instant>,
     /// Capacity changed since the last summary was computed.
     summary_dirty: bool,
-}
-
-fn node_name(p: &Value) -> &str {
-    p.pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .unwrap_or("")
 }
 
 impl EdgeScheduler {
@@ -271,10 +251,5 @@ impl Scheduler for EdgeScheduler {
 /// Run until cancelled (see [`apiserver::sched_cache::run`]).
 pub async fn run(store: Store, hooks: Arc<EdgeHooks>, cancel: CancellationToken) {
     let mut s = EdgeScheduler::new(store.clone(), hooks);
-    let timing = Timing {
-        settle: SETTLE,
-        retry: RETRY,
-        retry_min: RETRY_MIN,
-    };
-    sched_cache::run(&store, &mut s, timing, &cancel).await
+    sched_cache::run(&store, &mut s, TIMING, &cancel).await
 }
