@@ -18,19 +18,6 @@ fn terminating(v: &Value) -> bool {
     v.pointer("/metadata/deletionTimestamp").is_some()
 }
 
-fn all(store: &Store, resource: &str, tenant: Option<&str>) -> Vec<(Key, Arc<Value>)> {
-    store
-        .list(
-            &Scope {
-                resource: resource.into(),
-                tenant: tenant.map(String::from),
-                namespace: None,
-            },
-            None,
-        )
-        .1
-}
-
 fn finalizers(v: &Value) -> Vec<String> {
     v.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -53,17 +40,17 @@ async fn delete_quiet(store: &Store, key: Key) {
 pub async fn reconcile(store: &Store) -> bool {
     let mut changed = false;
     // Tenants being deleted: remove their whole space, their tokens, then the tenant.
-    for (tkey, tenant) in all(store, "tenants", Some("")) {
+    for (tkey, tenant) in store.list_of("tenants", Some("")) {
         if !terminating(&tenant) {
             continue;
         }
         let name = tkey.name.clone();
         for r in RESOURCES {
-            for (k, _) in all(store, &r.store_name(), Some(&name)) {
+            for (k, _) in store.list_of(&r.store_name(), Some(&name)) {
                 delete_quiet(store, k).await;
             }
         }
-        for (k, rec) in all(store, TOKENS, Some("")) {
+        for (k, rec) in store.list_of(TOKENS, Some("")) {
             if rec.get("tenant").and_then(Value::as_str) == Some(name.as_str()) {
                 delete_quiet(store, k).await;
             }
@@ -73,7 +60,7 @@ pub async fn reconcile(store: &Store) -> bool {
         changed = true;
     }
     // Namespaces being deleted: remove their contents, then the namespace.
-    for (nkey, ns) in all(store, "namespaces", None) {
+    for (nkey, ns) in store.list_of("namespaces", None) {
         if !terminating(&ns) {
             continue;
         }
@@ -99,7 +86,7 @@ pub async fn reconcile(store: &Store) -> bool {
 async fn collect_garbage(store: &Store) -> bool {
     let mut objects = Vec::new();
     for r in RESOURCES {
-        objects.extend(all(store, &r.store_name(), None));
+        objects.extend(store.list_of(&r.store_name(), None));
     }
     let uids: HashSet<String> = objects
         .iter()

@@ -626,20 +626,7 @@ pub fn summarize(site: &str, nodes: &[Node], pods: &[Pod]) -> SiteSummary {
             *e = e.saturating_add(pod_requests(spec));
         }
     }
-    let per_node: std::collections::HashMap<String, Resources> = per_node
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    summarize_requested(site, nodes.iter(), &per_node)
-}
-
-/// [`summarize`] from what is already known to be requested on each node.
-pub fn summarize_requested<'a>(
-    site: &str,
-    nodes: impl Iterator<Item = &'a Node>,
-    per_node: &std::collections::HashMap<String, Resources>,
-) -> SiteSummary {
-    let cands = nodes.map(|node| {
+    let cands = nodes.iter().map(|node| {
         let name = node.metadata.name.as_deref().unwrap_or("");
         Candidate::from_node(node, per_node.get(name).copied().unwrap_or_default())
     });

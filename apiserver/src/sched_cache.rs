@@ -218,15 +218,6 @@ pub trait Scheduler: Send {
     }
 }
 
-/// Every object of `resource`, across tenants and namespaces.
-pub fn all(resource: &str) -> Scope {
-    Scope {
-        resource: resource.into(),
-        tenant: None,
-        namespace: None,
-    }
-}
-
 /// Both schedulers' timing: a pass 20 ms after new pending pods (so a burst goes in one pass);
 /// unschedulable pods retried every 5 s, and after a capacity change at most every 1 s.
 pub const TIMING: Timing = Timing {

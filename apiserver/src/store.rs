@@ -81,6 +81,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Every object of `resource` in `tenant` (`None`: every tenant), in every namespace.
+    pub fn of(resource: &str, tenant: Option<&str>) -> Scope {
+        Scope {
+            resource: resource.into(),
+            tenant: tenant.map(String::from),
+            namespace: None,
+        }
+    }
+
     /// Whether `key` falls inside this scope.
     pub fn contains(&self, key: &Key) -> bool {
         key.resource == self.resource
@@ -161,6 +170,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// Replace `current` (as read) with `value`: a compare-and-swap on `current`'s version.
+    pub fn replace(key: Key, current: &Value, value: Value) -> Op {
+        Op::Put {
+            key,
+            value,
+            pre: Precondition::Version(object_rv(current).unwrap_or(0)),
+        }
+    }
+
     fn key(&self) -> &Key {
         match self {
             Op::Put { key, .. } | Op::Delete { key, .. } => key,
@@ -402,6 +420,11 @@ impl Store {
     pub fn list(&self, scope: &Scope, after: Option<&Key>) -> (u64, Vec<(Key, Arc<Value>)>) {
         let st = self.read();
         (st.rv, list_locked(&st, scope, after))
+    }
+
+    /// Every object of `resource` in `tenant` (`None`: every tenant), in key order.
+    pub fn list_of(&self, resource: &str, tenant: Option<&str>) -> Listing {
+        self.list(&Scope::of(resource, tenant), None).1
     }
 
     /// Watch everything after version `from`. Filter the events by scope on the caller's side.

@@ -447,16 +447,10 @@ fn cells(plural: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             c
         }
         "daemonsets" => {
-            let mut sel: Vec<String> = o
+            let sel = o
                 .pointer("/spec/template/spec/nodeSelector")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect()
-                })
+                .map(|m| crate::workloads::selector_string(&json!({"matchLabels": m})))
                 .unwrap_or_default();
-            sel.sort();
             let mut c = vec![
                 name,
                 int(o, "/status/desiredNumberScheduled"),
@@ -464,7 +458,7 @@ fn cells(plural: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 int(o, "/status/numberReady"),
                 int(o, "/status/updatedNumberScheduled"),
                 int(o, "/status/numberAvailable"),
-                or_none(&sel.join(",")),
+                or_none(&sel),
                 created,
             ];
             c.extend(workload_wide(o));

@@ -341,6 +341,27 @@ fn nonnegative(obj: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
 }
 
 /// An int-or-percent field (`maxSurge`, `maxUnavailable`): a non-negative integer or `N%`.
+/// `spec.<field>.type` of a workload (default RollingUpdate), checked against `allowed`.
+fn strategy_type<'a>(
+    spec: &'a Value,
+    field: &str,
+    allowed: &[&str],
+    causes: &mut Vec<Cause>,
+) -> &'a str {
+    let ty = spec
+        .pointer(&format!("/{field}/type"))
+        .and_then(Value::as_str)
+        .unwrap_or("RollingUpdate");
+    if !allowed.contains(&ty) {
+        causes.push(Cause::not_supported(
+            format!("spec.{field}.type"),
+            ty,
+            allowed,
+        ));
+    }
+    ty
+}
+
 fn int_or_percent(obj: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {
     match obj.pointer(ptr) {
         None | Some(Value::Null) => {}
@@ -466,17 +487,7 @@ fn workload(plural: &str, obj: &Value, causes: &mut Vec<Cause>) {
     );
     match plural {
         "deployments" => {
-            let ty = spec
-                .pointer("/strategy/type")
-                .and_then(Value::as_str)
-                .unwrap_or("RollingUpdate");
-            if !["RollingUpdate", "Recreate"].contains(&ty) {
-                causes.push(Cause::not_supported(
-                    "spec.strategy.type",
-                    ty,
-                    &["Recreate", "RollingUpdate"],
-                ));
-            }
+            let ty = strategy_type(spec, "strategy", &["Recreate", "RollingUpdate"], causes);
             if ty == "Recreate" && spec.pointer("/strategy/rollingUpdate").is_some() {
                 causes.push(Cause {
                     reason: "FieldValueForbidden",
@@ -519,17 +530,12 @@ fn workload(plural: &str, obj: &Value, causes: &mut Vec<Cause>) {
             );
         }
         "daemonsets" => {
-            let ty = spec
-                .pointer("/updateStrategy/type")
-                .and_then(Value::as_str)
-                .unwrap_or("RollingUpdate");
-            if !["RollingUpdate", "OnDelete"].contains(&ty) {
-                causes.push(Cause::not_supported(
-                    "spec.updateStrategy.type",
-                    ty,
-                    &["OnDelete", "RollingUpdate"],
-                ));
-            }
+            strategy_type(
+                spec,
+                "updateStrategy",
+                &["OnDelete", "RollingUpdate"],
+                causes,
+            );
             int_or_percent(
                 obj,
                 "/spec/updateStrategy/rollingUpdate/maxUnavailable",

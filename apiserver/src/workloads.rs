@@ -280,11 +280,7 @@ fn owner_ref(kind: &str, owner: &Value) -> Value {
 }
 
 fn pod_active(p: &Value) -> bool {
-    !terminating(p)
-        && !matches!(
-            p.pointer("/status/phase").and_then(Value::as_str),
-            Some("Succeeded" | "Failed")
-        )
+    !terminating(p) && !crate::sched_cache::finished(p)
 }
 
 fn ready_condition(p: &Value) -> Option<&Value> {
@@ -457,19 +453,6 @@ fn list_ns(store: &Store, resource: &str, tenant: &str, ns: &str) -> Vec<(Key, A
                 resource: resource.into(),
                 tenant: Some(tenant.into()),
                 namespace: Some(ns.into()),
-            },
-            None,
-        )
-        .1
-}
-
-fn list_all(store: &Store, resource: &str, tenant: Option<&str>) -> Vec<(Key, Arc<Value>)> {
-    store
-        .list(
-            &Scope {
-                resource: resource.into(),
-                tenant: tenant.map(String::from),
-                namespace: None,
             },
             None,
         )
@@ -716,6 +699,15 @@ async fn create(store: &Store, key: Key, obj: Value) -> bool {
         Err(e) => {
             tracing::warn!(error = %e, object = %key.name, "workload controller create failed");
             false
+        }
+    }
+}
+
+/// Leave out the counts that are zero, as the API's omitempty does.
+fn omit_zeros(status: &mut Map<String, Value>, fields: &[&str]) {
+    for f in fields {
+        if status.get(*f).and_then(Value::as_i64) == Some(0) {
+            status.remove(*f);
         }
     }
 }
@@ -1226,17 +1218,16 @@ async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool {
         json!((spec_total - available).max(0)),
     );
     status.insert("conditions".into(), json!([avail_cond, prog_cond]));
-    for f in [
-        "readyReplicas",
-        "availableReplicas",
-        "updatedReplicas",
-        "replicas",
-        "unavailableReplicas",
-    ] {
-        if status.get(f).and_then(Value::as_i64) == Some(0) {
-            status.remove(f);
-        }
-    }
+    omit_zeros(
+        &mut status,
+        &[
+            "readyReplicas",
+            "availableReplicas",
+            "updatedReplicas",
+            "replicas",
+            "unavailableReplicas",
+        ],
+    );
     changed |= write_status(store, key, d, status).await;
     changed
 }
@@ -1689,15 +1680,14 @@ async fn sync_daemonset(store: &Store, key: &Key, ds: &Value, nodes: &[(Key, Arc
         json!((desired - available).max(0)),
     );
     status.insert("observedGeneration".into(), json!(generation));
-    for f in [
-        "numberAvailable",
-        "numberUnavailable",
-        "updatedNumberScheduled",
-    ] {
-        if status.get(f).and_then(Value::as_i64) == Some(0) {
-            status.remove(f);
-        }
-    }
+    omit_zeros(
+        &mut status,
+        &[
+            "numberAvailable",
+            "numberUnavailable",
+            "updatedNumberScheduled",
+        ],
+    );
     changed |= write_status(store, key, ds, status).await;
     changed
 }
@@ -1708,17 +1698,17 @@ async fn sync_daemonset(store: &Store, key: &Key, ds: &Value, nodes: &[(Key, Arc
 /// One pass over every workload; returns whether it wrote anything.
 pub async fn reconcile(store: &Store) -> bool {
     let mut changed = false;
-    for (k, rs) in list_all(store, REPLICASETS, None) {
+    for (k, rs) in store.list_of(REPLICASETS, None) {
         changed |= sync_replicaset(store, &k, &rs).await;
     }
-    for (k, d) in list_all(store, DEPLOYMENTS, None) {
+    for (k, d) in store.list_of(DEPLOYMENTS, None) {
         changed |= sync_deployment(store, &k, &d).await;
     }
-    let daemonsets = list_all(store, DAEMONSETS, None);
+    let daemonsets = store.list_of(DAEMONSETS, None);
     if daemonsets.is_empty() {
         return changed;
     }
-    let nodes = list_all(store, "nodes", Some(""));
+    let nodes = store.list_of("nodes", Some(""));
     for (k, ds) in daemonsets {
         changed |= sync_daemonset(store, &k, &ds, &nodes).await;
     }

@@ -1304,12 +1304,7 @@ impl Hub {
                         .map_err(|e| format!("bad object: {e}"))?;
                     let mut n = (**c).clone();
                     n["status"] = v.get("status").cloned().unwrap_or(Value::Null);
-                    let rv = apiserver::store::object_rv(c).unwrap_or(0);
-                    ops.push(Op::Put {
-                        key: key.clone(),
-                        value: n,
-                        pre: Precondition::Version(rv),
-                    });
+                    ops.push(Op::replace(key.clone(), c, n));
                 }
             }
             ChangeKind::Delete
@@ -1353,12 +1348,7 @@ impl Hub {
                         if let Some(st) = v.get("status") {
                             n["status"] = st.clone();
                         }
-                        let rv = apiserver::store::object_rv(c).unwrap_or(0);
-                        ops.push(Op::Put {
-                            key: key.clone(),
-                            value: n,
-                            pre: Precondition::Version(rv),
-                        });
+                        ops.push(Op::replace(key.clone(), c, n));
                     }
                     _ => {
                         tracing::warn!(%site, key = ?key, %node, "binding refused: not a pod placed on this site, or not its node");
@@ -1371,12 +1361,7 @@ impl Hub {
                         .map_err(|e| format!("bad summary: {e}"))?;
                     let mut n = (**c).clone();
                     n["status"]["summary"] = v;
-                    let rv = apiserver::store::object_rv(c).unwrap_or(0);
-                    ops.push(Op::Put {
-                        key: key.clone(),
-                        value: n,
-                        pre: Precondition::Version(rv),
-                    });
+                    ops.push(Op::replace(key.clone(), c, n));
                 }
             }
             _ => {
@@ -1425,22 +1410,8 @@ impl Hub {
 
     /// Write every EdgeSite's status: Connected, last seen, node count, applied version.
     async fn update_status(&self) {
-        let (_, sites) = self.store.list(
-            &apiserver::store::Scope {
-                resource: EDGESITES.into(),
-                tenant: Some(String::new()),
-                namespace: None,
-            },
-            None,
-        );
-        let (_, nodes) = self.store.list(
-            &apiserver::store::Scope {
-                resource: "nodes".into(),
-                tenant: Some(String::new()),
-                namespace: None,
-            },
-            None,
-        );
+        let sites = self.store.list_of(EDGESITES, Some(""));
+        let nodes = self.store.list_of("nodes", Some(""));
         let connected = self
             .live
             .lock()

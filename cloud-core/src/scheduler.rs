@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use apiserver::sched::{self, Candidate, Resources};
 use apiserver::sched_cache::{
-    self, all, finished, node_name, spec_of, take, PodCache, Scheduler, Tally, TIMING,
+    self, finished, node_name, spec_of, take, PodCache, Scheduler, Tally, TIMING,
 };
 use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use k8s_openapi::api::core::v1::Taint;
@@ -145,11 +145,7 @@ impl CloudScheduler {
             }
             let msg = format!("site {site} could not bind the pod ({why}); placing it again");
             let ops = vec![
-                Op::Put {
-                    key: key.clone(),
-                    value: v,
-                    pre: Precondition::Version(apiserver::store::object_rv(&pod).unwrap_or(0)),
-                },
+                Op::replace(key.clone(), &pod, v),
                 event(&key, &pod, "Warning", "FailedScheduling", &msg),
             ];
             match self.store.commit(ops).await {
@@ -339,7 +335,11 @@ impl CloudScheduler {
 
 impl Scheduler for CloudScheduler {
     fn scopes(&self) -> Vec<Scope> {
-        vec![all("nodes"), all("pods"), all(EDGESITES)]
+        vec![
+            Scope::of("nodes", None),
+            Scope::of("pods", None),
+            Scope::of(EDGESITES, None),
+        ]
     }
 
     fn clear(&mut self) {
@@ -437,16 +437,6 @@ async fn commit(store: &Store, decisions: Vec<(Key, Arc<Value>, Result<Target, S
         .await
 }
 
-/// One pass over every pending pod, from a fresh cache (for tests and tools).
-pub async fn pass(store: &Store) {
-    let mut s = CloudScheduler::new(store.clone());
-    let (_, lists, _) = store.lists_and_watch(&s.scopes());
-    for (k, v) in lists.iter().flatten() {
-        s.apply(k, Some(v));
-    }
-    s.pass(true).await;
-}
-
 async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
     let mut v = pod.clone();
     let msg = match target {
@@ -480,13 +470,8 @@ async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
             )
         }
     };
-    let rv = apiserver::store::object_rv(pod).unwrap_or(0);
     let ops = vec![
-        Op::Put {
-            key: key.clone(),
-            value: v,
-            pre: Precondition::Version(rv),
-        },
+        Op::replace(key.clone(), pod, v),
         event(key, pod, "Normal", "Scheduled", &msg),
     ];
     match store.commit(ops).await {
@@ -507,13 +492,8 @@ async fn unschedulable(store: &Store, key: &Key, pod: &Value, msg: &str) {
     }
     let mut v = pod.clone();
     sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
-    let rv = apiserver::store::object_rv(pod).unwrap_or(0);
     let ops = vec![
-        Op::Put {
-            key: key.clone(),
-            value: v,
-            pre: Precondition::Version(rv),
-        },
+        Op::replace(key.clone(), pod, v),
         event(key, pod, "Warning", "FailedScheduling", msg),
     ];
     let _ = store.commit(ops).await;

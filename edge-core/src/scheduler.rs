@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::sched;
-use apiserver::sched_cache::{self, all, node_name, spec_of, take, PodCache, Scheduler, TIMING};
+use apiserver::sched_cache::{self, node_name, spec_of, take, PodCache, Scheduler, TIMING};
 use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -69,15 +69,10 @@ impl EdgeScheduler {
         let mut v = pod.clone();
         v["spec"]["nodeName"] = json!(node);
         sched::set_scheduled(&mut v, "True", None, None);
-        let rv = apiserver::store::object_rv(pod).unwrap_or(0);
         let kind = if self.hooks.owns(pod) { "Put" } else { "Bind" };
         let mut ops = vec![
             self.hooks.record(kind, key, Some(&v)),
-            Op::Put {
-                key: key.clone(),
-                value: v,
-                pre: Precondition::Version(rv),
-            },
+            Op::replace(key.clone(), pod, v),
         ];
         let msg = format!(
             "Successfully assigned {}/{} to {node}",
@@ -102,7 +97,6 @@ impl EdgeScheduler {
         }
         let mut v = pod.clone();
         sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
-        let rv = apiserver::store::object_rv(pod).unwrap_or(0);
         let kind = if self.hooks.owns(pod) {
             "Put"
         } else {
@@ -110,11 +104,7 @@ impl EdgeScheduler {
         };
         let mut ops = vec![
             self.hooks.record(kind, key, Some(&v)),
-            Op::Put {
-                key: key.clone(),
-                value: v,
-                pre: Precondition::Version(rv),
-            },
+            Op::replace(key.clone(), pod, v),
         ];
         ops.extend(self.event(key, pod, "Warning", "FailedScheduling", msg));
         let _ = self.store.commit(ops).await;
@@ -150,7 +140,7 @@ impl EdgeScheduler {
 
 impl Scheduler for EdgeScheduler {
     fn scopes(&self) -> Vec<Scope> {
-        vec![all("nodes"), all("pods")]
+        vec![Scope::of("nodes", None), Scope::of("pods", None)]
     }
 
     fn clear(&mut self) {

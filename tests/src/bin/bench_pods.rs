@@ -18,14 +18,7 @@ use tests::{bin, Agent, CloudCore, EdgeCore};
 
 /// Proportional set size (shared pages divided among their users), KiB.
 fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    tests::proc_kib(pid, "smaps_rollup", "Pss:")
 }
 
 /// Total RSS, total PSS and count of the agent's shims (processes `edge-agent shim`).
