@@ -15,6 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
 fi
+# The Kubernetes Python client: a real client users run (its watch sends `watch=True`).
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  python3 -m pip install --quiet kubernetes
+fi
 if ! command -v kubectl >/dev/null; then
   echo "deploy/test.sh: kubectl (v1.32) is required on PATH: the end-to-end tests drive stock kubectl" >&2
   exit 1

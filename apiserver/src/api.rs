@@ -131,8 +131,14 @@ impl Query {
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
     }
-    fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("1") | Some("true") | Some(""))
+    /// A boolean parameter, read as kube-apiserver reads one: absent is false; `0` and `false`
+    /// (any case) are false; any other value, the empty one included, is true (so `1`, `t`,
+    /// `True`, `TRUE` and bare `?watch` all mean true).
+    pub fn flag(&self, k: &str) -> bool {
+        match self.get(k) {
+            None => false,
+            Some(v) => !(v == "0" || v.eq_ignore_ascii_case("false")),
+        }
     }
 }
 
@@ -498,6 +504,24 @@ impl Api {
                 status: StatusCode::OK,
                 content_type: "application/json",
                 body: self.openapi.index(),
+                warnings: vec![],
+            });
+        }
+        if path == "/openapi/v2" || path == "/openapi/v2/" {
+            let accept = req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let pb = accept.contains("protobuf");
+            return Ok(Reply::Full {
+                status: StatusCode::OK,
+                content_type: if pb {
+                    crate::openapi_v2::PROTOBUF
+                } else {
+                    "application/json"
+                },
+                body: self.openapi.v2(pb),
                 warnings: vec![],
             });
         }
@@ -1359,7 +1383,7 @@ impl Api {
             ),
             _ => Duration::from_secs(1800),
         };
-        let send_initial = req.query.get("sendInitialEvents") == Some("true");
+        let send_initial = req.query.flag("sendInitialEvents");
         let rv = req.query.get("resourceVersion").unwrap_or("");
         let scope = t.scope();
         let (initial, replay, from, live) = if rv.is_empty() || rv == "0" || send_initial {
@@ -2291,6 +2315,27 @@ mod tests {
         ));
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
+        for (v, want) in [
+            ("1", true),
+            ("t", true),
+            ("T", true),
+            ("TRUE", true),
+            ("True", true),
+            ("true", true),
+            ("", true),
+            ("0", false),
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+        ] {
+            assert_eq!(
+                Query::parse(Some(&format!("w={v}"))).flag("w"),
+                want,
+                "{v:?}"
+            );
+        }
+        assert!(Query::parse(Some("w")).flag("w"));
+        assert!(!Query::parse(Some("x=1")).flag("w"));
         assert_eq!(q.get("limit"), Some("5"));
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }

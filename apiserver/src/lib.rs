@@ -12,6 +12,7 @@ pub mod controllers;
 pub mod error;
 pub mod logs;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod path;
 pub mod protobuf;

@@ -60,17 +60,6 @@ pub struct LogOptions {
     pub since_time: Option<String>,
 }
 
-fn parse_bool(q: &Query, k: &str) -> ApiResult<bool> {
-    match q.get(k) {
-        None => Ok(false),
-        Some("" | "1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(v) => Err(ApiError::bad_request(format!(
-            "invalid value {v:?} for {k}: must be a boolean"
-        ))),
-    }
-}
-
 fn parse_int(q: &Query, k: &str) -> ApiResult<Option<i64>> {
     match q.get(k) {
         None | Some("") => Ok(None),
@@ -105,9 +94,9 @@ impl LogOptions {
         };
         let o = LogOptions {
             container: q.get("container").unwrap_or("").to_string(),
-            follow: parse_bool(q, "follow")?,
-            previous: parse_bool(q, "previous")?,
-            timestamps: parse_bool(q, "timestamps")?,
+            follow: q.flag("follow"),
+            previous: q.flag("previous"),
+            timestamps: q.flag("timestamps"),
             tail_lines: parse_int(q, "tailLines")?,
             limit_bytes: parse_int(q, "limitBytes")?,
             since_seconds: parse_int(q, "sinceSeconds")?,
@@ -637,12 +626,17 @@ mod tests {
                 .code,
             400
         );
-        assert_eq!(
-            LogOptions::from_query(&q("follow=maybe"), "p")
-                .unwrap_err()
-                .code,
-            400
-        );
+        // Booleans as kube-apiserver reads them: only `0` and `false` (any case) are false.
+        for (v, want) in [
+            ("maybe", true),
+            ("T", true),
+            ("", true),
+            ("0", false),
+            ("False", false),
+        ] {
+            let o = LogOptions::from_query(&q(&format!("follow={v}")), "p").unwrap();
+            assert_eq!(o.follow, want, "follow={v}");
+        }
     }
 
     #[test]

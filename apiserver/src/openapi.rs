@@ -17,6 +17,9 @@ pub struct OpenApi {
     /// `group/version` path key (`api/v1`, `apis/g/v`) → document JSON bytes.
     docs: BTreeMap<String, bytes::Bytes>,
     index: bytes::Bytes,
+    /// `/openapi/v2` as JSON and as gnostic protobuf.
+    v2_json: bytes::Bytes,
+    v2_protobuf: bytes::Bytes,
 }
 
 const PREFIX: &str = "#/components/schemas/";
@@ -145,6 +148,13 @@ impl OpenApi {
                 paths.insert(p, v);
             }
         }
+        let all_paths: Map<String, Value> = by_gv
+            .values()
+            .flat_map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        let v2 = crate::openapi_v2::document(&schemas, &all_paths);
+        let v2_protobuf = bytes::Bytes::from(crate::openapi_v2::protobuf(&v2));
+        let v2_json = bytes::Bytes::from(serde_json::to_vec(&v2).unwrap_or_default());
         let mut docs = BTreeMap::new();
         let mut index = Map::new();
         for (gv, paths) in by_gv {
@@ -175,6 +185,17 @@ impl OpenApi {
             schemas,
             docs,
             index,
+            v2_json,
+            v2_protobuf,
+        }
+    }
+
+    /// `/openapi/v2`: gnostic protobuf when `protobuf` (what client-go asks for), else JSON.
+    pub fn v2(&self, protobuf: bool) -> bytes::Bytes {
+        if protobuf {
+            self.v2_protobuf.clone()
+        } else {
+            self.v2_json.clone()
         }
     }
 
