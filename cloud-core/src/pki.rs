@@ -46,7 +46,11 @@ impl Pki {
         client: bool,
         lifetime: std::time::Duration,
     ) -> Result<Issued, Error> {
-        let org = if client { "atoll:sites" } else { "atoll" };
+        let org = if client {
+            proto::SITE_CERT_ORG
+        } else {
+            "atoll"
+        };
         self.issue_as(common_name, org, names, client, lifetime)
     }
 
@@ -111,7 +115,7 @@ impl Pki {
         }
         let i = self.issue_as(
             apiserver::logs::KUBELET_CLIENT_CN,
-            "atoll:control-plane",
+            proto::CONTROL_PLANE_ORG,
             &[],
             true,
             std::time::Duration::from_secs(365 * 86400),

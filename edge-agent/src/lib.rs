@@ -62,9 +62,6 @@ pub async fn serve<R: runtime::Runtime + Clone>(
 ) -> anyhow::Result<()> {
     let ca = kubeconfig_ca(kubeconfig)?;
     let allowed: logs::Allowed = Default::default();
-    if let Ok(mut a) = allowed.write() {
-        a.insert(apiserver::logs::KUBELET_CLIENT_CN.to_string());
-    }
     let logs = tokio::spawn(logs::serve(
         listener,
         node.root.clone(),

@@ -9,8 +9,9 @@
 //! - Route: `GET /containerLogs/{tenant}/{namespace}/{pod}/{container}?uid=&follow=&previous=&
 //!   tailLines=&timestamps=&limitBytes=&sinceSeconds=&sinceTime=` → `200 text/plain`, streamed.
 //! - TLS with a self-signed serving certificate (`ROOT/pki/agent.{crt,key}`, created once); a
-//!   client certificate chaining to the region CA is required, and its subject CN must be in
-//!   the allowed set (the node's site, the cloud's kubelet client).
+//!   client certificate chaining to the region CA is required, issued for client authentication
+//!   to the node's site (O `atoll:sites`, CN the site) or to the cloud's kubelet client
+//!   (O `atoll:control-plane`, CN `atoll:kubelet-client`).
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -27,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Client-certificate common names allowed to read logs (shared with whoever keeps it current).
+/// The sites whose certificates may read logs here (shared with whoever keeps it current).
 pub type Allowed = Arc<RwLock<HashSet<String>>>;
 
 /// How often a followed log is checked for new lines.
@@ -158,15 +159,16 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-            let cn = tls
+            let id = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| subject_cn(c));
-            let who = match cn {
-                Some(cn) if allowed.read().is_ok_and(|a| a.contains(&cn)) => Ok(cn),
-                other => Err(other.unwrap_or_default()),
+                .and_then(|c| client_identity(c));
+            let who = match id {
+                Some((org, cn)) if allowed.read().is_ok_and(|a| may_read(&org, &cn, &a)) => Ok(cn),
+                Some((org, cn)) => Err(format!("{org}/{cn}")),
+                None => Err(String::new()),
             };
             let svc = hyper::service::service_fn(move |req| {
                 let (root, who) = (root.clone(), who.clone());
@@ -635,59 +637,42 @@ pub fn tail_offset<R: Read + Seek>(r: &mut R, len: u64, n: u64) -> std::io::Resu
     }
 }
 
-/// The subject common name of a DER certificate (a minimal, bounds-checked DER walk: the
-/// certificate was already verified against the CA).
-pub fn subject_cn(der: &[u8]) -> Option<String> {
-    /// (tag, content, rest)
-    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let tag = *b.first()?;
-        let l0 = *b.get(1)?;
-        let (len, hdr) = if l0 < 0x80 {
-            (l0 as usize, 2)
-        } else {
-            let n = (l0 & 0x7f) as usize;
-            if n == 0 || n > 4 {
-                return None;
-            }
-            let mut len = 0usize;
-            for i in 0..n {
-                len = (len << 8) | *b.get(2 + i)? as usize;
-            }
-            (len, 2 + n)
-        };
-        let end = hdr.checked_add(len)?;
-        Some((tag, b.get(hdr..end)?, b.get(end..)?))
-    }
-    let (0x30, cert, _) = tlv(der)? else {
+/// The subject organization and common name of a DER client certificate (already verified
+/// against the region CA), if it is one issued for client authentication.
+pub fn client_identity(der: &[u8]) -> Option<(String, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let client_auth = cert
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|e| e.value.client_auth);
+    if !client_auth {
         return None;
-    };
-    let (0x30, tbs, _) = tlv(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    if let Some((0xa0, _, r)) = tlv(rest) {
-        rest = r; // version
     }
-    for _ in 0..4 {
-        // serial, signature algorithm, issuer, validity
-        rest = tlv(rest)?.2;
+    let subject = cert.subject();
+    // Exactly one value each: a second CN or O is not a name the region issued.
+    fn one<'a>(
+        mut it: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+    ) -> Option<String> {
+        let first = it.next()?.as_str().ok()?.to_string();
+        it.next().is_none().then_some(first)
     }
-    let (0x30, mut name, _) = tlv(rest)? else {
-        return None;
-    };
-    while let Some((0x31, mut set, r)) = tlv(name) {
-        while let Some((0x30, atv, r2)) = tlv(set) {
-            if let Some((0x06, oid, v)) = tlv(atv) {
-                if oid == [0x55, 0x04, 0x03] {
-                    let (_, value, _) = tlv(v)?;
-                    return std::str::from_utf8(value).ok().map(String::from);
-                }
-            }
-            set = r2;
-        }
-        name = r;
+    Some((
+        one(subject.iter_organization())?,
+        one(subject.iter_common_name())?,
+    ))
+}
+
+/// Whether a client with organization `org` and common name `cn` may read logs: the region's
+/// certificate for one of the `sites` this node belongs to, or the cloud's kubelet client.
+/// Any other certificate of the region CA (serving certificates, another site's, or one whose
+/// CN merely matches) is refused.
+pub fn may_read(org: &str, cn: &str, sites: &HashSet<String>) -> bool {
+    match org {
+        proto::SITE_CERT_ORG => sites.contains(cn),
+        proto::CONTROL_PLANE_ORG => cn == apiserver::logs::KUBELET_CLIENT_CN,
+        _ => false,
     }
-    None
 }
 
 #[cfg(test)]
@@ -822,19 +807,45 @@ mod tests {
         assert_eq!(tail(&text, 5000), text);
     }
 
-    #[test]
-    fn reads_the_common_name_of_a_certificate() {
+    fn cert(org: &str, cn: &str, eku: rcgen::ExtendedKeyUsagePurpose) -> Vec<u8> {
         let mut p = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
         p.distinguished_name
-            .push(rcgen::DnType::OrganizationName, "atoll:sites");
-        p.distinguished_name.push(rcgen::DnType::CommonName, "s1");
+            .push(rcgen::DnType::OrganizationName, org);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
         let k = rcgen::KeyPair::generate().unwrap();
-        let c = p.self_signed(&k).unwrap();
-        assert_eq!(subject_cn(c.der()).as_deref(), Some("s1"));
-        assert_eq!(subject_cn(&c.der()[..40]), None);
-        assert_eq!(subject_cn(b""), None);
-        for cut in 0..c.der().len() {
-            let _ = subject_cn(&c.der()[..cut]);
+        p.self_signed(&k).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn only_site_and_kubelet_client_certificates_may_read() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let sites: HashSet<String> = ["s1".to_string()].into();
+        let allowed =
+            |der: &[u8]| client_identity(der).is_some_and(|(o, c)| may_read(&o, &c, &sites));
+        assert!(allowed(&cert("atoll:sites", "s1", ClientAuth)));
+        assert!(allowed(&cert(
+            "atoll:control-plane",
+            "atoll:kubelet-client",
+            ClientAuth
+        )));
+        // Another site; the right CN under another organization; a serving certificate.
+        assert!(!allowed(&cert("atoll:sites", "s2", ClientAuth)));
+        assert!(!allowed(&cert("atoll", "s1", ClientAuth)));
+        assert!(!allowed(&cert(
+            "atoll:sites",
+            "atoll:kubelet-client",
+            ClientAuth
+        )));
+        assert!(!allowed(&cert("atoll:sites", "s1", ServerAuth)));
+        let c = cert("atoll:sites", "s1", ClientAuth);
+        assert_eq!(
+            client_identity(&c),
+            Some(("atoll:sites".to_string(), "s1".to_string()))
+        );
+        assert_eq!(client_identity(b""), None);
+        for cut in 0..c.len() {
+            assert_eq!(client_identity(&c[..cut]), None);
         }
     }
 

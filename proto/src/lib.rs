@@ -19,6 +19,10 @@ pub const SITE_LABEL: &str = "atoll.io/site";
 /// Annotation on objects created at an edge site, naming the site that owns them. The cloud
 /// and the edge must agree on it: it decides who may write an object and what syncs where.
 pub const ORIGIN: &str = "edge.atoll.io/origin";
+/// Subject organization of the client certificates the region issues to sites (CN: the site).
+pub const SITE_CERT_ORG: &str = "atoll:sites";
+/// Subject organization of the region's own client certificates (the kubelet client).
+pub const CONTROL_PLANE_ORG: &str = "atoll:control-plane";
 
 /// The site an object was created at, if any (its [`ORIGIN`] annotation).
 pub fn origin(v: &serde_json::Value) -> Option<&str> {

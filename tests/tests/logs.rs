@@ -211,7 +211,7 @@ fn kubectl_logs_at_the_edge_through_the_cloud_and_from_cloud_nodes() {
     let cc = CloudCore::start();
     let mut e1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
     let ca = std::fs::read(cc.dir.path().join("pki/ca.crt")).unwrap();
-    let agent = LogServer::start(ca, &["s1", "atoll:kubelet-client"]);
+    let agent = LogServer::start(ca, &["s1"]);
     let (ekc, escratch) = (e1.kubeconfig(), e1.dir.path().to_path_buf());
     let (ckc, cscratch) = (cc.kubeconfig(), cc.dir.path().to_path_buf());
 
@@ -344,6 +344,31 @@ fn kubectl_logs_at_the_edge_through_the_cloud_and_from_cloud_nodes() {
     assert!(e.contains("refused"), "{e}");
     agent.allowed.write().unwrap().insert("s1".into());
 
+    // Only the region's site certificate for s1 and the kubelet client may read: a certificate
+    // from the same CA with CN s1 but another organization, or another site's, is refused.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", agent.port).parse().unwrap();
+    let path = format!("/containerLogs/-/default/p1/c?uid={u1}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (org, cn, allowed) in [
+        ("atoll:sites", "s1", true),
+        ("atoll:control-plane", "atoll:kubelet-client", true),
+        ("atoll", "s1", false),
+        ("atoll:control-plane", "s1", false),
+        ("atoll:sites", "s2", false),
+        ("atoll:sites", "atoll:kubelet-client", false),
+    ] {
+        let (cert, key) = region_cert(cc.dir.path(), org, cn);
+        let got = rt.block_on(apiserver::logs::fetch(addr, &cert, &key, &path, "n1"));
+        match (got, allowed) {
+            (Ok(_), true) => {}
+            (Err(e), false) => assert!(e.message.contains("refused"), "{org}/{cn}: {e:?}"),
+            (got, _) => panic!(
+                "{org}/{cn}: expected allowed={allowed}, got {:?}",
+                got.err()
+            ),
+        }
+    }
+
     // A cloud node (no site label): straight from its agent with the cloud's client cert.
     apply(
         &ckc,
@@ -364,6 +389,26 @@ fn kubectl_logs_at_the_edge_through_the_cloud_and_from_cloud_nodes() {
     let args = ["logs", "p1"];
     let e = err(cc.kubectl(&args), &args);
     assert!(e.contains("site s1 is not connected"), "{e}");
+}
+
+/// A client certificate signed by the region CA in `dir/pki`, with subject O=`org`, CN=`cn`.
+fn region_cert(dir: &Path, org: &str, cn: &str) -> (Vec<u8>, Vec<u8>) {
+    let ca_pem = std::fs::read_to_string(dir.join("pki/ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("pki/ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::CertificateParams::from_ca_cert_pem(&ca_pem)
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer, &ca_key).unwrap();
+    (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
 }
 
 /// A fake site for `s1` (its real credentials) that answers the hub's log streams with
