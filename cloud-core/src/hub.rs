@@ -32,9 +32,12 @@ pub use proto::{origin, ORIGIN};
 pub const SITE_LABEL: &str = proto::SITE_LABEL;
 /// Internal resource: join tokens by hash.
 pub const JOIN_TOKENS: &str = apiserver::api::JOIN_TOKENS;
-const SITE_CERTS: &str = "sitecerts";
-const SITE_SEQ: &str = "siteseqs";
-const EDGESITES: &str = "edgesites.edge.atoll.io";
+/// Internal resource: the client certificates issued to sites, by fingerprint.
+pub const SITE_CERTS: &str = "sitecerts";
+/// Internal resource: each site's applied uplink sequence.
+pub const SITE_SEQ: &str = "siteseqs";
+/// Store name of EdgeSites.
+pub const EDGESITES: &str = "edgesites.edge.atoll.io";
 /// Most downlink changes kept per site for resuming.
 const LOG_LIMIT: usize = 100_000;
 
@@ -624,12 +627,24 @@ impl Shares {
     }
 }
 
+/// A live sync session: its site, the fingerprint of the certificate it authenticated with,
+/// and how to end it (revocation).
+struct SessionInfo {
+    site: String,
+    fingerprint: String,
+    cancel: CancellationToken,
+    conn: quinn::Connection,
+    /// Downlink version the site has acknowledged on this session.
+    acked_rv: u64,
+    started: std::time::Instant,
+}
+
 /// What the hub knows about connected sites (for EdgeSite status and log tunnels).
 #[derive(Default)]
 struct Live {
-    connected: HashMap<String, u64>,
-    /// The live connection of each site (log tunnels open streams on it).
-    conns: HashMap<String, quinn::Connection>,
+    /// Every live session by connection id (a site normally has one; a reconnect may overlap
+    /// the old session for a moment).
+    sessions: HashMap<usize, SessionInfo>,
     /// Log tunnels per site, bounded.
     tunnels: HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
@@ -662,6 +677,12 @@ async fn finish(send: &mut quinn::SendStream) {
     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
 }
 
+/// The record that makes a client certificate a site's: by fingerprint, for the EdgeSite (name
+/// and uid) it was issued to.
+fn cert_record(fp: &[u8; 32], site: &str, site_uid: &str) -> Value {
+    json!({"metadata": {"name": hex(fp)}, "site": site, "siteUid": site_uid, "issued": now_str()})
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -688,6 +709,7 @@ impl Hub {
             cfg: Config::default(),
             site_cert_ttl,
         });
+        tokio::spawn(hub.clone().follow_deletions(cancel.clone()));
         let h = hub.clone();
         tokio::spawn(async move {
             loop {
@@ -719,14 +741,101 @@ impl Hub {
         }
     }
 
-    fn site_of_cert(&self, conn: &quinn::Connection) -> Option<String> {
+    /// The site a connection's client certificate was issued to, with the certificate's
+    /// fingerprint. A certificate is honoured only while its record exists (deleting the
+    /// EdgeSite, or the site using a successor, removes it) and only for the EdgeSite it was
+    /// issued to: a site deleted and created again under the same name has a new uid, and
+    /// the old certificates stay refused though they have not expired.
+    fn site_of_cert(&self, conn: &quinn::Connection) -> Option<(String, String)> {
         let certs = conn
             .peer_identity()?
             .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
             .ok()?;
         let fp = hex(&quic::fingerprint(certs.first()?));
         let rec = self.store.get(&Key::new(SITE_CERTS, "", "", &fp))?;
-        rec.get("site").and_then(Value::as_str).map(String::from)
+        let site = rec.get("site").and_then(Value::as_str)?.to_string();
+        let es = self.store.get(&Key::new(EDGESITES, "", "", &site))?;
+        let uid = es.pointer("/metadata/uid").and_then(Value::as_str);
+        if rec.get("siteUid").and_then(Value::as_str) != uid {
+            return None;
+        }
+        Some((site, fp))
+    }
+
+    /// End every live session of `site` (its EdgeSite was deleted).
+    fn end_sessions(&self, why: &str, pred: impl Fn(&SessionInfo) -> bool) {
+        if let Ok(l) = self.live.lock() {
+            for info in l.sessions.values().filter(|i| pred(i)) {
+                tracing::warn!(site = %info.site, reason = %why, "ending the site's sync session");
+                info.cancel.cancel();
+            }
+        }
+    }
+
+    /// A site authenticated with the certificate `fp`: its predecessors (issued earlier to the
+    /// same site) stop working from now on, and sessions still using them end.
+    async fn retire_predecessors(&self, site: &str, fp: &str) {
+        let certs = self.store.list_of(SITE_CERTS, Some(""));
+        let rv_of = |v: &Value| apiserver::store::object_rv(v).unwrap_or(0);
+        let Some(mine) = certs
+            .iter()
+            .find(|(k, _)| k.name == fp)
+            .map(|(_, v)| rv_of(v))
+        else {
+            return;
+        };
+        let mut retired = Vec::new();
+        for (k, v) in certs.iter() {
+            if k.name != fp
+                && v.get("site").and_then(Value::as_str) == Some(site)
+                && rv_of(v) < mine
+                && self
+                    .store
+                    .delete(k.clone(), Precondition::Exists)
+                    .await
+                    .is_ok()
+            {
+                retired.push(k.name.clone());
+            }
+        }
+        if !retired.is_empty() {
+            tracing::info!(%site, count = retired.len(), "retired the site's earlier certificates");
+            self.end_sessions("its certificate was replaced by a newer one", |i| {
+                retired.contains(&i.fingerprint)
+            });
+        }
+    }
+
+    /// Follow EdgeSite deletions: the site's sessions end at once (its certificate records go
+    /// in the same transaction as the EdgeSite, see [`crate::hooks`]).
+    async fn follow_deletions(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let (_, _, mut live) = self
+                .store
+                .list_and_watch(&apiserver::store::Scope::of(EDGESITES, Some("")));
+            // Anything deleted while this watch was not running.
+            let sites: std::collections::HashSet<String> = self
+                .store
+                .list_of(EDGESITES, Some(""))
+                .iter()
+                .map(|(k, _)| k.name.clone())
+                .collect();
+            self.end_sessions("its edge site was deleted", |i| !sites.contains(&i.site));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    ev = live.recv() => match ev {
+                        Ok(e) if e.kind == EventType::Deleted && e.key.resource == EDGESITES => {
+                            let site = e.key.name.clone();
+                            tracing::info!(%site, "edge site deleted: its certificates are revoked");
+                            self.end_sessions("its edge site was deleted", |i| i.site == site);
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    },
+                }
+            }
+        }
     }
 
     async fn connection(self: Arc<Self>, incoming: quinn::Incoming) -> Result<(), String> {
@@ -756,15 +865,15 @@ impl Hub {
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
                 Ok(())
             }
-            (Some(Body::Hello(h)), Some(site)) => {
+            (Some(Body::Hello(h)), Some((site, fp))) => {
                 let renewals = self.serve_renewals(conn.clone(), site.clone());
-                let r = self.clone().session(conn, send, recv, site, h).await;
+                let r = self.clone().session(conn, send, recv, site, fp, h).await;
                 renewals.abort();
                 r
             }
             (Some(Body::Hello(h)), None) => {
                 let msg = format!(
-                    "site {:?} presented no certificate issued at join; join first",
+                    "site {:?} presented no valid certificate issued at join (unknown, replaced by a newer one, or revoked with its edge site); join first",
                     h.site
                 );
                 let f = Frame::new(Body::Error(ErrorFrame {
@@ -797,14 +906,12 @@ impl Hub {
         if expired {
             return Err("join token expired".into());
         }
-        if self.store.get(&Key::new(EDGESITES, "", "", site)).is_none() {
-            return Err(format!("edge site {site:?} does not exist"));
-        }
+        let site_uid = self.site_uid(site)?;
         let (resp, fp) = self.issue_site(site, &j.serving_names)?;
         let mut used = (*rec).clone();
         used["used"] = json!(true);
         let rv = apiserver::store::object_rv(&rec).unwrap_or(0);
-        let cert_rec = json!({"metadata": {"name": hex(&fp)}, "site": site, "issued": now_str()});
+        let cert_rec = cert_record(&fp, site, &site_uid);
         self.store
             .commit(vec![
                 Op::Put {
@@ -822,6 +929,18 @@ impl Hub {
             .map_err(|_| "join token already used".to_string())?;
         tracing::info!(%site, "site joined");
         Ok(resp)
+    }
+
+    /// The uid of an existing EdgeSite.
+    fn site_uid(&self, site: &str) -> Result<String, String> {
+        self.store
+            .get(&Key::new(EDGESITES, "", "", site))
+            .and_then(|v| {
+                v.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .ok_or_else(|| format!("edge site {site:?} does not exist"))
     }
 
     /// A site's client and serving certificates, signed by the region CA.
@@ -866,8 +985,9 @@ impl Hub {
     /// Renew an authenticated site's certificates; the old ones stay valid until they expire,
     /// so nothing is dropped.
     async fn renew(&self, site: &str, names: &[String]) -> Result<JoinResponse, String> {
+        let site_uid = self.site_uid(site)?;
         let (resp, fp) = self.issue_site(site, names)?;
-        let rec = json!({"metadata": {"name": hex(&fp)}, "site": site, "issued": now_str()});
+        let rec = cert_record(&fp, site, &site_uid);
         self.store
             .put(
                 Key::new(SITE_CERTS, "", "", &hex(&fp)),
@@ -926,9 +1046,11 @@ impl Hub {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         site: String,
+        fingerprint: String,
         hello: proto::sync::Hello,
     ) -> Result<(), String> {
         let now = || tokio::time::Instant::now().into_std();
+        let ended = CancellationToken::new();
         let mut s = HubSession::new(self.cfg.clone(), &site, self.up_applied(&site), now());
         s.handle(Frame::new(Body::Hello(hello)), now());
         // Frames are read on their own task: reads are not cancel-safe inside select!.
@@ -944,12 +1066,22 @@ impl Hub {
         self.live
             .lock()
             .map(|mut l| {
-                l.connected.insert(site.clone(), 0);
-                l.conns.insert(site.clone(), conn.clone());
+                l.sessions.insert(
+                    conn.stable_id(),
+                    SessionInfo {
+                        site: site.clone(),
+                        fingerprint: fingerprint.clone(),
+                        cancel: ended.clone(),
+                        conn: conn.clone(),
+                        acked_rv: 0,
+                        started: std::time::Instant::now(),
+                    },
+                );
             })
             .ok();
         self.update_status().await;
         tracing::info!(%site, remote = %conn.remote_address(), "site connected");
+        self.retire_predecessors(&site, &fingerprint).await;
         let result = 'session: loop {
             while let Some(f) = s.poll_transmit(now()) {
                 if let Err(e) = quic::write_frame(&mut send, &f).await {
@@ -993,7 +1125,11 @@ impl Hub {
                     HubAction::DownAcked(rv) => {
                         self.live
                             .lock()
-                            .map(|mut l| l.connected.insert(site.clone(), rv))
+                            .map(|mut l| {
+                                if let Some(i) = l.sessions.get_mut(&conn.stable_id()) {
+                                    i.acked_rv = rv;
+                                }
+                            })
                             .ok();
                     }
                     HubAction::Close(c) => closed = Some(c.reason),
@@ -1046,6 +1182,12 @@ impl Hub {
                 },
                 _ = &mut notified, if wants => {}
                 _ = tokio::time::sleep_until(deadline) => s.handle_timeout(now()),
+                _ = ended.cancelled() => {
+                    let msg = format!("site {site}: certificate revoked (its edge site was deleted, or a newer certificate is in use)");
+                    let f = Frame::new(Body::Error(ErrorFrame { retryable: false, message: msg.clone() }));
+                    let _ = quic::write_frame(&mut send, &f).await;
+                    break msg;
+                }
             }
         };
         finish(&mut send).await;
@@ -1054,14 +1196,7 @@ impl Hub {
         self.live
             .lock()
             .map(|mut l| {
-                l.connected.remove(&site);
-                // A newer connection of the site may have replaced this one already.
-                if l.conns
-                    .get(&site)
-                    .is_some_and(|c| c.stable_id() == conn.stable_id())
-                {
-                    l.conns.remove(&site);
-                }
+                l.sessions.remove(&conn.stable_id());
             })
             .ok();
         self.update_status().await;
@@ -1087,7 +1222,7 @@ impl Hub {
                 .entry(site.to_string())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_LOG_TUNNELS)))
                 .clone();
-            (l.conns.get(site).cloned(), slots)
+            (l.newest(site).map(|i| i.conn.clone()), slots)
         };
         let conn = conn.ok_or_else(not_connected)?;
         let permit = slots.try_acquire_owned().map_err(|_| {
@@ -1412,11 +1547,7 @@ impl Hub {
     async fn update_status(&self) {
         let sites = self.store.list_of(EDGESITES, Some(""));
         let nodes = self.store.list_of("nodes", Some(""));
-        let connected = self
-            .live
-            .lock()
-            .map(|l| l.connected.clone())
-            .unwrap_or_default();
+        let connected = self.live.lock().map(|l| l.connected()).unwrap_or_default();
         let mut counts: HashMap<String, usize> = HashMap::new();
         for (_, n) in &nodes {
             if let Some(s) = node_site(n) {
@@ -1466,6 +1597,30 @@ impl Hub {
             let rv = apiserver::store::object_rv(&v).unwrap_or(0);
             let _ = self.store.put(k, n, Precondition::Version(rv)).await;
         }
+    }
+}
+
+impl Live {
+    /// The newest live session of `site`.
+    fn newest(&self, site: &str) -> Option<&SessionInfo> {
+        self.sessions
+            .values()
+            .filter(|i| i.site == site)
+            .max_by_key(|i| i.started)
+    }
+
+    /// Connected sites with the downlink version each acknowledged (on its newest session).
+    fn connected(&self) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        for i in self.sessions.values() {
+            if self
+                .newest(&i.site)
+                .is_some_and(|n| n.conn.stable_id() == i.conn.stable_id())
+            {
+                out.insert(i.site.clone(), i.acked_rv);
+            }
+        }
+        out
     }
 }
 

@@ -2,6 +2,7 @@
 //! the region PKI, and the built-in controllers. (Sync hub, scheduler and workload controllers
 //! arrive with their issues.)
 
+pub mod hooks;
 pub mod hub;
 pub mod logs;
 pub mod pki;
@@ -112,13 +113,14 @@ pub async fn start(
     } else {
         format!("https://{host}:{}", addr.port())
     };
-    let api = Api::new(
+    let api = Api::with_hooks(
         store.clone(),
         ApiConfig {
             max_body: cfg.max_body,
             advertise: format!("{host}:{}", addr.port()),
             ..ApiConfig::default()
         },
+        Some(Arc::new(hooks::CloudHooks::new(store.clone()))),
     );
     let tls = apiserver::server::tls_config(&pki.cert_pem, &pki.key_pem)?;
     tracker.spawn(apiserver::controllers::expire_events(

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tests::rawsite::{site_creds, RawSite};
 use tests::{err, kubectl, names, wait_for, CloudCore, EdgeCore};
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
@@ -350,6 +351,52 @@ fn certificates_rotate_before_expiry_without_dropping_the_site() {
     // client certificate.
     e1.kubectl_ok(&["get", "ns"]);
     e1.restart();
+    wait_for("connected again after the restart", T, || {
+        e1.log().matches("connected to the cloud").count() == 2
+    });
     wait_for("Connected after restart", T, connected);
     assert_eq!(creds()["client_cert"], renewed["client_cert"]);
+    // Its successor is in use now: the first certificate stops working, though it has not
+    // expired.
+    let old = (
+        first["client_cert"].as_str().unwrap().as_bytes().to_vec(),
+        first["client_key"].as_str().unwrap().as_bytes().to_vec(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_for("the replaced certificate to be refused", T, || {
+        rt.block_on(RawSite::hello(&cc, &old.0, &old.1, "s1"))
+            .err()
+            .is_some_and(|e| e.contains("no valid certificate"))
+    });
+    assert!(connected());
+}
+
+#[test]
+fn deleting_an_edge_site_revokes_its_certificates_and_ends_its_session() {
+    let cc = CloudCore::start();
+    let mut e1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
+    wait_for("Connected", T, || {
+        tests::site_connected(&cc, "s1") == "True"
+    });
+    let (cert, key) = site_creds(e1.dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    cc.kubectl_ok(&["delete", "edgesite", "s1"]);
+    // The live session ends at once, with the reason.
+    wait_for("the session to end", T, || {
+        e1.log().contains("certificate revoked")
+    });
+    let refused = rt
+        .block_on(RawSite::hello(&cc, &cert, &key, "s1"))
+        .err()
+        .expect("a deleted site's certificate must be refused");
+    assert!(refused.contains("no valid certificate"), "{refused}");
+    // A new EdgeSite of the same name is another site: the old certificate stays refused, and
+    // the old edge-core does not get back in.
+    let _ = cc.join_token("s1", "10m");
+    assert!(rt.block_on(RawSite::hello(&cc, &cert, &key, "s1")).is_err());
+    e1.restart();
+    wait_for("the old edge-core to be refused", T, || {
+        e1.log().contains("no valid certificate")
+    });
+    assert_ne!(tests::site_connected(&cc, "s1"), "True");
 }
