@@ -188,13 +188,29 @@ pub enum Write<'a> {
     },
 }
 
+/// A write about to be committed, as [`Hooks::also`] sees it.
+pub struct Committing<'a> {
+    /// The object's key.
+    pub key: &'a Key,
+    /// The stored object (`None` for a create).
+    pub old: Option<&'a Value>,
+    /// The new object (`None` for a deletion).
+    pub new: Option<&'a Value>,
+    /// Only the status changed, through its subresource.
+    pub status: bool,
+}
+
 /// Extension points for a server that is not the source of truth for everything it serves.
 pub trait Hooks: Send + Sync {
     /// Refuse or adjust a write before it is validated and committed.
     fn admit(&self, res: &Resource, write: Write<'_>) -> ApiResult<()>;
-    /// Extra ops to commit in the same transaction as a write of `key` (`new` is `None` for a
-    /// deletion; `status` when only the status changed through its subresource).
-    fn also(&self, res: &Resource, key: &Key, new: Option<&Value>, status: bool) -> Vec<Op>;
+    /// Extra ops to commit in the same transaction as a write.
+    fn also(&self, res: &Resource, write: &Committing<'_>) -> Vec<Op>;
+    /// Refuse a write into `tenant`'s space before anything else is checked (an edge site
+    /// refuses tenants it does not serve). `verb` is the request's verb.
+    fn tenant(&self, _tenant: &str, _verb: &str) -> ApiResult<()> {
+        Ok(())
+    }
 }
 
 fn now() -> String {
@@ -231,6 +247,31 @@ fn store_err(res: &Resource, name: &str, e: StoreError) -> ApiError {
             ApiError::internal("storage")
         }
         StoreError::Closed => ApiError::unavailable("the server is shutting down"),
+    }
+}
+
+/// The site-origin annotation is the region's to set (it decides who may write an object and
+/// where it syncs): a write keeps the stored object's value, whatever the body says, and a new
+/// object gets it only from the edge's hooks or the hub.
+fn keep_origin(current: Option<&Value>, new: &mut Value) {
+    let kept = current
+        .and_then(|c| c.pointer("/metadata/annotations"))
+        .and_then(|a| a.get(proto::ORIGIN))
+        .cloned();
+    let anns = new
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut);
+    match (anns, kept) {
+        (Some(a), Some(k)) => {
+            a.insert(proto::ORIGIN.into(), k);
+        }
+        (Some(a), None) => {
+            a.remove(proto::ORIGIN);
+        }
+        (None, Some(k)) => {
+            new["metadata"]["annotations"] = json!({ proto::ORIGIN: k });
+        }
+        (None, None) => {}
     }
 }
 
@@ -426,12 +467,21 @@ impl Api {
         &self,
         res: &Resource,
         key: Key,
+        old: &Value,
         new: Option<Value>,
         pre: Precondition,
         status: bool,
     ) -> Result<Arc<Event>, StoreError> {
         let extra = match &self.hooks {
-            Some(h) => h.also(res, &key, new.as_ref(), status),
+            Some(h) => h.also(
+                res,
+                &Committing {
+                    key: &key,
+                    old: Some(old),
+                    new: new.as_ref(),
+                    status,
+                },
+            ),
             None => Vec::new(),
         };
         let mut ops = vec![match new {
@@ -617,6 +667,9 @@ impl Api {
         };
         auth::authorize(&id, verb, res, &t.tenant, t.namespace.as_deref(), t.name())?;
         if !t.tenant.is_empty() {
+            if let Some(h) = &self.hooks {
+                h.tenant(&t.tenant, verb)?;
+            }
             self.check_tenant(&t.tenant, verb)?;
         }
         match (verb, t.sub.as_deref()) {
@@ -632,6 +685,7 @@ impl Api {
                 self.create(&t, &req).await
             }
             ("create", Some("token")) => self.token_request(&t, &req, &id).await,
+            ("create", Some("eviction")) if res.plural == "pods" => self.evict(&t, &req).await,
             ("create", Some("binding")) => self.bind(&t, &req).await,
             ("update", sub @ (None | Some("status") | Some("finalize"))) => {
                 let body = parse_body(&req.headers, &req.body)?;
@@ -786,9 +840,26 @@ impl Api {
         &self,
         t: &Target,
         req: &Request,
-        mut obj: Value,
+        obj: Value,
     ) -> ApiResult<(Value, Vec<String>)> {
-        let res = t.res;
+        let fv = field_validation(&req.query)?;
+        self.new_object(t.res, &t.tenant, t.namespace.as_deref(), obj, fv, false)
+    }
+
+    /// A new object as the API would store it: type meta, unknown-field check, identity
+    /// fields (name from `generateName`, namespace and tenant of the target), defaults and
+    /// validation. With `keep_identity` (an object a site created and reports up) a valid
+    /// `uid`, `creationTimestamp` and `generation` the site assigned are kept, so both tiers
+    /// name the object alike.
+    fn new_object(
+        &self,
+        res: &Resource,
+        tenant: &str,
+        namespace: Option<&str>,
+        mut obj: Value,
+        fv: FieldValidation,
+        keep_identity: bool,
+    ) -> ApiResult<(Value, Vec<String>)> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(format!(
                 "the body must be a {} object",
@@ -796,7 +867,7 @@ impl Api {
             )));
         }
         check_type_meta(res, &mut obj)?;
-        let warnings = self.check_fields(res, &obj, &req.query)?;
+        let warnings = self.unknown_fields(res, &obj, fv)?;
         normalize_quantities(&mut obj);
         let m = meta_mut(&mut obj);
         if m.get("name")
@@ -814,7 +885,7 @@ impl Api {
             }
         }
         if res.namespaced {
-            let ns = t.namespace.clone().unwrap_or_default();
+            let ns = namespace.unwrap_or_default();
             match m.get("namespace").and_then(Value::as_str) {
                 Some(n) if !n.is_empty() && n != ns => {
                     return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"))
@@ -826,21 +897,35 @@ impl Api {
             m.remove("namespace");
         }
         match m.get("tenant").and_then(Value::as_str) {
-            Some(tn) if !tn.is_empty() && tn != t.tenant => {
+            Some(tn) if !tn.is_empty() && tn != tenant => {
                 return Err(ApiError::bad_request(
                     "the tenant of the provided object does not match the tenant of the request",
                 ))
             }
             _ => {}
         }
-        if t.tenant.is_empty() {
+        if tenant.is_empty() {
             m.remove("tenant");
         } else {
-            m.insert("tenant".into(), json!(t.tenant));
+            m.insert("tenant".into(), json!(tenant));
         }
-        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        m.insert("creationTimestamp".into(), json!(now()));
-        m.insert("generation".into(), json!(1));
+        let kept = |m: &Map<String, Value>, f: &str, ok: &dyn Fn(&Value) -> bool| {
+            m.get(f).filter(|v| keep_identity && ok(v)).cloned()
+        };
+        let uid = kept(m, "uid", &|v| {
+            v.as_str().is_some_and(|u| uuid::Uuid::parse_str(u).is_ok())
+        })
+        .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+        let created = kept(m, "creationTimestamp", &|v| {
+            v.as_str()
+                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+        })
+        .unwrap_or_else(|| json!(now()));
+        let generation = kept(m, "generation", &|v| v.as_i64().is_some_and(|g| g >= 1))
+            .unwrap_or_else(|| json!(1));
+        m.insert("uid".into(), uid);
+        m.insert("creationTimestamp".into(), created);
+        m.insert("generation".into(), generation);
         for f in [
             "resourceVersion",
             "deletionTimestamp",
@@ -849,13 +934,138 @@ impl Api {
         ] {
             m.remove(f);
         }
+        if !keep_identity {
+            keep_origin(None, &mut obj);
+        }
         defaults(res, &mut obj);
         self.validate(res, &obj, None)?;
         Ok((obj, warnings))
     }
 
+    /// Check an object a site created (and reports up) as the API checks a create in the
+    /// site's name: everything [`Api::new_object`] checks (unknown fields are tolerated, as
+    /// a default create tolerates them), plus that its tenant and namespace exist and accept
+    /// new content. `key` names the object; the body may not contradict it.
+    pub fn admit_site_create(&self, key: &Key, obj: Value) -> ApiResult<Value> {
+        let res = resources::by_store_name(&key.resource)
+            .ok_or_else(|| ApiError::not_found("", &key.resource, &key.name))?;
+        let name = meta_str(&obj, "name");
+        if !name.is_empty() && name != key.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name}) does not match its key ({})",
+                key.name
+            )));
+        }
+        let mut obj = obj;
+        meta_mut(&mut obj).insert("name".into(), json!(key.name));
+        let ns = res.namespaced.then_some(key.namespace.as_str());
+        let (obj, _) = self.new_object(res, &key.tenant, ns, obj, FieldValidation::Ignore, true)?;
+        if !key.tenant.is_empty() {
+            self.check_tenant(&key.tenant, "create")?;
+        }
+        if res.namespaced {
+            self.check_namespace(res, &key.tenant, &key.namespace, &key.name)?;
+        }
+        Ok(obj)
+    }
+
+    /// Check a site's new version of an object it owns as the API checks an update: the
+    /// identity fields stay the stored object's (a deletion once requested stays requested),
+    /// generation follows spec changes, defaults and validation (immutable fields included)
+    /// apply.
+    pub fn admit_site_update(
+        &self,
+        res: &Resource,
+        current: &Value,
+        new: Value,
+    ) -> ApiResult<Value> {
+        if !new.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "the body must be a {} object",
+                res.kind
+            )));
+        }
+        let mut new = new;
+        check_type_meta(res, &mut new)?;
+        let cm = current.get("metadata").cloned().unwrap_or(json!({}));
+        let dt = new.pointer("/metadata/deletionTimestamp").cloned();
+        let grace = new.pointer("/metadata/deletionGracePeriodSeconds").cloned();
+        {
+            let m = meta_mut(&mut new);
+            for f in [
+                "name",
+                "uid",
+                "creationTimestamp",
+                "tenant",
+                "namespace",
+                "generation",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                match cm.get(f) {
+                    Some(v) => m.insert(f.into(), v.clone()),
+                    None => m.remove(f),
+                };
+            }
+            m.remove("resourceVersion");
+            // The site may start a graceful deletion of its own object (never undo one).
+            // (The origin annotation is kept below.)
+            if cm.get("deletionTimestamp").is_none() {
+                if let Some(ts) = dt.filter(|t| {
+                    t.as_str()
+                        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+                }) {
+                    m.insert("deletionTimestamp".into(), ts);
+                    if let Some(g) = grace.filter(|g| g.as_i64().is_some_and(|g| g >= 0)) {
+                        m.insert("deletionGracePeriodSeconds".into(), g);
+                    }
+                }
+            }
+        }
+        keep_origin(Some(current), &mut new);
+        if spec_part(&new) != spec_part(current) {
+            let g = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        }
+        normalize_quantities(&mut new);
+        if matches!(
+            res.plural,
+            "secrets" | "deployments" | "replicasets" | "daemonsets"
+        ) {
+            defaults(res, &mut new);
+        }
+        self.validate(res, &new, Some(current))?;
+        Ok(new)
+    }
+
+    /// The namespace of a new namespaced object exists and is not being terminated.
+    fn check_namespace(&self, res: &Resource, tenant: &str, ns: &str, name: &str) -> ApiResult<()> {
+        let nso = self
+            .store
+            .get(&Key::new("namespaces", tenant, "", ns))
+            .ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
+        if nso.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::forbidden_msg(format!(
+                "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                res.plural
+            )));
+        }
+        Ok(())
+    }
+
     fn check_fields(&self, res: &Resource, obj: &Value, q: &Query) -> ApiResult<Vec<String>> {
-        let fv = field_validation(q)?;
+        self.unknown_fields(res, obj, field_validation(q)?)
+    }
+
+    fn unknown_fields(
+        &self,
+        res: &Resource,
+        obj: &Value,
+        fv: FieldValidation,
+    ) -> ApiResult<Vec<String>> {
         if fv == FieldValidation::Ignore {
             return Ok(Vec::new());
         }
@@ -911,16 +1121,7 @@ impl Api {
         let name = meta_str(&obj, "name").to_string();
         if t.res.namespaced {
             let ns = t.namespace.as_deref().unwrap_or("");
-            let nso = self
-                .store
-                .get(&Key::new("namespaces", &t.tenant, "", ns))
-                .ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
-            if nso.pointer("/metadata/deletionTimestamp").is_some() {
-                return Err(ApiError::forbidden_msg(format!(
-                    "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    t.res.plural
-                )));
-            }
+            self.check_namespace(t.res, &t.tenant, ns, &name)?;
         }
         let key = t.key(&name);
         if dry_run(&req.query)? {
@@ -930,7 +1131,15 @@ impl Api {
             return Ok(Reply::json(StatusCode::CREATED, &obj).warn(warnings));
         }
         let extra = match &self.hooks {
-            Some(h) => h.also(t.res, &key, Some(&obj), false),
+            Some(h) => h.also(
+                t.res,
+                &Committing {
+                    key: &key,
+                    old: None,
+                    new: Some(&obj),
+                    status: false,
+                },
+            ),
             None => Vec::new(),
         };
         let mut ops = vec![Op::Put {
@@ -1034,6 +1243,7 @@ impl Api {
             }
             m.insert("name".into(), json!(name));
         }
+        keep_origin(Some(current), &mut new);
         if spec_part(&new) != spec_part(current) {
             let g = current
                 .pointer("/metadata/generation")
@@ -1092,9 +1302,10 @@ impl Api {
                     > 0)
             && !matches!(t.res.plural, "namespaces" | "tenants");
         let ev = if finalized {
-            self.write(t.res, key, None, pre, false).await
+            self.write(t.res, key, current, None, pre, false).await
         } else {
-            self.write(t.res, key, Some(new), pre, status).await
+            self.write(t.res, key, current, Some(new), pre, status)
+                .await
         }
         .map_err(|e| store_err(t.res, t.name(), e))?;
         Ok((*ev.object).clone())
@@ -1301,6 +1512,7 @@ impl Api {
                     .write(
                         t.res,
                         key.clone(),
+                        &current,
                         Some(new),
                         Precondition::Version(rv),
                         false,
@@ -1316,7 +1528,14 @@ impl Api {
                 return Ok((*current).clone());
             }
             match self
-                .write(t.res, key.clone(), None, Precondition::Version(rv), false)
+                .write(
+                    t.res,
+                    key.clone(),
+                    &current,
+                    None,
+                    Precondition::Version(rv),
+                    false,
+                )
                 .await
             {
                 Ok(ev) => return Ok((*ev.object).clone()),
@@ -1588,6 +1807,36 @@ impl Api {
         ))
     }
 
+    /// `POST pods/{name}/eviction` (policy/v1 `Eviction`, what `kubectl drain` sends): a
+    /// deletion with the eviction's delete options. No PodDisruptionBudgets are served, so
+    /// nothing ever holds an eviction back.
+    async fn evict(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
+        let body = parse_body(&req.headers, &req.body)?;
+        if !body.is_object() {
+            return Err(ApiError::bad_request("the body must be an Eviction object"));
+        }
+        let name = meta_str(&body, "name");
+        if !name.is_empty() && name != t.name() {
+            return Err(ApiError::bad_request(format!(
+                "name in URL does not match name in Eviction object: {name} vs {}",
+                t.name()
+            )));
+        }
+        let ns = meta_str(&body, "namespace");
+        if !ns.is_empty() && Some(ns) != t.namespace.as_deref() {
+            return Err(ApiError::bad_request(
+                "the namespace of the Eviction does not match the namespace of the pod",
+            ));
+        }
+        let opts = delete_options_of(body.get("deleteOptions").unwrap_or(&json!({})), &req.query)?;
+        let dry = dry_run(&req.query)? || opts.dry_run;
+        self.delete_one(t, t.key(t.name()), &opts, dry).await?;
+        Ok(Reply::json(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
+
     async fn bind(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
         let body = parse_body(&req.headers, &req.body)?;
         let node = body
@@ -1837,7 +2086,11 @@ fn delete_options(req: &Request) -> ApiResult<DeleteOpts> {
     } else {
         parse_body(&req.headers, &req.body)?
     };
-    let q = &req.query;
+    delete_options_of(&body, &req.query)
+}
+
+/// Delete options from a `DeleteOptions` body (or `{}`) and the query.
+fn delete_options_of(body: &Value, q: &Query) -> ApiResult<DeleteOpts> {
     let grace =
         match body.get("gracePeriodSeconds").and_then(Value::as_i64) {
             Some(g) => Some(g),
@@ -2155,6 +2408,7 @@ fn resource_list(group: &str, version: &str) -> Value {
                 "log" => ("Pod", json!(["get"])),
                 "finalize" => ("Namespace", json!(["update"])),
                 "scale" => ("Scale", json!(["get", "patch", "update"])),
+                "eviction" => ("Eviction", json!(["create"])),
                 _ => (r.kind, json!(["get", "patch", "update"])),
             };
             let mut sub = json!({"name": format!("{}/{s}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
@@ -2164,6 +2418,10 @@ fn resource_list(group: &str, version: &str) -> Value {
             }
             if *s == "scale" {
                 sub["group"] = json!("autoscaling");
+                sub["version"] = json!("v1");
+            }
+            if *s == "eviction" {
+                sub["group"] = json!("policy");
                 sub["version"] = json!("v1");
             }
             out.push(sub);

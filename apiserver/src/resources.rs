@@ -106,7 +106,7 @@ pub static RESOURCES: &[Resource] = &[
         Space::Tenant,
         &["po"],
         &["all"],
-        &["status", "binding", "log"],
+        &["status", "binding", "log", "eviction"],
         "io.k8s.api.core.v1.Pod",
         true
     ),
@@ -285,6 +285,11 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Look a resource up by its store name (`pods`, `deployments.apps`).
+pub fn by_store_name(store_name: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.store_name() == store_name)
 }
 
 /// Look a resource up by kind.

@@ -1,12 +1,16 @@
 //! The region's API hooks: what goes in the same transaction as a write at the cloud.
 //!
+//! - An object a site created is the site's: the cloud may ask for its deletion (it reaches the
+//!   site, which deletes it), but changing it is refused with a 403 naming the site. Nodes are
+//!   the exception: their spec, labels and annotations are the cloud's to set (see
+//!   [`crate::uplink`]).
 //! - Deleting an EdgeSite removes, in the same commit, the records that let the site in: its
 //!   certificate records (so its certificates are refused from then on, though they have not
 //!   expired), its uplink position (a site joining again under the name starts afresh) and its
 //!   unused join tokens. The hub ends the site's live sessions when it sees the deletion.
 
-use apiserver::api::{Hooks, Write};
-use apiserver::error::ApiResult;
+use apiserver::api::{Committing, Hooks, Write};
+use apiserver::error::{ApiError, ApiResult};
 use apiserver::resources::Resource;
 use apiserver::store::{Key, Op, Precondition, Store};
 use serde_json::Value;
@@ -49,13 +53,26 @@ impl CloudHooks {
 }
 
 impl Hooks for CloudHooks {
-    fn admit(&self, _res: &Resource, _write: Write<'_>) -> ApiResult<()> {
-        Ok(())
+    fn admit(&self, res: &Resource, write: Write<'_>) -> ApiResult<()> {
+        match write {
+            Write::Update { current, .. } if res.plural != "nodes" => match proto::origin(current) {
+                Some(site) => Err(ApiError::forbidden_msg(format!(
+                    "{} {:?} was created at edge site {site} and is owned by it: change it at the site",
+                    res.plural,
+                    current
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ))),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
     }
 
-    fn also(&self, _res: &Resource, key: &Key, new: Option<&Value>, _status: bool) -> Vec<Op> {
-        match (key.resource.as_str(), new) {
-            (EDGESITES, None) => self.site_records(&key.name),
+    fn also(&self, _res: &Resource, w: &Committing<'_>) -> Vec<Op> {
+        match (w.key.resource.as_str(), w.new) {
+            (EDGESITES, None) => self.site_records(&w.key.name),
             _ => Vec::new(),
         }
     }

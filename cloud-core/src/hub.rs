@@ -15,9 +15,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apiserver::store::{Event, EventType, Key, Op, Precondition, Store};
+use apiserver::api::Api;
+use apiserver::store::{Event, EventType, Key, Op, Precondition, Store, StoreError};
 use proto::sync::{
-    frame::Body, Change, ChangeKind, ErrorFrame, Frame, JoinRequest, JoinResponse, ObjectKey, Up,
+    frame::Body, Change, ChangeKind, ErrorFrame, Frame, JoinRequest, JoinResponse, ObjectKey,
+    Refusal, Up,
 };
 use serde_json::{json, Value};
 use sync::protocol::{Config, HubAction, HubSession};
@@ -26,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::pki::Pki;
+use crate::uplink;
 
 pub use proto::{origin, ORIGIN};
 /// Label on every node of a site.
@@ -58,20 +61,55 @@ fn put(k: &Key, v: &Value) -> Change {
     }
 }
 
-fn del(k: &Key) -> Change {
+/// A deletion; `last` (the object's last version) lends it the uid, so a site deletes its own
+/// copy only if it is the same object (not one recreated meanwhile).
+fn del(k: &Key, last: Option<&Value>) -> Change {
+    let object = last
+        .and_then(|v| v.pointer("/metadata/uid"))
+        .map(|uid| serde_json::to_vec(&json!({"metadata": {"uid": uid}})).unwrap_or_default())
+        .unwrap_or_default();
     Change {
         kind: ChangeKind::Delete as i32,
         key: Some(obj_key(k)),
-        object: Vec::new(),
+        object,
     }
 }
 
-/// The keys a pod needs at its site (itself included).
+/// What the cloud owns of a node: spec, labels and annotations (status is the site's).
+fn node_cloud_part(v: &Value) -> (Option<&Value>, Option<&Value>, Option<&Value>) {
+    (
+        v.get("spec"),
+        v.pointer("/metadata/labels"),
+        v.pointer("/metadata/annotations"),
+    )
+}
+
+/// Whether a change of an object `site` created must go down to it: the cloud's part of its
+/// node changed, or the cloud asked for its deletion.
+fn owned_change_goes_down(key: &Key, prev: Option<&Value>, now: &Value) -> bool {
+    let asked = |v: &Value| v.pointer("/metadata/deletionTimestamp").is_some();
+    (key.resource == "nodes" && prev.is_none_or(|p| node_cloud_part(p) != node_cloud_part(now)))
+        || (asked(now) && !prev.is_some_and(asked))
+}
+
+/// Whether a site created `v` and the cloud has something to tell it about it (its node's
+/// cloud part, a deletion request): such objects are sent to their site too.
+fn owned_goes_down(key: &Key, v: &Value) -> bool {
+    key.resource == "nodes" || v.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// The keys a pod needs at its site (itself included). A pod a site created pulls in only its
+/// namespace and tenant: what it references (configmaps, secrets, service accounts) reaches
+/// the site only if the site created it too or holds it for a pod of the cloud's, so a site
+/// cannot fetch the cloud's objects by naming them in a pod of its own.
 pub fn pod_refs(key: &Key, pod: &Value) -> Vec<Key> {
     let (t, ns) = (key.tenant.as_str(), key.namespace.as_str());
     let mut out = vec![key.clone(), Key::new("namespaces", t, "", ns)];
     if !t.is_empty() {
         out.push(Key::new("tenants", "", "", t));
+    }
+    if origin(pod).is_some() {
+        return out;
     }
     let sa = pod
         .pointer("/spec/serviceAccountName")
@@ -256,7 +294,13 @@ struct Tracker {
     rv: u64,
     /// Set when a node joins or leaves a site (its EdgeSite's node count changed).
     nodes_moved: bool,
+    /// The tenants each site's share holds (shared with the hub, which accepts objects from a
+    /// site only in tenants it serves).
+    served: Served,
 }
+
+/// The tenants each site serves (those its share holds), kept by the share tracker.
+pub type Served = Arc<std::sync::RwLock<HashMap<String, std::collections::HashSet<String>>>>;
 
 /// The site the cloud scheduler placed a pod on (annotation `atoll.io/site`).
 pub fn placed_site(pod: &Value) -> Option<String> {
@@ -267,7 +311,8 @@ pub fn placed_site(pod: &Value) -> Option<String> {
         .map(String::from)
 }
 
-fn node_site(v: &Value) -> Option<String> {
+/// The site of a node (its `atoll.io/site` label).
+pub fn node_site(v: &Value) -> Option<String> {
     v.pointer("/metadata/labels")?
         .get(SITE_LABEL)?
         .as_str()
@@ -275,7 +320,10 @@ fn node_site(v: &Value) -> Option<String> {
 }
 
 impl Tracker {
-    fn new(rv: u64, items: Vec<(Key, Arc<Value>)>) -> Self {
+    fn new(rv: u64, items: Vec<(Key, Arc<Value>)>, served: Served) -> Self {
+        if let Ok(mut s) = served.write() {
+            s.clear();
+        }
         let mut t = Tracker {
             objects: HashMap::new(),
             node_site: HashMap::new(),
@@ -285,6 +333,7 @@ impl Tracker {
             holders: HashMap::new(),
             rv,
             nodes_moved: false,
+            served,
         };
         let mut sink = HashMap::new();
         // Nodes first, so pods find their sites.
@@ -348,17 +397,30 @@ impl Tracker {
         let mut keys = vec![key.clone()];
         if key.resource == "tenants" && (before == 0) != (after == 0) {
             keys.extend(self.tokens_of(&key.name));
+            if let Ok(mut s) = self.served.write() {
+                let set = s.entry(site.to_string()).or_default();
+                if after > 0 {
+                    set.insert(key.name.clone());
+                } else {
+                    set.remove(&key.name);
+                }
+            }
         }
         for k in keys {
             match (before, after) {
                 (0, a) if a > 0 => {
                     if let Some(v) = self.objects.get(&k) {
-                        if origin(v) != Some(site) {
+                        if origin(v) != Some(site) || owned_goes_down(&k, v) {
                             out.entry(site.to_string()).or_default().push(put(&k, v));
                         }
                     }
                 }
-                (b, 0) if b > 0 => out.entry(site.to_string()).or_default().push(del(&k)),
+                (b, 0) if b > 0 => {
+                    let last = self.objects.get(&k).cloned();
+                    out.entry(site.to_string())
+                        .or_default()
+                        .push(del(&k, last.as_deref()));
+                }
                 _ => {}
             }
         }
@@ -414,6 +476,17 @@ impl Tracker {
         now: Option<&Value>,
         out: &mut HashMap<String, Vec<Change>>,
     ) {
+        // An object a site created is held by that site (so the cloud's deletion of it, or a
+        // request to delete it, reaches the site).
+        let (was, is) = (prev.and_then(origin), now.and_then(origin));
+        if was != is {
+            if let Some(s) = was.map(String::from) {
+                self.want(&s, key, -1, out);
+            }
+            if let Some(s) = is.map(String::from) {
+                self.want(&s, key, 1, out);
+            }
+        }
         match key.resource.as_str() {
             "nodes" => {
                 let old = prev.and_then(node_site);
@@ -488,16 +561,16 @@ impl Tracker {
     fn process(&mut self, e: &Event) {
         self.rv = e.rv;
         let now = (e.kind != EventType::Deleted).then(|| e.object.clone());
-        match &now {
-            Some(v) => {
-                self.objects.insert(e.key.clone(), v.clone());
-            }
-            None => {
-                self.objects.remove(&e.key);
-            }
+        if let Some(v) = &now {
+            self.objects.insert(e.key.clone(), v.clone());
         }
         let mut out: HashMap<String, Vec<Change>> = HashMap::new();
+        // A deleted object stays known while its removal is tracked (its deletion carries its
+        // uid to the sites).
         self.track(&e.key, e.prev.as_deref(), now.as_deref(), &mut out);
+        if now.is_none() {
+            self.objects.remove(&e.key);
+        }
         // Content changes of keys a site already holds.
         let token_tenant = (e.key.resource == apiserver::auth::TOKENS).then(|| {
             e.object
@@ -525,9 +598,13 @@ impl Tracker {
                 continue;
             }
             match &now {
-                Some(v) if origin(v) == Some(s.as_str()) => {}
+                Some(v) if origin(v) == Some(s.as_str()) => {
+                    if owned_change_goes_down(&e.key, e.prev.as_deref(), v) {
+                        out.entry(s).or_default().push(put(&e.key, v));
+                    }
+                }
                 Some(v) => out.entry(s).or_default().push(put(&e.key, v)),
-                None => out.entry(s).or_default().push(del(&e.key)),
+                None => out.entry(s).or_default().push(del(&e.key, Some(&e.object))),
             }
         }
         for (s, changes) in out {
@@ -551,7 +628,7 @@ impl Tracker {
                 }
                 for k in ks {
                     if let Some(v) = self.objects.get(&k) {
-                        if origin(v) != Some(site) {
+                        if origin(v) != Some(site) || owned_goes_down(&k, v) {
                             changes.push(put(&k, v));
                         }
                     }
@@ -567,6 +644,7 @@ impl Tracker {
 #[derive(Clone)]
 pub struct Shares {
     tx: mpsc::Sender<Subscribe>,
+    served: Served,
 }
 
 impl Shares {
@@ -577,10 +655,12 @@ impl Shares {
         cancel: CancellationToken,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Subscribe>(64);
+        let served: Served = Default::default();
+        let shared = served.clone();
         tokio::spawn(async move {
             loop {
                 let (rv, items, mut live) = store.snapshot_and_watch();
-                let mut t = Tracker::new(rv, items);
+                let mut t = Tracker::new(rv, items, shared.clone());
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
@@ -610,7 +690,14 @@ impl Shares {
                 }
             }
         });
-        Shares { tx }
+        Shares { tx, served }
+    }
+
+    /// Whether `site` serves `tenant` (its share holds it).
+    pub fn serves(&self, site: &str, tenant: &str) -> bool {
+        self.served
+            .read()
+            .is_ok_and(|s| s.get(site).is_some_and(|t| t.contains(tenant)))
     }
 
     async fn subscribe(&self, site: &str, applied_rv: u64) -> Option<(Start, Arc<SiteLog>)> {
@@ -645,6 +732,8 @@ struct Live {
     /// Every live session by connection id (a site normally has one; a reconnect may overlap
     /// the old session for a moment).
     sessions: HashMap<usize, SessionInfo>,
+    /// Refusal events per site: window start and count (rate limit).
+    refusal_events: HashMap<String, (std::time::Instant, u32)>,
     /// Log tunnels per site, bounded.
     tunnels: HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
@@ -659,10 +748,16 @@ const TUNNEL_STALL: Duration = Duration::from_secs(60);
 const TUNNEL_ANSWER: Duration = Duration::from_secs(30);
 /// Largest error message relayed from a site.
 const MAX_SITE_MESSAGE: usize = 1024;
+/// Refusals kept per site for the Welcome.
+const RECENT_REFUSALS: usize = 64;
+/// New refusal events per site and minute (repeats of one only count up).
+const REFUSAL_EVENTS_PER_MINUTE: u32 = 20;
 
 /// The hub.
 pub struct Hub {
     store: Store,
+    /// The API whose admission rules judge what sites send.
+    api: Arc<Api>,
     pki: Arc<Pki>,
     shares: Shares,
     live: Mutex<Live>,
@@ -694,15 +789,17 @@ fn now_str() -> String {
 impl Hub {
     /// Build the hub and start its share tracker and status loop.
     pub fn start(
-        store: Store,
+        api: Arc<Api>,
         pki: Arc<Pki>,
         site_cert_ttl: Duration,
         cancel: CancellationToken,
     ) -> Arc<Self> {
         let kick = Arc::new(tokio::sync::Notify::new());
+        let store = api.store.clone();
         let shares = Shares::start(store.clone(), kick.clone(), cancel.clone());
         let hub = Arc::new(Hub {
             store,
+            api,
             pki,
             shares,
             live: Mutex::new(Live::default()),
@@ -1094,6 +1191,7 @@ impl Hub {
             while let Some(a) = actions.pop_front() {
                 match a {
                     HubAction::Hello { applied_rv } => {
+                        s.set_recent_refused(self.recent_refusals(&site));
                         match self.shares.subscribe(&site, applied_rv).await {
                             Some((Start::Resume, rx)) => {
                                 s.resume(applied_rv, now());
@@ -1116,11 +1214,22 @@ impl Hub {
                             }
                         }
                         let last = batch.last().map_or(0, |u| u.seq);
-                        if let Err(e) = self.apply_ups(&site, batch).await {
-                            closed = Some(format!("applying uplink up to {last}: {e}"));
-                            break;
+                        match self.apply_ups(&site, batch).await {
+                            Ok(refused) => {
+                                let refused = refused
+                                    .into_iter()
+                                    .map(|r| {
+                                        let key = r.key.unwrap_or_default();
+                                        self.refusal(&site, r.seq, key, r.reason)
+                                    })
+                                    .collect();
+                                s.up_applied(last, refused);
+                            }
+                            Err(e) => {
+                                closed = Some(format!("applying uplink up to {last}: {e}"));
+                                break;
+                            }
                         }
-                        s.up_applied(last);
                     }
                     HubAction::DownAcked(rv) => {
                         self.live
@@ -1304,243 +1413,293 @@ impl Hub {
         Ok(rx)
     }
 
-    /// Apply one uplink change under the site's authority, atomically with its sequence. A
-    /// status that loses a race with a concurrent cloud write of the same object is applied
-    /// again on the newer object (the site reports status only when it changes, so dropping it
-    /// would leave the cloud stale).
     /// Apply a run of uplink changes in order, as if one by one, but without one synced commit
     /// each: changes run concurrently (so the store commits them in groups) in waves that never
     /// hold the same object twice, and a node change goes in a wave of its own (pods' bindings
-    /// and statuses are checked against nodes). The site's sequence number is recorded once,
-    /// after every change of the run is durable; a crash before that makes the site send the
-    /// run again, and every kind of change is safe to apply twice.
-    async fn apply_ups(&self, site: &str, ups: Vec<Up>) -> Result<(), String> {
-        if ups.len() == 1 {
-            return self.apply_up(site, &ups[0], true).await;
-        }
+    /// and statuses are checked against nodes). The site's sequence number (with the run's
+    /// refusals) is recorded once, after every change of the run is durable; a crash before
+    /// that makes the site send the run again, and every kind of change is safe to judge and
+    /// apply twice. Returns the run's refusals.
+    async fn apply_ups(&self, site: &str, ups: Vec<Up>) -> Result<Vec<Refusal>, String> {
         let last = ups.last().map_or(0, |u| u.seq);
+        let mut refused = Vec::new();
+        if ups.len() == 1 {
+            if let Some(r) = self.apply_up(site, &ups[0], true).await? {
+                refused.push(r);
+            }
+            return Ok(refused);
+        }
         let mut wave: Vec<&Up> = Vec::new();
         let mut keys: std::collections::HashSet<(&str, &str, &str, &str)> = Default::default();
         for u in &ups {
-            let k = u.key.as_ref().ok_or("uplink without a key")?;
-            let alone = k.resource == "nodes";
-            let k = (
-                k.resource.as_str(),
-                k.tenant.as_str(),
-                k.namespace.as_str(),
-                k.name.as_str(),
-            );
+            let (k, alone) = match u.key.as_ref() {
+                Some(k) => (
+                    (
+                        k.resource.as_str(),
+                        k.tenant.as_str(),
+                        k.namespace.as_str(),
+                        k.name.as_str(),
+                    ),
+                    k.resource == "nodes",
+                ),
+                None => (("", "", "", ""), true),
+            };
             let clash = keys.contains(&k) || (alone && !wave.is_empty());
             if clash {
-                self.apply_wave(site, &std::mem::take(&mut wave)).await?;
+                refused.extend(self.apply_wave(site, &std::mem::take(&mut wave)).await?);
                 keys.clear();
             }
             wave.push(u);
             keys.insert(k);
             if alone {
-                self.apply_wave(site, &std::mem::take(&mut wave)).await?;
+                refused.extend(self.apply_wave(site, &std::mem::take(&mut wave)).await?);
                 keys.clear();
             }
         }
-        self.apply_wave(site, &wave).await?;
+        refused.extend(self.apply_wave(site, &wave).await?);
         self.store
-            .put(
-                Key::new(SITE_SEQ, "", "", site),
-                json!({"metadata": {"name": site}, "seq": last}),
-                Precondition::Any,
-            )
+            .commit(vec![self.seq_op(site, last, &refused)])
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(refused)
     }
 
     /// Apply independent uplink changes concurrently, recording no sequence number.
-    async fn apply_wave(&self, site: &str, wave: &[&Up]) -> Result<(), String> {
+    async fn apply_wave(&self, site: &str, wave: &[&Up]) -> Result<Vec<Refusal>, String> {
         let results =
             futures_util::future::join_all(wave.iter().map(|u| self.apply_up(site, u, false)))
                 .await;
-        results.into_iter().collect()
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
     }
 
-    /// Apply one uplink change, retrying a status or binding that lost a race; `record_seq`
-    /// commits the site's sequence number with it.
-    async fn apply_up(&self, site: &str, up: &Up, record_seq: bool) -> Result<(), String> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self
-                .apply_up_once(site, up, attempts < 5, record_seq)
-                .await?
-            {
-                Applied::Done => return Ok(()),
-                Applied::Retry => continue,
-            }
+    /// The site's uplink position: its applied sequence and its most recent refusals (bounded:
+    /// the Welcome repeats them, so a refusal whose ack was lost still reaches the site).
+    fn seq_op(&self, site: &str, seq: u64, refused: &[Refusal]) -> Op {
+        let key = Key::new(SITE_SEQ, "", "", site);
+        let mut recent: Vec<Value> = self
+            .store
+            .get(&key)
+            .and_then(|v| v.get("refused").and_then(Value::as_array).cloned())
+            .unwrap_or_default();
+        for r in refused {
+            let k = r.key.clone().unwrap_or_default();
+            recent.push(json!({"seq": r.seq, "reason": r.reason,
+                "key": {"resource": k.resource, "tenant": k.tenant, "namespace": k.namespace, "name": k.name}}));
+        }
+        let excess = recent.len().saturating_sub(RECENT_REFUSALS);
+        recent.drain(..excess);
+        Op::Put {
+            key,
+            value: json!({"metadata": {"name": site}, "seq": seq, "refused": recent}),
+            pre: Precondition::Any,
         }
     }
 
-    async fn apply_up_once(
+    /// The site's recorded recent refusals, as the Welcome carries them.
+    fn recent_refusals(&self, site: &str) -> Vec<Refusal> {
+        let rec = self.store.get(&Key::new(SITE_SEQ, "", "", site));
+        let list = rec
+            .as_deref()
+            .and_then(|v| v.get("refused"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        list.iter()
+            .map(|r| {
+                let k = &r["key"];
+                let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+                let key = ObjectKey {
+                    resource: s(&k["resource"]),
+                    tenant: s(&k["tenant"]),
+                    namespace: s(&k["namespace"]),
+                    name: s(&k["name"]),
+                };
+                self.refusal(site, r["seq"].as_u64().unwrap_or(0), key, s(&r["reason"]))
+            })
+            .collect()
+    }
+
+    /// A refusal as the site receives it: with the cloud's copy of the object when it is one
+    /// the site created (so the site replaces its own copy with it), or word that the cloud
+    /// holds none of the site's under that key.
+    fn refusal(&self, site: &str, seq: u64, key: ObjectKey, mut reason: String) -> Refusal {
+        let current = self
+            .store
+            .get(&Key::new(
+                &key.resource,
+                &key.tenant,
+                &key.namespace,
+                &key.name,
+            ))
+            .filter(|c| origin(c) == Some(site));
+        let object = current
+            .as_deref()
+            .and_then(|c| serde_json::to_vec(c).ok())
+            .filter(|o| o.len() <= proto::sync::MAX_REFUSAL_OBJECT)
+            .unwrap_or_default();
+        if reason.len() > proto::sync::MAX_REFUSAL_REASON {
+            let mut cut = proto::sync::MAX_REFUSAL_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        Refusal {
+            seq,
+            key: Some(key),
+            reason,
+            object,
+            absent: current.is_none(),
+        }
+    }
+
+    /// Judge and apply one uplink change; `record_seq` commits the site's sequence number
+    /// with it. A change that lost a race with a cloud write is judged again on the newer
+    /// state. A refusal is logged, shown as a Warning event on the EdgeSite, and returned.
+    async fn apply_up(
         &self,
         site: &str,
         up: &Up,
-        may_retry: bool,
         record_seq: bool,
-    ) -> Result<Applied, String> {
-        let k = up.key.clone().ok_or("uplink without a key")?;
-        let key = Key::new(&k.resource, &k.tenant, &k.namespace, &k.name);
-        let seq_key = Key::new(SITE_SEQ, "", "", site);
-        let seq_rec = json!({"metadata": {"name": site}, "seq": up.seq});
-        let current = self.store.get(&key);
-        let owned_by_site = current.as_deref().is_none_or(|c| origin(c) == Some(site));
-        let in_share = match current.as_deref() {
-            Some(c) if key.resource == "nodes" => node_site(c).as_deref() == Some(site),
-            Some(c) if key.resource == "pods" => {
-                let node = c
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                if node.is_empty() {
-                    // Placed here and not bound yet: the site may report that it cannot bind it.
-                    placed_site(c).as_deref() == Some(site)
-                } else {
-                    self.store
-                        .get(&Key::new("nodes", "", "", node))
-                        .is_some_and(|n| node_site(&n).as_deref() == Some(site))
-                }
-            }
-            _ => false,
+    ) -> Result<Option<Refusal>, String> {
+        let serves = |t: &str| self.shares.serves(site, t);
+        let who = uplink::Site {
+            name: site,
+            serves: &serves,
         };
-        let mut ops = Vec::new();
-        let kind = ChangeKind::try_from(up.kind).map_err(|_| "unknown change kind")?;
-        match kind {
-            ChangeKind::Put if owned_by_site => {
-                let mut v: Value =
-                    serde_json::from_slice(&up.object).map_err(|e| format!("bad object: {e}"))?;
-                v["metadata"]["annotations"][ORIGIN] = json!(site);
-                if key.resource == "nodes" {
-                    v["metadata"]["labels"][SITE_LABEL] = json!(site);
+        for _attempt in 0..5 {
+            let mut ops = match uplink::judge(&self.api, &who, up) {
+                uplink::Verdict::Apply(ops) => ops,
+                uplink::Verdict::Nothing => Vec::new(),
+                uplink::Verdict::Refuse(reason) => {
+                    return self.refuse(site, up, reason, record_seq).await
                 }
-                if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-                    m.remove("resourceVersion");
-                }
-                let pre = if current.is_some() {
-                    Precondition::Exists
-                } else {
-                    Precondition::Absent
-                };
-                ops.push(Op::Put {
-                    key: key.clone(),
-                    value: v,
-                    pre,
-                });
+            };
+            if record_seq {
+                ops.push(self.seq_op(site, up.seq, &[]));
             }
-            ChangeKind::Status if owned_by_site || in_share => {
-                if let Some(c) = &current {
-                    let v: Value = serde_json::from_slice(&up.object)
-                        .map_err(|e| format!("bad object: {e}"))?;
-                    let mut n = (**c).clone();
-                    n["status"] = v.get("status").cloned().unwrap_or(Value::Null);
-                    ops.push(Op::replace(key.clone(), c, n));
-                }
+            if ops.is_empty() {
+                return Ok(None);
             }
-            ChangeKind::Delete
-                if current.is_some()
-                    && (owned_by_site
-                        || (in_share
-                            && current.as_deref().is_some_and(|c| {
-                                c.pointer("/metadata/deletionTimestamp").is_some()
-                            }))) =>
-            {
-                ops.push(Op::Delete {
-                    key: key.clone(),
-                    pre: Precondition::Exists,
-                });
-            }
-            ChangeKind::Delete if current.is_none() => {}
-            ChangeKind::Bind if key.resource == "pods" => {
-                // Only a pod the cloud placed on this site, still unbound, onto a node of the
-                // site.
-                let v: Value =
-                    serde_json::from_slice(&up.object).map_err(|e| format!("bad object: {e}"))?;
-                let node = v
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let node_ok = self
-                    .store
-                    .get(&Key::new("nodes", "", "", node))
-                    .is_some_and(|n| node_site(&n).as_deref() == Some(site));
-                match &current {
-                    Some(c)
-                        if node_ok
-                            && placed_site(c).as_deref() == Some(site)
-                            && c.pointer("/spec/nodeName")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .is_empty() =>
-                    {
-                        let mut n = (**c).clone();
-                        n["spec"]["nodeName"] = json!(node);
-                        if let Some(st) = v.get("status") {
-                            n["status"] = st.clone();
-                        }
-                        ops.push(Op::replace(key.clone(), c, n));
-                    }
-                    _ => {
-                        tracing::warn!(%site, key = ?key, %node, "binding refused: not a pod placed on this site, or not its node");
-                    }
-                }
-            }
-            ChangeKind::Summary if key.resource == EDGESITES && key.name == site => {
-                if let Some(c) = &current {
-                    let v: Value = serde_json::from_slice(&up.object)
-                        .map_err(|e| format!("bad summary: {e}"))?;
-                    let mut n = (**c).clone();
-                    n["status"]["summary"] = v;
-                    ops.push(Op::replace(key.clone(), c, n));
-                }
-            }
-            _ => {
-                tracing::warn!(%site, key = ?key, ?kind, "uplink refused: not the site's to write");
+            match self.store.commit(ops).await {
+                Ok(_) => return Ok(None),
+                Err(
+                    StoreError::Conflict(_)
+                    | StoreError::AlreadyExists(_)
+                    | StoreError::NotFound(_),
+                ) => continue,
+                Err(e) => return Err(e.to_string()),
             }
         }
+        let reason = "it lost every race with concurrent writes at the cloud".to_string();
+        self.refuse(site, up, reason, record_seq).await
+    }
+
+    async fn refuse(
+        &self,
+        site: &str,
+        up: &Up,
+        reason: String,
+        record_seq: bool,
+    ) -> Result<Option<Refusal>, String> {
+        let key = up.key.clone().unwrap_or_default();
+        let kind = ChangeKind::try_from(up.kind)
+            .map(|k| format!("{k:?}"))
+            .unwrap_or_else(|_| "unknown".into());
+        let kind = kind.as_str();
+        tracing::warn!(%site, seq = up.seq, kind, resource = %key.resource, tenant = %key.tenant,
+            namespace = %key.namespace, name = %key.name, %reason, "uplink change refused");
+        let r = Refusal {
+            seq: up.seq,
+            key: Some(key.clone()),
+            reason: reason.clone(),
+            ..Default::default()
+        };
         if record_seq {
-            ops.push(Op::Put {
-                key: seq_key.clone(),
-                value: seq_rec.clone(),
-                pre: Precondition::Any,
-            });
+            self.store
+                .commit(vec![self.seq_op(site, up.seq, std::slice::from_ref(&r))])
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        if ops.is_empty() {
-            return Ok(Applied::Done);
-        }
-        match self.store.commit(ops).await {
-            Ok(_) => Ok(Applied::Done),
-            Err(apiserver::store::StoreError::Conflict(_))
-                if may_retry
-                    && matches!(
-                        kind,
-                        ChangeKind::Status | ChangeKind::Bind | ChangeKind::Summary
-                    ) =>
-            {
-                Ok(Applied::Retry)
+        self.warn_site(site, kind, &key, &reason).await;
+        Ok(Some(r))
+    }
+
+    /// A Warning event on the EdgeSite (system space, namespace `default`, as for other
+    /// cluster-scoped objects), one per refused object and reason with a count; at most
+    /// [`REFUSAL_EVENTS_PER_MINUTE`] new ones per site a minute, the rest only logged.
+    async fn warn_site(&self, site: &str, kind: &str, key: &ObjectKey, reason: &str) {
+        use sha2::Digest;
+        let what = if key.namespace.is_empty() {
+            format!("{} {}", key.resource, key.name)
+        } else {
+            format!("{} {}/{}", key.resource, key.namespace, key.name)
+        };
+        let what = if key.tenant.is_empty() {
+            what
+        } else {
+            format!("{what} of tenant {}", key.tenant)
+        };
+        let msg = format!("refused {kind} of {what}: {reason}");
+        let digest = sha2::Sha256::digest(msg.as_bytes());
+        let name = format!(
+            "{site}.{}",
+            digest
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let ekey = Key::new("events", "", "default", &name);
+        let now = now_str();
+        let op = match self.store.get(&ekey) {
+            Some(e) => {
+                let mut n = (*e).clone();
+                n["count"] = json!(e.get("count").and_then(Value::as_i64).unwrap_or(1) + 1);
+                n["lastTimestamp"] = json!(now);
+                Op::replace(ekey, &e, n)
             }
-            // Concurrent cloud change of the same object (created or deleted meanwhile): the
-            // cloud's write wins; record the sequence so the stream moves on.
-            Err(apiserver::store::StoreError::Conflict(_))
-            | Err(apiserver::store::StoreError::AlreadyExists(_))
-            | Err(apiserver::store::StoreError::NotFound(_)) => {
-                tracing::debug!(%site, key = ?key, "uplink change lost a race with a cloud write");
-                if !record_seq {
-                    return Ok(Applied::Done);
+            None => {
+                let allowed = self.live.lock().is_ok_and(|mut l| {
+                    let (start, n) = l
+                        .refusal_events
+                        .entry(site.to_string())
+                        .or_insert((std::time::Instant::now(), 0));
+                    if start.elapsed() > Duration::from_secs(60) {
+                        *start = std::time::Instant::now();
+                        *n = 0;
+                    }
+                    *n += 1;
+                    *n <= REFUSAL_EVENTS_PER_MINUTE
+                });
+                if !allowed {
+                    return;
                 }
-                self.store
-                    .put(seq_key, seq_rec, Precondition::Any)
-                    .await
-                    .map(|_| Applied::Done)
-                    .map_err(|e| e.to_string())
+                let uid = self
+                    .store
+                    .get(&Key::new(EDGESITES, "", "", site))
+                    .and_then(|v| v.pointer("/metadata/uid").cloned())
+                    .unwrap_or(Value::Null);
+                let ev = json!({
+                    "apiVersion": "v1", "kind": "Event",
+                    "metadata": {"name": name, "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now},
+                    "involvedObject": {"apiVersion": "edge.atoll.io/v1", "kind": "EdgeSite", "name": site, "uid": uid},
+                    "type": "Warning", "reason": "UplinkRefused", "message": msg,
+                    "source": {"component": "atoll-hub"}, "reportingComponent": "atoll-hub",
+                    "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+                });
+                Op::Put {
+                    key: ekey,
+                    value: ev,
+                    pre: Precondition::Absent,
+                }
             }
-            Err(e) => Err(e.to_string()),
-        }
+        };
+        let _ = self.store.commit(vec![op]).await;
     }
 
     /// Write every EdgeSite's status: Connected, last seen, node count, applied version.
@@ -1622,10 +1781,4 @@ impl Live {
         }
         out
     }
-}
-
-/// What one attempt at an uplink change did.
-enum Applied {
-    Done,
-    Retry,
 }

@@ -7,6 +7,7 @@ pub mod hub;
 pub mod logs;
 pub mod pki;
 pub mod scheduler;
+pub mod uplink;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,7 +149,7 @@ pub async fn start(
         .map_err(|e| Error::Bind(cfg.sync_listen, e))?;
     let ca_pem = pki.ca_pem.clone();
     let hub = hub::Hub::start(
-        store.clone(),
+        api.clone(),
         Arc::new(pki),
         cfg.site_cert_ttl,
         cancel.child_token(),

@@ -38,6 +38,8 @@ const EDGE_STATUS: &[&str] = &["pods", "nodes"];
 struct State {
     applied_rv: u64,
     up_base: u64,
+    /// Highest refused uplink sequence handled (refusals are repeated on every Welcome).
+    refused_seen: u64,
 }
 
 /// The sync driver.
@@ -51,6 +53,16 @@ pub struct Driver {
     serving_names: Vec<String>,
     cfg: Config,
     logs: Option<Arc<apiserver::logs::AgentLogs>>,
+}
+
+/// What the cloud owns of a node (spec, labels, annotations but the origin), absent as empty.
+fn node_part(v: &Value) -> (Value, Value, Value) {
+    let or_empty = |p: &str| v.pointer(p).cloned().unwrap_or(json!({}));
+    let mut annotations = or_empty("/metadata/annotations");
+    if let Some(a) = annotations.as_object_mut() {
+        a.remove(crate::hooks::ORIGIN);
+    }
+    (or_empty("/spec"), or_empty("/metadata/labels"), annotations)
 }
 
 fn key_of(k: &ObjectKey) -> Key {
@@ -180,13 +192,14 @@ impl Driver {
         State {
             applied_rv: n("appliedRv"),
             up_base: n("upBase"),
+            refused_seen: n("refusedSeen"),
         }
     }
 
     fn state_op(st: State) -> Op {
         Op::Put {
             key: Key::new(STATE, "", "", "state"),
-            value: json!({"metadata": {"name": "state"}, "appliedRv": st.applied_rv, "upBase": st.up_base}),
+            value: json!({"metadata": {"name": "state"}, "appliedRv": st.applied_rv, "upBase": st.up_base, "refusedSeen": st.refused_seen}),
             pre: Precondition::Any,
         }
     }
@@ -230,7 +243,7 @@ impl Driver {
             Some("Summary") => ChangeKind::Summary,
             _ => ChangeKind::Put,
         };
-        let object = match rec.get("object") {
+        let json_of = |f: &str| match rec.get(f) {
             Some(Value::Null) | None => Vec::new(),
             Some(o) => serde_json::to_vec(o).unwrap_or_default(),
         };
@@ -243,7 +256,8 @@ impl Driver {
                 namespace: s("namespace"),
                 name: s("name"),
             }),
-            object,
+            object: json_of("object"),
+            base: json_of("base"),
         }
     }
 
@@ -391,6 +405,21 @@ impl Driver {
                             break 'conn format!("recording uplink ack {seq}: {e}");
                         }
                     }
+                    EdgeAction::Refused(refused) => {
+                        let fresh: Vec<_> = refused
+                            .into_iter()
+                            .filter(|r| r.seq > st.refused_seen)
+                            .collect();
+                        if fresh.is_empty() {
+                            continue;
+                        }
+                        st.refused_seen = fresh.iter().map(|r| r.seq).max().unwrap_or(0);
+                        let mut ops = self.repairs(&fresh, &wire);
+                        ops.push(Self::state_op(st));
+                        if let Err(e) = self.store.commit(ops).await {
+                            break 'conn format!("recording refusals: {e}");
+                        }
+                    }
                     EdgeAction::Close(c) => break 'conn c.reason,
                 }
             }
@@ -425,12 +454,151 @@ impl Driver {
         Ok(result)
     }
 
-    /// The local write for one downlink change; `None` when the edge owns the object.
+    /// What the site does about changes the cloud refused: a Warning event on the object here
+    /// (so the site's operator sees why), and its own copy of an object it created set to the
+    /// cloud's (or removed, when the cloud holds none for it), unless a later change of it is
+    /// still on its way up (the cloud will judge that one too).
+    fn repairs(&self, refused: &[proto::sync::Refusal], wire: &VecDeque<(u64, Key)>) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for r in refused {
+            let Some(k) = r.key.as_ref() else { continue };
+            let key = key_of(k);
+            tracing::warn!(site = %self.site, seq = r.seq, resource = %key.resource, namespace = %key.namespace,
+                name = %key.name, reason = %r.reason, "the cloud refused a change");
+            ops.push(self.refusal_event(&key, &r.reason));
+            let later = wire.iter().any(|(seq, ob)| {
+                *seq > r.seq
+                    && self.store.get(ob).is_some_and(|rec| {
+                        let s = |f: &str| {
+                            rec.pointer(&format!("/key/{f}")).and_then(Value::as_str)
+                                == Some(match f {
+                                    "resource" => key.resource.as_str(),
+                                    "tenant" => key.tenant.as_str(),
+                                    "namespace" => key.namespace.as_str(),
+                                    _ => key.name.as_str(),
+                                })
+                        };
+                        s("resource") && s("tenant") && s("namespace") && s("name")
+                    })
+            });
+            let local = self.store.get(&key);
+            if later || !local.as_deref().is_some_and(|v| is_owned(v, &self.site)) {
+                continue;
+            }
+            if r.absent {
+                ops.push(Op::Delete {
+                    key,
+                    pre: Precondition::Any,
+                });
+            } else if let Ok(mut v) = serde_json::from_slice::<Value>(&r.object) {
+                if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                ops.push(Op::Put {
+                    key,
+                    value: v,
+                    pre: Precondition::Any,
+                });
+            }
+        }
+        ops
+    }
+
+    /// A local Warning event about a refused change (the site's own; it does not go up).
+    fn refusal_event(&self, key: &Key, reason: &str) -> Op {
+        let kind = apiserver::resources::by_store_name(&key.resource).map_or("", |r| r.kind);
+        let api_version = apiserver::resources::by_store_name(&key.resource)
+            .map(|r| r.api_version())
+            .unwrap_or_default();
+        let ns = if key.namespace.is_empty() {
+            "default"
+        } else {
+            key.namespace.as_str()
+        };
+        let name = format!("{}.{:x}", key.name, rand::random::<u64>());
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut ev = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns, "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": now, "annotations": {crate::hooks::ORIGIN: self.site}},
+            "involvedObject": {"apiVersion": api_version, "kind": kind, "name": key.name},
+            "type": "Warning", "reason": "RefusedByCloud",
+            "message": format!("the cloud refused this site's change: {reason}"),
+            "source": {"component": "atoll-edge-sync", "host": self.site},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        });
+        if !key.namespace.is_empty() {
+            ev["involvedObject"]["namespace"] = json!(key.namespace);
+        }
+        if !key.tenant.is_empty() {
+            ev["metadata"]["tenant"] = json!(key.tenant);
+        }
+        Op::Put {
+            key: Key::new("events", &key.tenant, ns, &name),
+            value: ev,
+            pre: Precondition::Absent,
+        }
+    }
+
+    /// The local write for a downlink change of an object the site created: the cloud's part
+    /// of its node (spec, labels, annotations), a deletion the cloud asked for, or the cloud's
+    /// deletion of it — each only for the same object (uid), never a newer one of the name.
+    fn apply_owned(&self, c: &Change, key: Key, local: &Value) -> Option<Op> {
+        let uid = |v: &Value| {
+            v.pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        let cloud: Value = serde_json::from_slice(&c.object).ok()?;
+        if uid(&cloud)? != uid(local)? {
+            return None;
+        }
+        match ChangeKind::try_from(c.kind).ok()? {
+            ChangeKind::Delete => Some(Op::Delete {
+                key,
+                pre: Precondition::Any,
+            }),
+            ChangeKind::Put => {
+                let mut n = local.clone();
+                let mut changed = false;
+                if key.resource == "nodes" && node_part(&cloud) != node_part(local) {
+                    let (spec, labels, annotations) = node_part(&cloud);
+                    n["spec"] = spec;
+                    n["metadata"]["labels"] = labels;
+                    n["metadata"]["annotations"] = annotations;
+                    n["metadata"]["annotations"][crate::hooks::ORIGIN] = json!(self.site);
+                    n["metadata"]["labels"][proto::SITE_LABEL] = json!(self.site);
+                    changed = true;
+                }
+                if local.pointer("/metadata/deletionTimestamp").is_none() {
+                    if let Some(ts) = cloud.pointer("/metadata/deletionTimestamp") {
+                        n["metadata"]["deletionTimestamp"] = ts.clone();
+                        n["metadata"]["deletionGracePeriodSeconds"] = cloud
+                            .pointer("/metadata/deletionGracePeriodSeconds")
+                            .cloned()
+                            .unwrap_or(json!(0));
+                        changed = true;
+                    }
+                }
+                if let Some(m) = n.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                changed.then_some(Op::Put {
+                    key,
+                    value: n,
+                    pre: Precondition::Any,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The local write for one downlink change.
     fn apply_op(&self, c: &Change) -> Option<Op> {
         let key = key_of(c.key.as_ref()?);
         let current = self.store.get(&key);
-        if current.as_deref().is_some_and(|v| is_owned(v, &self.site)) {
-            return None;
+        if let Some(local) = current.as_deref().filter(|v| is_owned(v, &self.site)) {
+            return self.apply_owned(c, key, local);
         }
         match ChangeKind::try_from(c.kind).ok()? {
             ChangeKind::Delete => current.map(|_| Op::Delete {

@@ -1,18 +1,23 @@
 //! The edge's authority rules and transactional outbox, as API hooks.
 //!
 //! - Objects created at the edge carry `edge.atoll.io/origin: <site>` and are the edge's: it may
-//!   change and delete them, and every change goes up.
+//!   change and delete them, and every change goes up. A site creates only the kinds in
+//!   [`SITE_KINDS`], only in tenants it serves (those in its replica), and binds pods only to
+//!   its own nodes; anything else is refused here with a 403, as the cloud would refuse it.
 //! - Everything else came from the cloud: the edge may write only its status (which goes up as
 //!   a status change), and may delete it only once the cloud asked for its deletion.
+//! - A node's status is the site's; its spec, labels and annotations are shared with the cloud
+//!   (see the hub's node rules): an edit at the edge goes up with the version it was made on,
+//!   so the cloud can tell which fields the site changed.
 //! - Each outgoing change is an `outbox` record committed in the same transaction as the write,
 //!   so an acknowledged edge write can never miss the uplink.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use apiserver::api::{Hooks, Write};
+use apiserver::api::{Committing, Hooks, Write};
 use apiserver::error::{ApiError, ApiResult};
 use apiserver::resources::Resource;
-use apiserver::store::{Key, Op, Precondition};
+use apiserver::store::{Key, Op, Precondition, Store};
 use serde_json::{json, Value};
 
 pub use proto::{origin, ORIGIN};
@@ -21,18 +26,24 @@ pub use proto::{origin, ORIGIN};
 const LEASES: &str = "leases.coordination.k8s.io";
 /// Internal resource: outgoing changes, ordered by their commit version.
 pub const OUTBOX: &str = "outbox";
+/// What a site may create (plural names): the cloud accepts these from a site, in the tenants
+/// it serves. Leases stay at the site (node heartbeats); every other kind (namespaces,
+/// tenants, edge sites, workloads) is created at the cloud.
+pub const SITE_KINDS: &[&str] = proto::SITE_CREATABLE;
 
 /// Hooks for one site.
 pub struct EdgeHooks {
     site: String,
+    store: Store,
     next: AtomicU64,
 }
 
 impl EdgeHooks {
-    /// Hooks for `site`; outbox keys continue after `last_key`.
-    pub fn new(site: &str, last_key: u64) -> Self {
+    /// Hooks for `site` over its local `store`; outbox keys continue after `last_key`.
+    pub fn new(site: &str, store: Store, last_key: u64) -> Self {
         EdgeHooks {
             site: site.to_string(),
+            store,
             next: AtomicU64::new(last_key + 1),
         }
     }
@@ -51,6 +62,69 @@ impl EdgeHooks {
             res.plural, self.site
         ))
     }
+
+    /// A new object the site may create, or why not.
+    fn admit_create(&self, res: &Resource, obj: &mut Value) -> ApiResult<()> {
+        let plural = res.plural;
+        if !(SITE_KINDS.contains(&plural) || res.store_name() == LEASES) {
+            return Err(ApiError::forbidden_msg(format!(
+                "{plural} cannot be created at edge site {}: a site creates only {}; create {plural} at the cloud",
+                self.site,
+                SITE_KINDS.join(", ")
+            )));
+        }
+        if plural == "pods" {
+            let node = obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let ours = |n: &str| {
+                self.store
+                    .get(&Key::new("nodes", "", "", n))
+                    .is_some_and(|v| node_site(&v) == Some(self.site.as_str()))
+            };
+            if !node.is_empty() && !ours(node) {
+                return Err(ApiError::forbidden_msg(format!(
+                    "pods cannot be bound to node {node:?} at edge site {}: it is not one of the site's nodes",
+                    self.site
+                )));
+            }
+            if let Some(placed) = obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(proto::SITE_ANNOTATION))
+                .and_then(Value::as_str)
+                .filter(|s| *s != self.site)
+            {
+                return Err(ApiError::forbidden_msg(format!(
+                    "a pod created at edge site {} cannot be placed on site {placed:?}",
+                    self.site
+                )));
+            }
+        }
+        if !obj
+            .pointer("/metadata/annotations")
+            .is_some_and(Value::is_object)
+        {
+            obj["metadata"]["annotations"] = json!({});
+        }
+        obj["metadata"]["annotations"][ORIGIN] = json!(self.site);
+        if plural == "nodes" {
+            if !obj
+                .pointer("/metadata/labels")
+                .is_some_and(Value::is_object)
+            {
+                obj["metadata"]["labels"] = json!({});
+            }
+            obj["metadata"]["labels"][proto::SITE_LABEL] = json!(self.site);
+        }
+        Ok(())
+    }
+}
+
+fn node_site(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/labels")?
+        .get(proto::SITE_LABEL)?
+        .as_str()
 }
 
 impl EdgeHooks {
@@ -67,14 +141,28 @@ impl EdgeHooks {
     /// An outbox record of `kind` (`Put`, `Status`, `Delete`, `Bind`, `Summary`) for `key`,
     /// to commit together with the write it reports.
     pub fn record(&self, kind: &str, key: &Key, object: Option<&Value>) -> Op {
+        self.record_on(kind, key, object, None)
+    }
+
+    /// [`EdgeHooks::record`] of a change made on `base` (the version it replaced).
+    pub fn record_on(
+        &self,
+        kind: &str,
+        key: &Key,
+        object: Option<&Value>,
+        base: Option<&Value>,
+    ) -> Op {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{n:020}");
-        let rec = json!({
+        let mut rec = json!({
             "metadata": {"name": name},
             "kind": kind,
             "key": {"resource": key.resource, "tenant": key.tenant, "namespace": key.namespace, "name": key.name},
             "object": object.cloned().unwrap_or(Value::Null),
         });
+        if let Some(b) = base {
+            rec["base"] = b.clone();
+        }
         Op::Put {
             key: Key::new(OUTBOX, "", "", &name),
             value: rec,
@@ -86,25 +174,7 @@ impl EdgeHooks {
 impl Hooks for EdgeHooks {
     fn admit(&self, res: &Resource, write: Write<'_>) -> ApiResult<()> {
         match write {
-            Write::Create(obj) => {
-                if !obj
-                    .pointer("/metadata/annotations")
-                    .is_some_and(Value::is_object)
-                {
-                    obj["metadata"]["annotations"] = json!({});
-                }
-                obj["metadata"]["annotations"][ORIGIN] = json!(self.site);
-                if res.plural == "nodes" {
-                    if !obj
-                        .pointer("/metadata/labels")
-                        .is_some_and(Value::is_object)
-                    {
-                        obj["metadata"]["labels"] = json!({});
-                    }
-                    obj["metadata"]["labels"][proto::SITE_LABEL] = json!(self.site);
-                }
-                Ok(())
-            }
+            Write::Create(obj) => self.admit_create(res, obj),
             Write::Update { current, status } => {
                 if status || self.owned(current) {
                     Ok(())
@@ -122,17 +192,38 @@ impl Hooks for EdgeHooks {
         }
     }
 
-    fn also(&self, _res: &Resource, key: &Key, new: Option<&Value>, status: bool) -> Vec<Op> {
+    fn tenant(&self, tenant: &str, verb: &str) -> ApiResult<()> {
+        let writes = !matches!(verb, "get" | "list" | "watch");
+        if writes
+            && self
+                .store
+                .get(&Key::new("tenants", "", "", tenant))
+                .is_none()
+        {
+            return Err(ApiError::forbidden_msg(format!(
+                "edge site {} does not serve tenant {tenant:?}: write to it at the cloud",
+                self.site
+            )));
+        }
+        Ok(())
+    }
+
+    fn also(&self, _res: &Resource, w: &Committing<'_>) -> Vec<Op> {
+        let key = w.key;
         // Node leases are the site's own business: the edge judges node health locally.
         if key.resource == LEASES {
             return Vec::new();
         }
-        let kind = match new {
-            None => "Delete",
-            Some(v) if self.owned(v) => "Put",
-            Some(_) if status => "Status",
-            Some(_) => return Vec::new(),
-        };
-        vec![self.record(kind, key, new)]
+        match w.new {
+            None => vec![self.record("Delete", key, None)],
+            Some(v) if w.status => vec![self.record("Status", key, Some(v))],
+            // A node edit goes up with the version it was made on: the cloud applies only the
+            // fields the site changed.
+            Some(v) if self.owned(v) && key.resource == "nodes" => {
+                vec![self.record_on("Put", key, Some(v), w.old)]
+            }
+            Some(v) if self.owned(v) => vec![self.record("Put", key, Some(v))],
+            Some(_) => Vec::new(),
+        }
     }
 }

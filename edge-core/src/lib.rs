@@ -272,7 +272,11 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Bind(cfg.listen, e))?;
-    let edge_hooks = Arc::new(hooks::EdgeHooks::new(&cfg.site, last_outbox_key(&store)));
+    let edge_hooks = Arc::new(hooks::EdgeHooks::new(
+        &cfg.site,
+        store.clone(),
+        last_outbox_key(&store),
+    ));
     tracker.spawn(apiserver::controllers::expire_events(
         store.clone(),
         apiserver::controllers::EVENT_TTL,

@@ -83,7 +83,15 @@ pub async fn check(store: &Store, hooks: &EdgeHooks, now: DateTime<Utc>) -> Vec<
         }
         n["status"]["conditions"] = json!(new_conds);
         let rv = apiserver::store::object_rv(&node).unwrap_or(0);
-        let mut ops = hooks.also(res, &key, Some(&n), true);
+        let mut ops = hooks.also(
+            res,
+            &apiserver::api::Committing {
+                key: &key,
+                old: Some(&node),
+                new: Some(&n),
+                status: true,
+            },
+        );
         ops.insert(
             0,
             Op::Put {

@@ -19,6 +19,16 @@ pub const SITE_LABEL: &str = "atoll.io/site";
 /// Annotation on objects created at an edge site, naming the site that owns them. The cloud
 /// and the edge must agree on it: it decides who may write an object and what syncs where.
 pub const ORIGIN: &str = "edge.atoll.io/origin";
+/// The kinds (plural names) a site may create and report up, in the tenants it serves: the
+/// cloud refuses any other kind from a site, and so does the site's own API.
+pub const SITE_CREATABLE: &[&str] = &[
+    "pods",
+    "configmaps",
+    "secrets",
+    "serviceaccounts",
+    "events",
+    "nodes",
+];
 /// Subject organization of the client certificates the region issues to sites (CN: the site).
 pub const SITE_CERT_ORG: &str = "atoll:sites";
 /// Subject organization of the region's own client certificates (the kubelet client).

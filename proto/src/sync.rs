@@ -80,6 +80,10 @@ pub struct Welcome {
     /// Highest uplink sequence the cloud has applied for this site.
     #[prost(uint64, tag = "2")]
     pub up_acked: u64,
+    /// The site's most recent refused uplink changes (bounded), so a refusal whose ack was
+    /// lost still reaches the site.
+    #[prost(message, repeated, tag = "3")]
+    pub refused: Vec<Refusal>,
 }
 
 /// One change to one object.
@@ -134,6 +138,10 @@ pub struct Up {
     /// Object JSON (empty for deletes).
     #[prost(bytes = "vec", tag = "4")]
     pub object: Vec<u8>,
+    /// For an edit of a node: the version it was made on (JSON), so the cloud applies only
+    /// the fields the site changed.
+    #[prost(bytes = "vec", tag = "5")]
+    pub base: Vec<u8>,
 }
 
 /// Cloud → edge: uplink applied through `seq`.
@@ -142,7 +150,41 @@ pub struct UpAck {
     /// Sequence.
     #[prost(uint64, tag = "1")]
     pub seq: u64,
+    /// Changes of the acknowledged run the cloud refused.
+    #[prost(message, repeated, tag = "2")]
+    pub refused: Vec<Refusal>,
 }
+
+/// An uplink change the cloud refused (acknowledged all the same, so the stream moves on).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Refusal {
+    /// The refused change's sequence.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    /// The object it was about.
+    #[prost(message, optional, tag = "2")]
+    pub key: Option<ObjectKey>,
+    /// Why.
+    #[prost(string, tag = "3")]
+    pub reason: String,
+    /// The cloud's copy of the object when it is one the site created and small enough
+    /// ([`MAX_REFUSAL_OBJECT`]; JSON). The site sets its own copy to it, so it keeps no
+    /// silently diverging version.
+    #[prost(bytes = "vec", tag = "4")]
+    pub object: Vec<u8>,
+    /// The cloud holds no object of the site's under this key: the site removes its copy.
+    #[prost(bool, tag = "5")]
+    pub absent: bool,
+}
+
+/// Largest object a [`Refusal`] carries (so a frame of [`RECENT_REFUSALS`] refusals stays
+/// far below [`MAX_FRAME`]); a larger one is left out and the site keeps its copy, with the
+/// warning.
+pub const MAX_REFUSAL_OBJECT: usize = 32 * 1024;
+/// Longest refusal reason carried.
+pub const MAX_REFUSAL_REASON: usize = 1024;
+/// Refusals a frame carries at most (the most recent ones).
+pub const RECENT_REFUSALS: usize = 64;
 
 /// Start of a full snapshot at version `rv`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -443,6 +485,7 @@ mod tests {
             kind: 0,
             key: None,
             object: vec![0; MAX_FRAME],
+            base: Vec::new(),
         }));
         assert!(matches!(big.encode_framed(), Err(FrameError::TooLarge(_))));
     }

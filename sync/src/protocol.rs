@@ -13,9 +13,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use proto::sync::{
-    frame::Body, Change, Down, DownAck, ErrorFrame, Frame, Hello, Ping, ResumeMode, SnapshotBegin,
-    SnapshotEnd, Up, UpAck, Welcome, PROTOCOL,
+    frame::Body, Change, Down, DownAck, ErrorFrame, Frame, Hello, Ping, Refusal, ResumeMode,
+    SnapshotBegin, SnapshotEnd, Up, UpAck, Welcome, PROTOCOL,
 };
+
+pub use proto::sync::RECENT_REFUSALS;
 
 /// Snapshot chunks stay well under the frame cap.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
@@ -77,6 +79,9 @@ pub enum EdgeAction {
     SnapshotEnd(u64),
     /// The cloud has applied the outbox through this sequence: drop those entries.
     UpAcked(u64),
+    /// The cloud refused these changes (the ones of this connection's acks, or its recent
+    /// ones on Welcome: the driver skips those it has handled already).
+    Refused(Vec<Refusal>),
     /// The session is over.
     Close(Closed),
 }
@@ -175,6 +180,9 @@ impl EdgeSession {
                 )));
             }
             (EdgeState::AwaitWelcome, Body::Welcome(w)) => {
+                if !w.refused.is_empty() {
+                    self.actions.push_back(EdgeAction::Refused(w.refused));
+                }
                 self.ack_up(w.up_acked);
                 self.up_sent = self.up_acked;
                 if let Some(first) = self.outbox.front() {
@@ -228,6 +236,9 @@ impl EdgeSession {
                         true,
                         format!("ack for uplink {} that was never sent", a.seq),
                     ));
+                }
+                if !a.refused.is_empty() {
+                    self.actions.push_back(EdgeAction::Refused(a.refused));
                 }
                 self.ack_up(a.seq);
                 self.progress_at = now;
@@ -339,7 +350,8 @@ pub enum HubAction {
         /// Last version the site has applied.
         applied_rv: u64,
     },
-    /// Apply an uplink change idempotently, then call [`HubSession::up_applied`].
+    /// Apply (or refuse) an uplink change idempotently, then call
+    /// [`HubSession::up_applied`].
     ApplyUp(Up),
     /// The site has applied the downlink through this version (record it in its status).
     DownAcked(u64),
@@ -362,6 +374,9 @@ pub struct HubSession {
     state: HubState,
     up_applied: u64,
     up_received: u64,
+    /// The site's recent refusals (from the durable record, then this session's), repeated in
+    /// the Welcome and in the re-ack of a duplicate (whose first ack may have been lost).
+    recent_refused: VecDeque<Refusal>,
     sent_rv: u64,
     acked_rv: u64,
     /// Versions sent and not yet acknowledged (snapshot entries are acked as one, at its end).
@@ -386,6 +401,7 @@ impl HubSession {
             state: HubState::AwaitHello,
             up_applied,
             up_received: up_applied,
+            recent_refused: VecDeque::new(),
             sent_rv: 0,
             acked_rv: 0,
             in_flight: VecDeque::new(),
@@ -461,6 +477,7 @@ impl HubSession {
                     if self.up_applied > 0 {
                         self.tx.push_back(Frame::new(Body::UpAck(UpAck {
                             seq: self.up_applied,
+                            refused: self.recent_refused.iter().cloned().collect(),
                         })));
                     }
                     return;
@@ -510,6 +527,7 @@ impl HubSession {
         self.tx.push_back(Frame::new(Body::Welcome(Welcome {
             mode: ResumeMode::Resume as i32,
             up_acked: self.up_applied,
+            refused: self.recent_refused.iter().cloned().collect(),
         })));
     }
 
@@ -523,6 +541,7 @@ impl HubSession {
         self.tx.push_back(Frame::new(Body::Welcome(Welcome {
             mode: ResumeMode::Snapshot as i32,
             up_acked: self.up_applied,
+            refused: self.recent_refused.iter().cloned().collect(),
         })));
         self.pending
             .push_back((Frame::new(Body::SnapshotBegin(SnapshotBegin { rv })), None));
@@ -581,11 +600,31 @@ impl HubSession {
         self.sent_rv
     }
 
-    /// An uplink change is durable in the cloud store.
-    pub fn up_applied(&mut self, seq: u64) {
+    /// The uplink through `seq` is durable in the cloud store (applied, or refused with the
+    /// refusals recorded); `refused` are this run's refusals, sent with the ack.
+    pub fn up_applied(&mut self, seq: u64, mut refused: Vec<Refusal>) {
         if seq > self.up_applied && seq <= self.up_received {
             self.up_applied = seq;
-            self.tx.push_back(Frame::new(Body::UpAck(UpAck { seq })));
+            // A frame carries the most recent ones (each is bounded, so the frame is too).
+            let excess = refused.len().saturating_sub(RECENT_REFUSALS);
+            refused.drain(..excess);
+            self.remember(&refused);
+            self.tx
+                .push_back(Frame::new(Body::UpAck(UpAck { seq, refused })));
+        }
+    }
+
+    /// The site's recent refusals (from the cloud's durable record), repeated in the Welcome
+    /// so a refusal whose ack was lost still reaches it. Call before resume or snapshot.
+    pub fn set_recent_refused(&mut self, refused: Vec<Refusal>) {
+        self.recent_refused.clear();
+        self.remember(&refused);
+    }
+
+    fn remember(&mut self, refused: &[Refusal]) {
+        self.recent_refused.extend(refused.iter().cloned());
+        while self.recent_refused.len() > RECENT_REFUSALS {
+            self.recent_refused.pop_front();
         }
     }
 

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use proto::sync::{Change, ChangeKind, Frame, ObjectKey, Up};
+use proto::sync::{Change, ChangeKind, Frame, ObjectKey, Refusal, Up};
 
-use crate::protocol::{Config, EdgeAction, EdgeSession, HubAction, HubSession};
+use crate::protocol::{Config, EdgeAction, EdgeSession, HubAction, HubSession, RECENT_REFUSALS};
 
 /// xorshift64*: tiny, deterministic, good enough for fault injection.
 struct Rng(u64);
@@ -43,6 +43,8 @@ struct Cloud {
     window: usize,
     up_applied: u64,
     uploaded: BTreeMap<String, Vec<u8>>,
+    /// Every uplink change it refused (each fifth), in order.
+    refused: Vec<Refusal>,
 }
 
 impl Cloud {
@@ -77,6 +79,8 @@ struct Edge {
     outbox: Vec<Up>,
     next_seq: u64,
     snapshot_seen: Option<BTreeSet<String>>,
+    /// The refusals it learnt of.
+    refused: BTreeSet<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -118,6 +122,7 @@ impl Sim {
                 window,
                 up_applied: 0,
                 uploaded: BTreeMap::new(),
+                refused: Vec::new(),
             },
             edge: Edge {
                 next_seq: 1,
@@ -170,6 +175,7 @@ impl Sim {
             kind: ChangeKind::Put as i32,
             key: Some(key(&format!("e{seq}"))),
             object: format!("u{seq}").into_bytes(),
+            ..Default::default()
         };
         self.edge.outbox.push(up.clone());
         if let Some((e, _)) = &mut self.sessions {
@@ -265,12 +271,17 @@ impl Sim {
                         edge.applied(rv);
                     }
                     EdgeAction::UpAcked(seq) => self.edge.outbox.retain(|u| u.seq > seq),
+                    EdgeAction::Refused(rs) => self.edge.refused.extend(rs.iter().map(|r| r.seq)),
                     EdgeAction::Close(_) => close = true,
                 }
             }
             while let Some(a) = hub.poll_action() {
                 match a {
                     HubAction::Hello { applied_rv } => {
+                        // The durable record keeps the most recent refusals.
+                        let n = self.cloud.refused.len();
+                        let recent = &self.cloud.refused[n.saturating_sub(RECENT_REFUSALS)..];
+                        hub.set_recent_refused(recent.to_vec());
                         if applied_rv > 0 && self.cloud.can_resume(applied_rv) {
                             hub.resume(applied_rv, self.now);
                         } else {
@@ -294,12 +305,24 @@ impl Sim {
                             "uplink must apply exactly once, in order"
                         );
                         let k = u.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
+                        self.cloud.up_applied = u.seq;
+                        if u.seq % 5 == 0 {
+                            let r = Refusal {
+                                seq: u.seq,
+                                key: u.key.clone(),
+                                reason: "every fifth".into(),
+                                object: Vec::new(),
+                                absent: true,
+                            };
+                            self.cloud.refused.push(r.clone());
+                            hub.up_applied(u.seq, vec![r]);
+                            continue;
+                        }
                         assert!(
                             self.cloud.uploaded.insert(k, u.object.clone()).is_none(),
                             "uplink applied twice"
                         );
-                        self.cloud.up_applied = u.seq;
-                        hub.up_applied(u.seq);
+                        hub.up_applied(u.seq, Vec::new());
                     }
                     HubAction::DownAcked(_) => {}
                     HubAction::Close(_) => close = true,
@@ -365,6 +388,18 @@ impl Sim {
             && self.cloud.up_applied == self.edge.next_seq - 1
     }
 
+    /// Whether the edge learnt of every refusal. Over a reliable stream (QUIC) acks are not
+    /// lost, so refusals arrive with their ack; when frames are lost, the next connection's
+    /// Welcome repeats the recent ones.
+    fn refusals_delivered(&self) -> bool {
+        !self.cloud.refused.is_empty()
+            && self
+                .cloud
+                .refused
+                .iter()
+                .all(|r| self.edge.refused.contains(&r.seq))
+    }
+
     /// Heal the link and run until converged; panics with the state if it does not.
     fn settle(&mut self) {
         for _ in 0..5_000 {
@@ -393,6 +428,7 @@ fn clean_link_converges_and_resume_sends_only_changes() {
     }
     s.settle();
     assert_eq!(s.connects, 1);
+    assert!(s.refusals_delivered(), "refusals ride their acks");
     // Reconnect after a quiet partition: nothing but new changes crosses.
     let before = s.down_frames;
     s.disconnect();
@@ -424,6 +460,10 @@ fn lossy_duplicating_reordering_link_converges_exactly_once() {
             s.connects > 1,
             "seed {seed}: the faults should have forced reconnects"
         );
+        // A refusal whose ack was lost reaches the edge with the next Welcome.
+        s.disconnect();
+        s.settle();
+        assert!(s.refusals_delivered(), "seed {seed}: a refusal was lost");
     }
 }
 

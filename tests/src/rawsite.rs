@@ -110,6 +110,7 @@ impl RawSite {
             kind: kind as i32,
             key: Some(key),
             object,
+            base: Vec::new(),
         }));
         quic::write_frame(&mut self.send, &f)
             .await
@@ -139,6 +140,39 @@ impl RawSite {
         })
         .await
         .unwrap_or_else(|_| panic!("no ack of uplink {seq}"))
+    }
+
+    /// Read until a downlink change satisfies `pred` (acking downlinks as a site does), with
+    /// the changes seen so far in [`RawSite::down`].
+    pub async fn down_until(&mut self, mut pred: impl FnMut(&Change) -> bool) {
+        if self.down.iter().any(&mut pred) {
+            return;
+        }
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match quic::read_frame(&mut self.recv).await {
+                    Ok(Some(Frame {
+                        body: Some(Body::Down(d)),
+                    })) => {
+                        let hit = d.changes.iter().any(&mut pred);
+                        let ack = Frame::new(Body::DownAck(proto::sync::DownAck { rv: d.rv }));
+                        self.down.extend(d.changes);
+                        let _ = quic::write_frame(&mut self.send, &ack).await;
+                        if hit {
+                            return;
+                        }
+                    }
+                    Ok(Some(Frame {
+                        body: Some(Body::Error(e)),
+                    })) => panic!("the cloud ended the session: {}", e.message),
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("the cloud closed the stream"),
+                    Err(e) => panic!("reading from the cloud: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("the awaited downlink change never came");
     }
 
     /// Close the connection.

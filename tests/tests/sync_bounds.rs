@@ -160,6 +160,7 @@ async fn malformed_frames_and_cross_site_writes_are_contained() {
             name: "at-s2".into(),
         }),
         object: serde_json::to_vec(&forged).unwrap(),
+        base: Vec::new(),
     };
     quic::write_frame(&mut send, &Frame::new(Body::Up(up)))
         .await

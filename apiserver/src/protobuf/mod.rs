@@ -322,6 +322,7 @@ fn package(api_version: &str) -> Option<&'static str> {
         "apps/v1" => "k8s.io.api.apps.v1",
         "authentication.k8s.io/v1" => "k8s.io.api.authentication.v1",
         "coordination.k8s.io/v1" => "k8s.io.api.coordination.v1",
+        "policy/v1" => "k8s.io.api.policy.v1",
         _ => return None,
     })
 }
@@ -351,9 +352,14 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    let pkg = package(&api_version).ok_or_else(|| {
-        format!("protobuf bodies of {api_version:?} are not supported; send JSON")
-    })?;
+    // DeleteOptions is registered in every group version; its message is meta.v1's.
+    let pkg = if kind == "DeleteOptions" {
+        "k8s.io.apimachinery.pkg.apis.meta.v1"
+    } else {
+        package(&api_version).ok_or_else(|| {
+            format!("protobuf bodies of {api_version:?} are not supported; send JSON")
+        })?
+    };
     let mut v = message(&format!("{pkg}.{kind}"), raw, 0)?;
     v["apiVersion"] = json!(api_version);
     v["kind"] = json!(kind);

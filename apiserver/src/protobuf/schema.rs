@@ -117,6 +117,14 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         f(5, "reason", K::Str),
         f(6, "message", K::Str),
     ]),
+    ("k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions", &[
+        f(1, "gracePeriodSeconds", K::Int),
+        f(2, "preconditions", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions")),
+        f(3, "orphanDependents", K::Bool),
+        f(4, "propagationPolicy", K::Str),
+        r(5, "dryRun", K::Str),
+        f(6, "ignoreStoreReadErrorWithClusterBreakingPotential", K::Bool),
+    ]),
     ("k8s.io.apimachinery.pkg.apis.meta.v1.Duration", &[
         f(1, "duration", K::Int),
     ]),
@@ -175,6 +183,10 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         f(5, "apiVersion", K::Str),
         f(6, "controller", K::Bool),
         f(7, "blockOwnerDeletion", K::Bool),
+    ]),
+    ("k8s.io.apimachinery.pkg.apis.meta.v1.Preconditions", &[
+        f(1, "uid", K::Str),
+        f(2, "resourceVersion", K::Str),
     ]),
     ("k8s.io.apimachinery.pkg.apis.meta.v1.Status", &[
         f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ListMeta")),
@@ -1437,6 +1449,11 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         f(5, "leaseTransitions", K::Int),
         f(6, "strategy", K::Str),
         f(7, "preferredHolder", K::Str),
+    ]),
+    // ---- k8s.io.api.policy.v1 ----
+    ("k8s.io.api.policy.v1.Eviction", &[
+        f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        f(2, "deleteOptions", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions")),
     ]),
 ];
 
