@@ -777,3 +777,105 @@ spec:
             .is_empty()
     });
 }
+
+/// `kubectl drain` at the cloud evicts a real edge node's pods through `pods/eviction`; the
+/// cordon reaches the site, the agent stops the containers, and the Deployment's pods come
+/// back on the other node of the site, Running.
+#[test]
+fn drain_at_the_cloud_moves_pods_to_another_edge_node() {
+    let e = Env::start(false);
+    let n2 = Agent::start_with(&e.edge.kubeconfig(), "n2", &[e.reg.addr()]);
+    wait_for("n2 Ready at the cloud", T, || {
+        e.cc.kubectl_ok(&["get", "nodes"])
+            .lines()
+            .any(|l| l.starts_with("n2 ") && l.contains(" Ready "))
+    });
+    let img = e.image();
+    e.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: c
+        image: {img}
+        command: [sh, -c, "while true; do sleep 1; done"]
+"#
+    ));
+    e.cc.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    let placement = || {
+        e.cc.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ])
+    };
+    let first = placement();
+    let drained = if first.contains("n1 ") { "n1" } else { "n2" };
+    let other = if drained == "n1" { "n2" } else { "n1" };
+    let (drained_agent, other_agent) = if drained == "n1" {
+        (&e.agent, &n2)
+    } else {
+        (&n2, &e.agent)
+    };
+    assert!(!runc_ids(drained_agent).is_empty(), "{first}");
+    let out = e.cc.kubectl_ok(&[
+        "drain",
+        drained,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=120s",
+    ]);
+    assert!(
+        out.contains("evicting pod") && out.contains("drained"),
+        "{out}"
+    );
+    // Cordoned at both tiers; nothing runs on it any more.
+    let unschedulable = |kc: &dyn Fn(&[&str]) -> String| {
+        kc(&[
+            "get",
+            "node",
+            drained,
+            "-o",
+            "jsonpath={.spec.unschedulable}",
+        ])
+    };
+    assert_eq!(unschedulable(&|a: &[&str]| e.cc.kubectl_ok(a)), "true");
+    wait_for("the cordon at the edge", T, || {
+        unschedulable(&|a: &[&str]| e.edge.kubectl_ok(a)) == "true"
+    });
+    wait_for("no containers left on the drained node", T, || {
+        runc_ids(drained_agent).is_empty()
+    });
+    // The ReplicaSet made new pods; the site bound them to the other node.
+    wait_for(
+        "both replicas Running on the other node",
+        Duration::from_secs(90),
+        || {
+            let p = placement();
+            p.lines()
+                .filter(|l| l.trim() == format!("{other} Running"))
+                .count()
+                == 2
+                && p.lines().count() == 2
+        },
+    );
+    assert_eq!(runc_ids(other_agent).len(), 2);
+    e.cc.kubectl_ok(&["uncordon", drained]);
+    wait_for("the uncordon at the edge", T, || {
+        unschedulable(&|a: &[&str]| e.edge.kubectl_ok(a)).is_empty()
+    });
+    e.cc.kubectl_ok(&["delete", "deploy/web"]);
+    wait_for("no containers left", T, || {
+        runc_ids(&e.agent).is_empty() && runc_ids(&n2).is_empty()
+    });
+}
