@@ -1022,6 +1022,19 @@ impl Api {
                 }
             }
         }
+        self.finish_update(res, current, new, false)
+    }
+
+    /// The end of every update: the origin annotation kept, generation bumped on a spec
+    /// change, quantities normalised, defaults (workloads and secrets, not through status)
+    /// and validation against the stored object.
+    fn finish_update(
+        &self,
+        res: &Resource,
+        current: &Value,
+        mut new: Value,
+        status: bool,
+    ) -> ApiResult<Value> {
         keep_origin(Some(current), &mut new);
         if spec_part(&new) != spec_part(current) {
             let g = current
@@ -1034,7 +1047,8 @@ impl Api {
         if matches!(
             res.plural,
             "secrets" | "deployments" | "replicasets" | "daemonsets"
-        ) {
+        ) && !status
+        {
             defaults(res, &mut new);
         }
         self.validate(res, &new, Some(current))?;
@@ -1243,23 +1257,7 @@ impl Api {
             }
             m.insert("name".into(), json!(name));
         }
-        keep_origin(Some(current), &mut new);
-        if spec_part(&new) != spec_part(current) {
-            let g = current
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            meta_mut(&mut new).insert("generation".into(), json!(g + 1));
-        }
-        normalize_quantities(&mut new);
-        if matches!(
-            res.plural,
-            "secrets" | "deployments" | "replicasets" | "daemonsets"
-        ) && !status
-        {
-            defaults(res, &mut new);
-        }
-        self.validate(res, &new, Some(current))?;
+        let new = self.finish_update(res, current, new, status)?;
         Ok((new, warnings))
     }
 
@@ -2220,6 +2218,10 @@ pub(crate) fn defaults(res: &Resource, obj: &mut Value) {
             }
         }
         "pods" => {
+            // A spec of the wrong type gets no defaults: validation refuses it right after.
+            if !obj.get("spec").is_none_or(Value::is_object) {
+                return;
+            }
             let spec = &mut obj["spec"];
             for (k, v) in [
                 ("restartPolicy", json!("Always")),
@@ -2235,7 +2237,7 @@ pub(crate) fn defaults(res: &Resource, obj: &mut Value) {
             }
             for list in ["containers", "initContainers"] {
                 if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
-                    for c in cs {
+                    for c in cs.iter_mut().filter(|c| c.is_object()) {
                         if c.get("imagePullPolicy").is_none() {
                             let img = c.get("image").and_then(Value::as_str).unwrap_or("");
                             let tag = img.rsplit('/').next().unwrap_or("");

@@ -7,6 +7,7 @@ pub mod hub;
 pub mod logs;
 pub mod pki;
 pub mod scheduler;
+pub mod shares;
 pub mod uplink;
 
 use std::net::SocketAddr;

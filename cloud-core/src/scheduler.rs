@@ -91,12 +91,31 @@ pub struct CloudScheduler {
     site_req: Tally,
     /// Pods a site could not bind (it set `PodScheduled=False`): taken back and placed again.
     returned: BTreeMap<Key, (String, Arc<Value>)>,
-    /// Sites that gave a pod back, and when: not tried for it again for [`REJECTED_FOR`].
+    /// Sites that gave a pod back, and when: not tried for it again for [`REJECTED_FOR`], or
+    /// until the site's summary changes.
     rejected: HashMap<Key, Vec<(String, Instant)>>,
 }
 
 /// How long a site that could not bind a pod is passed over for it.
 pub const REJECTED_FOR: Duration = Duration::from_secs(60);
+
+/// Whether a site's new summary may fit a pod the old one could not: a class appeared or
+/// changed shape (labels, taints, cordon, hosts, readiness), or a class has more free room.
+fn may_fit_more(old: Option<&sched::SiteSummary>, new: Option<&sched::SiteSummary>) -> bool {
+    let (Some(old), Some(new)) = (old, new) else {
+        return new.is_some();
+    };
+    new.classes.iter().any(|c| {
+        let Some(o) = old.classes.iter().find(|o| o.name == c.name) else {
+            return true;
+        };
+        (&c.labels, &c.taints, c.unschedulable, c.ready, &c.hosts)
+            != (&o.labels, &o.taints, o.unschedulable, o.ready, &o.hosts)
+            || c.free.milli_cpu > o.free.milli_cpu
+            || c.free.memory > o.free.memory
+            || c.free.pods > o.free.pods
+    })
+}
 
 /// The site that was given `pod` and reported that it cannot bind it.
 fn returned_by(pod: &Value) -> Option<String> {
@@ -379,8 +398,19 @@ impl Scheduler for CloudScheduler {
             EDGESITES => {
                 match now {
                     Some(v) => {
-                        self.sites
-                            .insert(key.name.clone(), SiteView::of(&key.name, v));
+                        let view = SiteView::of(&key.name, v);
+                        // A site whose nodes changed (a new summary: uncordoned, untainted,
+                        // relabelled, grown) may bind what it gave back: try it again at once,
+                        // as kube-scheduler requeues unschedulable pods on a node change.
+                        let changed = self.sites.get(&key.name).is_some_and(|old| {
+                            may_fit_more(old.summary.as_ref(), view.summary.as_ref())
+                        });
+                        if changed {
+                            for sites in self.rejected.values_mut() {
+                                sites.retain(|(s, _)| *s != key.name);
+                            }
+                        }
+                        self.sites.insert(key.name.clone(), view);
                     }
                     None => {
                         self.sites.remove(&key.name);

@@ -96,14 +96,32 @@ pub fn judge(api: &Api, site: &Site<'_>, up: &Up) -> Verdict {
         return refuse(format!("unknown change kind {}", up.kind));
     };
     let current = api.store.get(&key);
-    let current = current.as_deref();
+    let j = Judging {
+        api,
+        site,
+        res,
+        key,
+        current: current.as_deref(),
+        up,
+    };
     match kind {
-        ChangeKind::Put => put(api, site, res, &key, current, up).unwrap_or_else(|v| v),
-        ChangeKind::Status => status(api, site, res, &key, current, up).unwrap_or_else(|v| v),
-        ChangeKind::Delete => delete(api, site, res, &key, current),
-        ChangeKind::Bind => bind(api, site, res, &key, current, up).unwrap_or_else(|v| v),
-        ChangeKind::Summary => summary(site, &key, current, up).unwrap_or_else(|v| v),
+        ChangeKind::Put => j.put(),
+        ChangeKind::Status => j.status(),
+        ChangeKind::Delete => Ok(j.delete()),
+        ChangeKind::Bind => j.bind(),
+        ChangeKind::Summary => j.summary(),
     }
+    .unwrap_or_else(|v| v)
+}
+
+/// One uplink change being judged: the site, the object's resource and key, the cloud's copy.
+struct Judging<'a> {
+    api: &'a Api,
+    site: &'a Site<'a>,
+    res: &'static Resource,
+    key: Key,
+    current: Option<&'a Value>,
+    up: &'a Up,
 }
 
 /// Whether `v` (stored at the cloud) is in `site`'s share as a pod bound to one of its nodes or
@@ -148,195 +166,192 @@ fn check_pod_place(api: &Api, site: &str, old: Option<&Value>, new: &Value) -> R
     Ok(())
 }
 
-fn put(
-    api: &Api,
-    site: &Site<'_>,
-    res: &Resource,
-    key: &Key,
-    current: Option<&Value>,
-    up: &Up,
-) -> Result<Verdict, Verdict> {
-    if !proto::SITE_CREATABLE.contains(&res.plural) {
-        return Err(refuse(format!(
-            "a site may not create or replace {}",
-            res.plural
-        )));
-    }
-    if !key.tenant.is_empty() && !(site.serves)(&key.tenant) {
-        return Err(refuse(format!(
-            "the site does not serve tenant {:?}",
-            key.tenant
-        )));
-    }
-    let mut v = parse(up)?;
-    let bad = |e: apiserver::error::ApiError| refuse(e.message);
-    match current {
-        Some(c) if origin(c) == Some(site.name) => {
-            let new = match res.plural {
-                "nodes" => {
-                    let base = serde_json::from_slice::<Value>(&up.base).ok();
-                    let mut n = merge_node(c, &v, base.as_ref());
-                    n["metadata"]["labels"][SITE_LABEL] = json!(site.name);
-                    api.admit_site_update(res, c, n).map_err(bad)?
-                }
-                "pods" => {
-                    check_pod_place(api, site.name, Some(c), &v)?;
-                    // Binding its own pod (once) is the site's: judge the rest of the update
-                    // against the stored pod as if it were bound already.
-                    let mut old = c.clone();
-                    if node_name(c).is_empty() && !node_name(&v).is_empty() {
-                        old["spec"]["nodeName"] = v["spec"]["nodeName"].clone();
+impl Judging<'_> {
+    fn put(&self) -> Result<Verdict, Verdict> {
+        let (api, site, res, key, current, up) = (
+            self.api,
+            self.site,
+            self.res,
+            &self.key,
+            self.current,
+            self.up,
+        );
+        if !proto::SITE_CREATABLE.contains(&res.plural) {
+            return Err(refuse(format!(
+                "a site may not create or replace {}",
+                res.plural
+            )));
+        }
+        if !key.tenant.is_empty() && !(site.serves)(&key.tenant) {
+            return Err(refuse(format!(
+                "the site does not serve tenant {:?}",
+                key.tenant
+            )));
+        }
+        let mut v = parse(up)?;
+        let bad = |e: apiserver::error::ApiError| refuse(e.message);
+        match current {
+            Some(c) if origin(c) == Some(site.name) => {
+                let new = match res.plural {
+                    "nodes" => {
+                        let base = serde_json::from_slice::<Value>(&up.base).ok();
+                        let mut n = merge_node(c, &v, base.as_ref());
+                        n["metadata"]["labels"][SITE_LABEL] = json!(site.name);
+                        api.admit_site_update(res, c, n).map_err(bad)?
                     }
-                    api.admit_site_update(res, &old, v).map_err(bad)?
+                    "pods" => {
+                        check_pod_place(api, site.name, Some(c), &v)?;
+                        // Binding its own pod (once) is the site's: judge the rest of the update
+                        // against the stored pod as if it were bound already.
+                        let mut old = c.clone();
+                        if node_name(c).is_empty() && !node_name(&v).is_empty() {
+                            old["spec"]["nodeName"] = v["spec"]["nodeName"].clone();
+                        }
+                        api.admit_site_update(res, &old, v).map_err(bad)?
+                    }
+                    _ => api.admit_site_update(res, c, v).map_err(bad)?,
+                };
+                Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, new)]))
+            }
+            Some(c) => Err(refuse(match origin(c) {
+                Some(o) => format!("{} {:?} belongs to site {o:?}", res.plural, key.name),
+                None => format!("{} {:?} is owned by the cloud", res.plural, key.name),
+            })),
+            None => {
+                if res.plural == "pods" {
+                    check_pod_place(api, site.name, None, &v)?;
                 }
-                _ => api.admit_site_update(res, c, v).map_err(bad)?,
-            };
-            Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, new)]))
+                if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                let mut n = api.admit_site_create(key, v).map_err(bad)?;
+                n["metadata"]["annotations"][ORIGIN] = json!(site.name);
+                if res.plural == "nodes" {
+                    n["metadata"]["labels"][SITE_LABEL] = json!(site.name);
+                }
+                Ok(Verdict::Apply(vec![Op::Put {
+                    key: key.clone(),
+                    value: n,
+                    pre: Precondition::Absent,
+                }]))
+            }
         }
-        Some(c) => Err(refuse(match origin(c) {
-            Some(o) => format!("{} {:?} belongs to site {o:?}", res.plural, key.name),
-            None => format!("{} {:?} is owned by the cloud", res.plural, key.name),
-        })),
-        None => {
-            if res.plural == "pods" {
-                check_pod_place(api, site.name, None, &v)?;
-            }
-            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            let mut n = api.admit_site_create(key, v).map_err(bad)?;
-            n["metadata"]["annotations"][ORIGIN] = json!(site.name);
-            if res.plural == "nodes" {
-                n["metadata"]["labels"][SITE_LABEL] = json!(site.name);
-            }
-            Ok(Verdict::Apply(vec![Op::Put {
+    }
+
+    fn status(&self) -> Result<Verdict, Verdict> {
+        let (api, site, res, key, current, up) = (
+            self.api,
+            self.site,
+            self.res,
+            &self.key,
+            self.current,
+            self.up,
+        );
+        if !matches!(res.plural, "pods" | "nodes") {
+            return Err(refuse(format!(
+                "a site reports no status of {}",
+                res.plural
+            )));
+        }
+        let Some(c) = current else {
+            return Ok(Verdict::Nothing);
+        };
+        if origin(c) != Some(site.name) && !in_share(api, site.name, res, c) {
+            return Err(refuse(format!(
+                "{} {:?} is not the site's",
+                res.plural, key.name
+            )));
+        }
+        let v = parse(up)?;
+        let mut n = c.clone();
+        n["status"] = v.get("status").cloned().unwrap_or(Value::Null);
+        let n = api
+            .admit_site_update(res, c, n)
+            .map_err(|e| refuse(e.message))?;
+        Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, n)]))
+    }
+
+    fn delete(&self) -> Verdict {
+        let (api, site, res, key, current) =
+            (self.api, self.site, self.res, &self.key, self.current);
+        let Some(c) = current else {
+            return Verdict::Nothing;
+        };
+        let asked = c.pointer("/metadata/deletionTimestamp").is_some();
+        if origin(c) == Some(site.name) || (asked && in_share(api, site.name, res, c)) {
+            let rv = apiserver::store::object_rv(c).unwrap_or(0);
+            Verdict::Apply(vec![Op::Delete {
                 key: key.clone(),
-                value: n,
-                pre: Precondition::Absent,
-            }]))
+                pre: Precondition::Version(rv),
+            }])
+        } else {
+            refuse(format!(
+                "the cloud did not ask for the deletion of {} {:?}",
+                res.plural, key.name
+            ))
         }
     }
-}
 
-fn status(
-    api: &Api,
-    site: &Site<'_>,
-    res: &Resource,
-    key: &Key,
-    current: Option<&Value>,
-    up: &Up,
-) -> Result<Verdict, Verdict> {
-    if !matches!(res.plural, "pods" | "nodes") {
-        return Err(refuse(format!(
-            "a site reports no status of {}",
-            res.plural
-        )));
+    fn bind(&self) -> Result<Verdict, Verdict> {
+        let (api, site, res, key, current, up) = (
+            self.api,
+            self.site,
+            self.res,
+            &self.key,
+            self.current,
+            self.up,
+        );
+        if res.plural != "pods" {
+            return Err(refuse("only pods are bound"));
+        }
+        let v = parse(up)?;
+        let node = node_name(&v);
+        let Some(c) = current else {
+            return Ok(Verdict::Nothing);
+        };
+        if placed_site(c).as_deref() != Some(site.name) || !node_name(c).is_empty() {
+            return Err(refuse(format!(
+                "pod {:?} is not an unbound pod the cloud placed on the site",
+                key.name
+            )));
+        }
+        if !is_site_node(api, site.name, node) {
+            return Err(refuse(format!("node {node:?} is not one of the site's")));
+        }
+        let mut n = c.clone();
+        n["spec"]["nodeName"] = json!(node);
+        if let Some(st) = v.get("status") {
+            n["status"] = st.clone();
+        }
+        let mut old = c.clone();
+        old["spec"]["nodeName"] = json!(node);
+        let n = api
+            .admit_site_update(res, &old, n)
+            .map_err(|e| refuse(e.message))?;
+        Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, n)]))
     }
-    let Some(c) = current else {
-        return Ok(Verdict::Nothing);
-    };
-    if origin(c) != Some(site.name) && !in_share(api, site.name, res, c) {
-        return Err(refuse(format!(
-            "{} {:?} is not the site's",
-            res.plural, key.name
-        )));
-    }
-    let v = parse(up)?;
-    let mut n = c.clone();
-    n["status"] = v.get("status").cloned().unwrap_or(Value::Null);
-    let n = api
-        .admit_site_update(res, c, n)
-        .map_err(|e| refuse(e.message))?;
-    Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, n)]))
-}
 
-fn delete(
-    api: &Api,
-    site: &Site<'_>,
-    res: &Resource,
-    key: &Key,
-    current: Option<&Value>,
-) -> Verdict {
-    let Some(c) = current else {
-        return Verdict::Nothing;
-    };
-    let asked = c.pointer("/metadata/deletionTimestamp").is_some();
-    if origin(c) == Some(site.name) || (asked && in_share(api, site.name, res, c)) {
-        let rv = apiserver::store::object_rv(c).unwrap_or(0);
-        Verdict::Apply(vec![Op::Delete {
-            key: key.clone(),
-            pre: Precondition::Version(rv),
-        }])
-    } else {
-        refuse(format!(
-            "the cloud did not ask for the deletion of {} {:?}",
-            res.plural, key.name
-        ))
+    fn summary(&self) -> Result<Verdict, Verdict> {
+        let (site, key, current, up) = (self.site, &self.key, self.current, self.up);
+        if key.resource != EDGESITES || key.name != site.name {
+            return Err(refuse("a site reports only its own summary"));
+        }
+        let Some(c) = current else {
+            return Ok(Verdict::Nothing);
+        };
+        let s: apiserver::sched::SiteSummary = serde_json::from_slice(&up.object)
+            .map_err(|e| refuse(format!("the summary is not well-formed: {e}")))?;
+        let prefix = format!("{}/", site.name);
+        if let Some(bad) = s.classes.iter().find(|c| !c.name.starts_with(&prefix)) {
+            return Err(refuse(format!(
+                "summary class {:?} does not name the site",
+                bad.name
+            )));
+        }
+        let mut n = c.clone();
+        n["status"]["summary"] = serde_json::to_value(&s).unwrap_or(Value::Null);
+        Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, n)]))
     }
-}
-
-fn bind(
-    api: &Api,
-    site: &Site<'_>,
-    res: &Resource,
-    key: &Key,
-    current: Option<&Value>,
-    up: &Up,
-) -> Result<Verdict, Verdict> {
-    if res.plural != "pods" {
-        return Err(refuse("only pods are bound"));
-    }
-    let v = parse(up)?;
-    let node = node_name(&v);
-    let Some(c) = current else {
-        return Ok(Verdict::Nothing);
-    };
-    if placed_site(c).as_deref() != Some(site.name) || !node_name(c).is_empty() {
-        return Err(refuse(format!(
-            "pod {:?} is not an unbound pod the cloud placed on the site",
-            key.name
-        )));
-    }
-    if !is_site_node(api, site.name, node) {
-        return Err(refuse(format!("node {node:?} is not one of the site's")));
-    }
-    let mut n = c.clone();
-    n["spec"]["nodeName"] = json!(node);
-    if let Some(st) = v.get("status") {
-        n["status"] = st.clone();
-    }
-    let mut old = c.clone();
-    old["spec"]["nodeName"] = json!(node);
-    let n = api
-        .admit_site_update(res, &old, n)
-        .map_err(|e| refuse(e.message))?;
-    Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, n)]))
-}
-
-fn summary(
-    site: &Site<'_>,
-    key: &Key,
-    current: Option<&Value>,
-    up: &Up,
-) -> Result<Verdict, Verdict> {
-    if key.resource != EDGESITES || key.name != site.name {
-        return Err(refuse("a site reports only its own summary"));
-    }
-    let Some(c) = current else {
-        return Ok(Verdict::Nothing);
-    };
-    let s: apiserver::sched::SiteSummary = serde_json::from_slice(&up.object)
-        .map_err(|e| refuse(format!("the summary is not well-formed: {e}")))?;
-    let prefix = format!("{}/", site.name);
-    if let Some(bad) = s.classes.iter().find(|c| !c.name.starts_with(&prefix)) {
-        return Err(refuse(format!(
-            "summary class {:?} does not name the site",
-            bad.name
-        )));
-    }
-    let mut n = c.clone();
-    n["status"]["summary"] = serde_json::to_value(&s).unwrap_or(Value::Null);
-    Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, n)]))
 }
 
 /// The parts of a node the cloud owns: its spec and its labels and annotations.
@@ -397,6 +412,225 @@ pub fn merge_node(cloud: &Value, site: &Value, base: Option<&Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apiserver::store::{MemBackend, Store};
+    use proto::sync::ObjectKey;
+    use std::sync::Arc;
+
+    async fn api() -> Arc<Api> {
+        let store = Store::open(Box::new(MemBackend), 100).unwrap();
+        let api = Api::new(store.clone(), apiserver::api::ApiConfig::default());
+        let node = |name: &str, site: &str| {
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "uid": format!("u-{name}"),
+                "labels": {SITE_LABEL: site}, "annotations": {ORIGIN: site}}})
+        };
+        let pod = |name: &str, node: &str, extra: Value| {
+            let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}")},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}});
+            if let (Some(m), Some(e)) = (p["metadata"].as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
+            }
+            p
+        };
+        let mut ops = Vec::new();
+        for (k, v) in [
+            (
+                Key::new("namespaces", "", "", "default"),
+                apiserver::api::namespace_object("", "default"),
+            ),
+            (Key::new("nodes", "", "", "n1"), node("n1", "s1")),
+            (Key::new("nodes", "", "", "n2"), node("n2", "s2")),
+            (
+                Key::new("pods", "", "default", "cloud"),
+                pod("cloud", "n1", json!({})),
+            ),
+            (
+                Key::new("pods", "", "default", "asked"),
+                pod(
+                    "asked",
+                    "n1",
+                    json!({"deletionTimestamp": "2026-01-01T00:00:00Z"}),
+                ),
+            ),
+        ] {
+            ops.push(Op::Put {
+                key: k,
+                value: v,
+                pre: Precondition::Absent,
+            });
+        }
+        store.commit(ops).await.unwrap();
+        api
+    }
+
+    fn up(kind: ChangeKind, k: (&str, &str, &str, &str), object: Value) -> Up {
+        Up {
+            seq: 1,
+            kind: kind as i32,
+            key: Some(ObjectKey {
+                resource: k.0.into(),
+                tenant: k.1.into(),
+                namespace: k.2.into(),
+                name: k.3.into(),
+            }),
+            object: if object.is_null() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&object).unwrap()
+            },
+            base: Vec::new(),
+        }
+    }
+
+    fn verdict(api: &Api, u: &Up) -> Result<usize, String> {
+        let serves = |t: &str| t == "acme";
+        let site = Site {
+            name: "s1",
+            serves: &serves,
+        };
+        match judge(api, &site, u) {
+            Verdict::Apply(ops) => Ok(ops.len()),
+            Verdict::Nothing => Ok(0),
+            Verdict::Refuse(r) => Err(r),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_site_writes_only_what_is_its_own() {
+        let api = api().await;
+        let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        let refused = |u: Up, why: &str| {
+            let r = verdict(&api, &u).expect_err(why);
+            assert!(r.contains(why), "{r:?} lacks {why:?}");
+        };
+        refused(
+            up(
+                ChangeKind::Put,
+                ("tenants", "", "", "t"),
+                json!({"metadata": {"name": "t"}}),
+            ),
+            "may not create or replace tenants",
+        );
+        refused(
+            up(
+                ChangeKind::Put,
+                ("tokens", "", "", "h"),
+                json!({"user": "x"}),
+            ),
+            "not an API resource",
+        );
+        refused(
+            up(
+                ChangeKind::Put,
+                ("configmaps", "zeta", "default", "c"),
+                cm("c"),
+            ),
+            "does not serve tenant",
+        );
+        refused(
+            up(ChangeKind::Put, ("configmaps", "", "", "c"), cm("c")),
+            "are namespaced",
+        );
+        refused(
+            up(
+                ChangeKind::Put,
+                ("nodes", "", "", "n2"),
+                json!({"metadata": {"name": "n2"}}),
+            ),
+            "belongs to site \"s2\"",
+        );
+        refused(
+            up(
+                ChangeKind::Put,
+                ("pods", "", "default", "cloud"),
+                json!({"metadata": {"name": "cloud"}}),
+            ),
+            "owned by the cloud",
+        );
+        refused(
+            up(
+                ChangeKind::Put,
+                ("pods", "", "default", "x"),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "i"}]}}),
+            ),
+            "only to the site's own nodes",
+        );
+        refused(
+            up(
+                ChangeKind::Put,
+                ("pods", "", "default", "y"),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "y"}, "spec": {}}),
+            ),
+            "spec.containers",
+        );
+        refused(
+            up(
+                ChangeKind::Delete,
+                ("pods", "", "default", "cloud"),
+                Value::Null,
+            ),
+            "did not ask",
+        );
+        refused(
+            up(
+                ChangeKind::Put,
+                ("configmaps", "", "default", "c"),
+                json!("just a string"),
+            ),
+            "not a JSON object",
+        );
+        // Its own, valid: accepted.
+        assert_eq!(
+            verdict(
+                &api,
+                &up(ChangeKind::Put, ("configmaps", "", "default", "c"), cm("c"))
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            verdict(
+                &api,
+                &up(
+                    ChangeKind::Status,
+                    ("pods", "", "default", "cloud"),
+                    json!({"status": {"phase": "Running"}})
+                )
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            verdict(
+                &api,
+                &up(
+                    ChangeKind::Delete,
+                    ("pods", "", "default", "asked"),
+                    Value::Null
+                )
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            verdict(
+                &api,
+                &up(
+                    ChangeKind::Delete,
+                    ("pods", "", "default", "gone"),
+                    Value::Null
+                )
+            ),
+            Ok(0)
+        );
+        assert_eq!(
+            verdict(
+                &api,
+                &up(
+                    ChangeKind::Put,
+                    ("nodes", "", "", "n3"),
+                    json!({"metadata": {"name": "n3"}})
+                )
+            ),
+            Ok(1)
+        );
+    }
 
     fn node(labels: Value, spec: Value, status: &str) -> Value {
         json!({"metadata": {"name": "n1", "labels": labels}, "spec": spec, "status": {"phase": status}})

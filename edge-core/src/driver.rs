@@ -57,7 +57,12 @@ pub struct Driver {
 
 /// What the cloud owns of a node (spec, labels, annotations but the origin), absent as empty.
 fn node_part(v: &Value) -> (Value, Value, Value) {
-    let or_empty = |p: &str| v.pointer(p).cloned().unwrap_or(json!({}));
+    let or_empty = |p: &str| {
+        v.pointer(p)
+            .filter(|v| v.is_object())
+            .cloned()
+            .unwrap_or(json!({}))
+    };
     let mut annotations = or_empty("/metadata/annotations");
     if let Some(a) = annotations.as_object_mut() {
         a.remove(crate::hooks::ORIGIN);

@@ -1,6 +1,7 @@
 //! Shared harness for Atoll's end-to-end tests: spawn the real binaries on free ports in temp
 //! dirs, drive them with stock kubectl and the `kube` crate, and clean up even on failure.
 
+pub mod fuzz;
 pub mod rawsite;
 pub mod registry;
 pub mod sim;

@@ -39,6 +39,53 @@ fn hollow(edge: &EdgeCore, name: &str) {
     ]);
 }
 
+/// Renews the hollow nodes' Leases every few seconds, as their agents would (the site judges
+/// a node whose Lease is 30 s old NotReady); stops when dropped.
+struct Heartbeat {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(edge: &EdgeCore, nodes: &[&str]) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kc, dir) = (edge.kubeconfig(), edge.dir.path().to_path_buf());
+        let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for n in &nodes {
+                    let now =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    let lease = format!(
+                        r#"{{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{{"name":"{n}","namespace":"kube-node-lease"}},"spec":{{"holderIdentity":"{n}","leaseDurationSeconds":40,"renewTime":"{now}"}}}}"#
+                    );
+                    let _ = tests::kubectl(&kc, &dir, &["apply", "-f", "-"], Some(&lease));
+                }
+                for _ in 0..20 {
+                    if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        });
+        Heartbeat {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn jp(out: String) -> String {
     out.trim().to_string()
 }
@@ -56,6 +103,7 @@ fn node_spec_and_labels_set_at_either_tier_reach_the_other_and_steer_scheduling(
     let e1 = EdgeCore::join_via(&relay, "s1", &cc.join_token("s1", "10m"));
     hollow(&e1, "n1");
     hollow(&e1, "n2");
+    let _heartbeat = Heartbeat::start(&e1, &["n1", "n2"]);
     let cloud_get = |node: &str, path: &str| {
         jp(cc.kubectl_ok(&["get", "node", node, "-o", &format!("jsonpath={path}")]))
     };

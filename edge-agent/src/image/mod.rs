@@ -555,3 +555,56 @@ impl ImageStore {
 
 #[cfg(test)]
 mod tests;
+
+/// Entry points for the fuzz targets in `fuzz/` and the ordinary suite's replay of their
+/// regression cases: untrusted bytes in, an error or nothing out, never a panic, and never a
+/// write outside the given root.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use super::manifest::{
+        ConfigFile, Manifest, DOCKER_LIST, DOCKER_MANIFEST, MAX_CONFIG, MAX_LAYER, MAX_MANIFEST,
+        OCI_INDEX, OCI_MANIFEST,
+    };
+
+    /// A registry's manifest or index (under every content type), an image config, and the
+    /// reference and digest parsers.
+    pub fn manifest(data: &[u8]) {
+        for ct in [
+            None,
+            Some(OCI_INDEX),
+            Some(OCI_MANIFEST),
+            Some(DOCKER_LIST),
+            Some(DOCKER_MANIFEST),
+        ] {
+            if let Ok((m, _)) = Manifest::parse(data, ct) {
+                let _ = m.pick_platform();
+                for d in m.manifests.iter().chain(&m.layers) {
+                    let _ = d.checked(MAX_LAYER);
+                    let _ = d.checked(MAX_MANIFEST);
+                }
+                if let Some(c) = &m.config {
+                    let _ = c.checked(MAX_CONFIG);
+                }
+            }
+        }
+        let _ = ConfigFile::parse(data);
+        if let Ok(s) = std::str::from_utf8(data) {
+            let _ = super::Reference::parse(s);
+            let _ = super::valid_digest(s);
+        }
+    }
+
+    /// Unpack a layer (plain or gzip tar) into `root` (which must exist).
+    pub fn layer(data: &[u8], root: &Path) -> Result<(), String> {
+        super::unpack::apply_layer(data, root, None)
+    }
+
+    /// Import an image archive (OCI layout or docker-archive tarball) from `path` into a store
+    /// rooted at `root`.
+    pub fn archive(root: &Path, path: &Path) -> Result<Vec<String>, String> {
+        let store = super::ImageStore::open(root, Vec::new()).map_err(|e| e.to_string())?;
+        store.import(path).map_err(|e| e.to_string())
+    }
+}
