@@ -181,6 +181,13 @@ impl CloudScheduler {
         }
     }
 
+    /// Let `site` be tried again for the pods it gave back.
+    fn forget_give_backs(&mut self, site: &str) {
+        for sites in self.rejected.values_mut() {
+            sites.retain(|(s, _)| s != site);
+        }
+    }
+
     /// Keep [`CloudScheduler::site_req`] current for a change of a pod.
     fn apply_site_pod(&mut self, key: &Key, now: Option<&Arc<Value>>) {
         let site = now
@@ -388,12 +395,17 @@ impl Scheduler for CloudScheduler {
             }
             "nodes" => {
                 // Cloud nodes only: a site's nodes are its scheduler's.
-                let cloud = now.is_some_and(|v| {
+                let site = now.and_then(|v| {
                     v.pointer("/metadata/labels")
                         .and_then(|l| l.get(proto::SITE_LABEL))
-                        .is_none()
+                        .and_then(Value::as_str)
                 });
-                self.cache.apply_node(key, now, cloud);
+                // A site's node changed (say, uncordoned at the cloud): what it gave back may
+                // fit now, before its next summary says so.
+                if let Some(site) = site {
+                    self.forget_give_backs(site);
+                }
+                self.cache.apply_node(key, now, site.is_none());
             }
             EDGESITES => {
                 match now {
@@ -406,9 +418,7 @@ impl Scheduler for CloudScheduler {
                             may_fit_more(old.summary.as_ref(), view.summary.as_ref())
                         });
                         if changed {
-                            for sites in self.rejected.values_mut() {
-                                sites.retain(|(s, _)| *s != key.name);
-                            }
+                            self.forget_give_backs(&key.name);
                         }
                         self.sites.insert(key.name.clone(), view);
                     }

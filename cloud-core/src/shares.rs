@@ -58,12 +58,16 @@ fn node_cloud_part(v: &Value) -> (Option<&Value>, Option<&Value>, Option<&Value>
     )
 }
 
-/// Whether a change of an object `site` created must go down to it: the cloud's part of its
-/// node changed, or the cloud asked for its deletion.
+/// Whether a change of an object `site` created must go down to it: the cloud changed its
+/// part of the site's node, or asked for the object's deletion. (Its creation does not: the
+/// site has what it sent.)
 fn owned_change_goes_down(key: &Key, prev: Option<&Value>, now: &Value) -> bool {
     let asked = |v: &Value| v.pointer("/metadata/deletionTimestamp").is_some();
-    (key.resource == "nodes" && prev.is_none_or(|p| node_cloud_part(p) != node_cloud_part(now)))
-        || (asked(now) && !prev.is_some_and(asked))
+    let Some(prev) = prev else {
+        return false;
+    };
+    (key.resource == "nodes" && node_cloud_part(prev) != node_cloud_part(now))
+        || (asked(now) && !asked(prev))
 }
 
 /// Whether a site created `v` and the cloud has something to tell it about it (its node's
@@ -384,8 +388,10 @@ impl Tracker {
         for k in keys {
             match (before, after) {
                 (0, a) if a > 0 => {
+                    // An object the site created enters its share when it is created: the
+                    // site has it already.
                     if let Some(v) = self.objects.get(&k) {
-                        if origin(v) != Some(site) || owned_goes_down(&k, v) {
+                        if origin(v) != Some(site) {
                             out.entry(site.to_string()).or_default().push(put(&k, v));
                         }
                     }
