@@ -154,6 +154,25 @@ pub fn decode_typed(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// Decode a status alone as its typed form (a status write leaves the rest of a stored, valid
+/// object as it is, so this is all a status needs).
+pub fn decode_status(res: &Resource, status: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::api::core::v1 as core;
+    fn check<T: serde::de::DeserializeOwned>(res: &Resource, v: &Value) -> Result<(), ApiError> {
+        T::deserialize(v).map(|_| ()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} status in version {:?} cannot be handled: {e}",
+                res.kind, res.version
+            ))
+        })
+    }
+    match res.plural {
+        "pods" => check::<core::PodStatus>(res, status),
+        "nodes" => check::<core::NodeStatus>(res, status),
+        _ => decode_typed(res, &serde_json::json!({ "status": status })),
+    }
+}
+
 fn data_keys(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
     if let Some(m) = obj.get(field).and_then(Value::as_object) {
         for k in m.keys() {

@@ -263,11 +263,17 @@ impl Judging<'_> {
             )));
         }
         let v = parse(up)?;
+        let mut status = v.get("status").cloned().unwrap_or(Value::Null);
         let mut n = c.clone();
-        n["status"] = v.get("status").cloned().unwrap_or(Value::Null);
-        let n = api
-            .admit_site_update(res, c, n)
-            .map_err(|e| refuse(e.message))?;
+        if !status.is_null() {
+            // The rest of the stored object stays as it is (and valid): the status is checked
+            // on its own, which is much cheaper than the whole object.
+            apiserver::openapi::normalize_quantities(&mut status);
+            apiserver::validate::decode_status(res, &status).map_err(|e| refuse(e.message))?;
+            n["status"] = status;
+        } else if let Some(o) = n.as_object_mut() {
+            o.remove("status");
+        }
         Ok(Verdict::Apply(vec![Op::replace(key.clone(), c, n)]))
     }
 
@@ -577,6 +583,14 @@ mod tests {
                 json!("just a string"),
             ),
             "not a JSON object",
+        );
+        refused(
+            up(
+                ChangeKind::Status,
+                ("pods", "", "default", "cloud"),
+                json!({"status": {"phase": 5}}),
+            ),
+            "cannot be handled",
         );
         // Its own, valid: accepted.
         assert_eq!(
