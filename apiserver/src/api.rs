@@ -1,6 +1,5 @@
 //! Request handling: routing, discovery, CRUD, patch, delete, watch, tables, subresources.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +13,10 @@ use crate::error::{ApiError, ApiResult, Cause};
 use crate::openapi::{normalize_quantities, OpenApi};
 use crate::path::{self, ResourcePath, Route};
 use crate::resources::{self, Resource, Space, RESOURCES};
-use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventType, Key, Op, Precondition, Scope, Store, StoreError};
 use crate::table::{self, Include};
 use crate::{patch, validate};
+use proto::selectors::{FieldSelector, LabelSelector};
 
 /// Internal resource holding edge join tokens by hash (never served).
 pub const JOIN_TOKENS: &str = "jointokens";
@@ -89,58 +88,7 @@ impl Reply {
     }
 }
 
-/// Parsed query string.
-#[derive(Default, Debug)]
-pub struct Query(HashMap<String, String>);
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl Query {
-    /// Parse `a=b&c=d`.
-    pub fn parse(q: Option<&str>) -> Self {
-        let mut m = HashMap::new();
-        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            m.insert(percent_decode(k), percent_decode(v));
-        }
-        Query(m)
-    }
-    /// A parameter.
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str)
-    }
-    /// A boolean parameter, read as kube-apiserver reads one: absent is false; `0` and `false`
-    /// (any case) are false; any other value, the empty one included, is true (so `1`, `t`,
-    /// `True`, `TRUE` and bare `?watch` all mean true).
-    pub fn flag(&self, k: &str) -> bool {
-        match self.get(k) {
-            None => false,
-            Some(v) => !(v == "0" || v.eq_ignore_ascii_case("false")),
-        }
-    }
-}
+pub use proto::query::Query;
 
 /// The request as the handlers see it.
 pub struct Request {
@@ -1585,7 +1533,7 @@ impl Api {
     fn watch(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
         let (ls, mut fs) = self.selectors(t, &req.query)?;
         if let Some(n) = &t.name {
-            fs.0.push(crate::selectors::FieldReq {
+            fs.0.push(proto::selectors::FieldReq {
                 field: "metadata.name".into(),
                 value: n.clone(),
                 negate: false,
@@ -2567,38 +2515,6 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_decoding() {
-        let q = Query::parse(Some(
-            "labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=1&limit=5",
-        ));
-        assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
-        assert!(q.flag("watch"));
-        for (v, want) in [
-            ("1", true),
-            ("t", true),
-            ("T", true),
-            ("TRUE", true),
-            ("True", true),
-            ("true", true),
-            ("", true),
-            ("0", false),
-            ("false", false),
-            ("False", false),
-            ("FALSE", false),
-        ] {
-            assert_eq!(
-                Query::parse(Some(&format!("w={v}"))).flag("w"),
-                want,
-                "{v:?}"
-            );
-        }
-        assert!(Query::parse(Some("w")).flag("w"));
-        assert!(!Query::parse(Some("x=1")).flag("w"));
-        assert_eq!(q.get("limit"), Some("5"));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
 
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {

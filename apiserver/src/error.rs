@@ -2,52 +2,15 @@
 
 use serde_json::{json, Value};
 
-/// One invalid field, reported in `details.causes`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cause {
-    /// Machine-readable reason, e.g. `FieldValueInvalid`, `FieldValueRequired`.
-    pub reason: &'static str,
-    /// Human-readable message.
-    pub message: String,
-    /// The field path, e.g. `metadata.name`.
-    pub field: String,
-}
+pub use proto::Cause;
 
-impl Cause {
-    /// A value that is present but wrong.
-    pub fn invalid(field: impl Into<String>, value: &str, why: &str) -> Self {
-        Cause {
-            reason: "FieldValueInvalid",
-            message: format!("Invalid value: {value:?}: {why}"),
-            field: field.into(),
-        }
-    }
-    /// A value that must be present.
-    pub fn required(field: impl Into<String>) -> Self {
-        Cause {
-            reason: "FieldValueRequired",
-            message: "Required value".into(),
-            field: field.into(),
-        }
-    }
-    /// A value that may not change.
-    pub fn immutable(field: impl Into<String>) -> Self {
-        Cause {
-            reason: "FieldValueInvalid",
-            message: "field is immutable".into(),
-            field: field.into(),
-        }
-    }
-    /// A value that is not one of the supported ones.
-    pub fn not_supported(field: impl Into<String>, value: &str, allowed: &[&str]) -> Self {
-        let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
-        Cause {
-            reason: "FieldValueNotSupported",
-            message: format!(
-                "Unsupported value: {value:?}: supported values: {}",
-                allowed.join(", ")
-            ),
-            field: field.into(),
+impl From<proto::logs::LogOptionsError> for ApiError {
+    fn from(e: proto::logs::LogOptionsError) -> Self {
+        match e {
+            proto::logs::LogOptionsError::Malformed(m) => ApiError::bad_request(m),
+            proto::logs::LogOptionsError::Invalid { pod, causes } => {
+                ApiError::invalid("", "PodLogOptions", &pod, causes)
+            }
         }
     }
 }
@@ -130,15 +93,7 @@ impl ApiError {
     }
     /// 422 with the invalid fields.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let msgs: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        let message = if msgs.len() == 1 {
-            format!("{kind} {name:?} is invalid: {}", msgs[0])
-        } else {
-            format!("{kind} {name:?} is invalid: [{}]", msgs.join(", "))
-        };
+        let message = format!("{kind} {name:?} is invalid: {}", Cause::summary(&causes));
         let causes: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))

@@ -19,7 +19,6 @@ pub mod protobuf;
 pub mod resources;
 pub mod sched;
 pub mod sched_cache;
-pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;

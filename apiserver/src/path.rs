@@ -130,18 +130,7 @@ pub fn parse(path: &str) -> Option<Route> {
     }))
 }
 
-/// Percent-encode a query value or path segment (everything but RFC 3986 unreserved bytes).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use proto::query::percent_encode;
 
 #[cfg(test)]
 mod tests {

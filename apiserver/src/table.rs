@@ -133,7 +133,7 @@ fn workload_wide(o: &Value) -> [Value; 3] {
     };
     let sel = o
         .pointer("/spec/selector")
-        .map(crate::workloads::selector_string)
+        .map(proto::selectors::selector_string)
         .unwrap_or_default();
     [json!(join("name")), json!(join("image")), or_none(&sel)]
 }
@@ -449,7 +449,7 @@ fn cells(plural: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "daemonsets" => {
             let sel = o
                 .pointer("/spec/template/spec/nodeSelector")
-                .map(|m| crate::workloads::selector_string(&json!({"matchLabels": m})))
+                .map(|m| proto::selectors::selector_string(&json!({"matchLabels": m})))
                 .unwrap_or_default();
             let mut c = vec![
                 name,

@@ -6,59 +6,7 @@ use serde_json::Value;
 use crate::error::{ApiError, Cause};
 use crate::resources::Resource;
 
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-
-/// Whether `s` is an RFC 1123 label (at most 63 characters).
-pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// Whether `s` is an RFC 1123 subdomain (at most 253 characters).
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
-
-fn is_qualified_name_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-/// Problems with a label or annotation key (empty when valid).
-pub fn label_key_errors(k: &str) -> Vec<String> {
-    let (prefix, name) = match k.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    let mut errs = Vec::new();
-    if let Some(p) = prefix {
-        if !is_dns1123_subdomain(p) {
-            errs.push(format!("prefix part {DNS1123_SUBDOMAIN_MSG}"));
-        }
-    }
-    if !is_qualified_name_part(name) {
-        errs.push(QUALIFIED_NAME_MSG.to_string());
-    }
-    errs
-}
-
-/// Whether a label value is valid.
-pub fn is_label_value(v: &str) -> bool {
-    v.is_empty() || is_qualified_name_part(v)
-}
+pub use proto::names::*;
 
 /// Validate `metadata` common to every kind: name, generateName already resolved, labels,
 /// annotations.
@@ -436,7 +384,7 @@ fn workload(plural: &str, obj: &Value, causes: &mut Vec<Cause>) {
         .and_then(Value::as_object);
     if let Some(sel) = sel {
         let empty = serde_json::Map::new();
-        if !crate::workloads::selector_matches(sel, labels.unwrap_or(&empty)) {
+        if !proto::selectors::selector_matches(sel, labels.unwrap_or(&empty)) {
             causes.push(Cause::invalid(
                 "spec.template.metadata.labels",
                 &Value::Object(labels.cloned().unwrap_or_default()).to_string(),

@@ -710,7 +710,7 @@ impl Hub {
             let code = u16::try_from(head.code).unwrap_or(502);
             return Err(ApiError::from_code(code, msg));
         }
-        let (tx, rx) = mpsc::channel(apiserver::logs::STREAM_CHUNKS);
+        let (tx, rx) = mpsc::channel(proto::logs::STREAM_CHUNKS);
         let site = site.to_string();
         tokio::spawn(async move {
             let _permit = permit;

@@ -179,7 +179,7 @@ pub async fn start(
     let rendered = kc.render("atoll", "admin");
     if fresh || std::fs::read_to_string(&kubeconfig_path).ok().as_deref() != Some(rendered.as_str())
     {
-        apiserver::bootstrap::write_private(&kubeconfig_path, rendered.as_bytes())
+        boot::write_private(&kubeconfig_path, rendered.as_bytes())
             .map_err(|e| Error::Io(kubeconfig_path.clone(), e))?;
     }
     tracing::info!(%addr, %sync_addr, kubeconfig = %kubeconfig_path.display(), "cloud-core serving");

@@ -73,7 +73,7 @@ async fn tenant_kubeconfig(
     tenant: String,
     user: String,
 ) -> anyhow::Result<()> {
-    if !apiserver::validate::is_dns1123_label(&tenant) {
+    if !proto::names::is_dns1123_label(&tenant) {
         anyhow::bail!("invalid tenant name {tenant:?}: must be an RFC 1123 label");
     }
     let admin = Kubeconfig::load(&kubeconfig)?;
@@ -121,7 +121,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 async fn join_token(kubeconfig: PathBuf, site: String, ttl: Duration) -> anyhow::Result<()> {
-    if !apiserver::validate::is_dns1123_label(&site) {
+    if !proto::names::is_dns1123_label(&site) {
         anyhow::bail!("invalid site name {site:?}: must be an RFC 1123 label");
     }
     let admin = Kubeconfig::load(&kubeconfig)?;
@@ -165,12 +165,12 @@ async fn join_token(kubeconfig: PathBuf, site: String, ttl: Duration) -> anyhow:
 }
 
 fn main() -> ExitCode {
-    let cli = match apiserver::bootstrap::parse_args::<Cli>() {
+    let cli = match boot::parse_args::<Cli>() {
         Ok(c) => c,
         Err(code) => return code,
     };
-    apiserver::bootstrap::init_tracing();
-    let rt = match apiserver::bootstrap::runtime() {
+    boot::init_tracing();
+    let rt = match boot::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -186,7 +186,7 @@ fn main() -> ExitCode {
                 max_body,
             } => {
                 let cancel = CancellationToken::new();
-                tokio::spawn(apiserver::bootstrap::shutdown_signal(cancel.clone()));
+                tokio::spawn(boot::shutdown_signal(cancel.clone()));
                 let cfg = cloud_core::ServeConfig {
                     data_dir,
                     listen,

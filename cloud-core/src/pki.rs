@@ -96,7 +96,7 @@ impl Pki {
     }
 
     /// The client certificate (PEM cert, key) cloud-core presents to the log servers of cloud
-    /// nodes' agents (CN [`apiserver::logs::KUBELET_CLIENT_CN`]), kept in
+    /// nodes' agents (CN [`proto::logs::KUBELET_CLIENT_CN`]), kept in
     /// `dir/kubelet-client.{crt,key}`; issued for a year, again once it is four months old.
     pub fn kubelet_client(&self, dir: &Path) -> Result<(Vec<u8>, Vec<u8>), Error> {
         let (crt, key) = (
@@ -114,7 +114,7 @@ impl Pki {
             }
         }
         let i = self.issue_as(
-            apiserver::logs::KUBELET_CLIENT_CN,
+            proto::logs::KUBELET_CLIENT_CN,
             proto::CONTROL_PLANE_ORG,
             &[],
             true,
@@ -135,7 +135,7 @@ impl Pki {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    apiserver::bootstrap::write_private(path, data).map_err(|e| Error::Io(path.to_path_buf(), e))
+    boot::write_private(path, data).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
 fn ca_params() -> Result<CertificateParams, Error> {

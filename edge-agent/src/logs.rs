@@ -19,11 +19,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use apiserver::api::{Query, Reply};
-use apiserver::logs::{LogOptions, SYSTEM_TENANT_SEGMENT};
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, Utc};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
+use proto::logs::{LogOptions, SYSTEM_TENANT_SEGMENT};
+use proto::query::Query;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +77,7 @@ pub fn load_or_create_cert(root: &Path) -> Result<(Vec<u8>, Vec<u8>), Error> {
     // needs renewing; clients authenticate themselves, not this certificate.
     let k = rcgen::KeyPair::generate().map_err(Error::Cert)?;
     let cert = p.self_signed(&k).map_err(Error::Cert)?;
-    apiserver::bootstrap::write_private(&key, k.serialize_pem().as_bytes())
+    boot::write_private(&key, k.serialize_pem().as_bytes())
         .map_err(|e| Error::Io(key.clone(), e))?;
     std::fs::write(&crt, cert.pem()).map_err(|e| Error::Io(crt.clone(), e))?;
     tracing::info!(path = %crt.display(), "created the log server's certificate");
@@ -183,7 +186,7 @@ pub async fn serve(
                             text(403, format!("client {cn:?} may not read logs on this node"))
                         }
                     };
-                    Ok::<_, std::convert::Infallible>(apiserver::server::into_response(reply))
+                    Ok::<_, std::convert::Infallible>(reply.into_response())
                 }
             });
             let conn =
@@ -196,15 +199,52 @@ pub async fn serve(
     }
 }
 
+/// What a log request is answered with: a short text, or the log streamed as it is read.
+enum Reply {
+    Text(http::StatusCode, Bytes),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Reply {
+    fn into_response(self) -> http::Response<UnsyncBoxBody<Bytes, std::io::Error>> {
+        let (status, content_type, body) = match self {
+            Reply::Text(status, body) => (
+                status,
+                "text/plain; charset=utf-8",
+                Full::new(body)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            ),
+            Reply::Stream(rx) => {
+                let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv()
+                        .await
+                        .map(|b| (Ok::<_, std::io::Error>(Frame::data(b)), rx))
+                });
+                (
+                    http::StatusCode::OK,
+                    "text/plain",
+                    StreamBody::new(chunks).boxed_unsync(),
+                )
+            }
+        };
+        let mut resp = http::Response::new(body);
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        resp
+    }
+}
+
 fn text(code: u16, msg: impl Into<String>) -> Reply {
     let mut body = msg.into();
     body.push('\n');
-    Reply::Full {
-        status: http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_REQUEST),
-        content_type: "text/plain; charset=utf-8",
-        body: Bytes::from(body),
-        warnings: Vec::new(),
-    }
+    Reply::Text(
+        http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_REQUEST),
+        Bytes::from(body),
+    )
 }
 
 /// A path segment that names a tenant, namespace, pod or container (and nothing else: no
@@ -340,7 +380,7 @@ async fn handle(root: &Path, method: &http::Method, uri: &http::Uri) -> Reply {
     let q = Query::parse(uri.query());
     let opts = match LogOptions::from_query(&q, pod) {
         Ok(o) => o,
-        Err(e) => return text(400, e.message),
+        Err(e) => return text(400, e.to_string()),
     };
     let uid = q.get("uid").filter(|u| !u.is_empty());
     let (root, tenant, ns, pod, container) = (
@@ -401,12 +441,9 @@ async fn handle(root: &Path, method: &http::Method, uri: &http::Uri) -> Reply {
         since,
         opts.limit_bytes.and_then(|l| u64::try_from(l).ok()),
     );
-    let (tx, rx) = mpsc::channel(apiserver::logs::STREAM_CHUNKS);
+    let (tx, rx) = mpsc::channel(proto::logs::STREAM_CHUNKS);
     tokio::spawn(pump(file, start, r, opts.follow, fmt, tx));
-    Reply::Stream {
-        content_type: "text/plain",
-        rx,
-    }
+    Reply::Stream(rx)
 }
 
 /// Stream the file from `start` through `fmt`; with `follow`, keep going until the attempt's
@@ -670,7 +707,7 @@ pub fn client_identity(der: &[u8]) -> Option<(String, String)> {
 pub fn may_read(org: &str, cn: &str, sites: &HashSet<String>) -> bool {
     match org {
         proto::SITE_CERT_ORG => sites.contains(cn),
-        proto::CONTROL_PLANE_ORG => cn == apiserver::logs::KUBELET_CLIENT_CN,
+        proto::CONTROL_PLANE_ORG => cn == proto::logs::KUBELET_CLIENT_CN,
         _ => false,
     }
 }

@@ -159,7 +159,7 @@ async fn run(r: Run) -> anyhow::Result<()> {
         .await?;
     let client = kube::Client::try_from(cfg)?;
     let cancel = CancellationToken::new();
-    tokio::spawn(apiserver::bootstrap::shutdown_signal(cancel.clone()));
+    tokio::spawn(boot::shutdown_signal(cancel.clone()));
     let images = edge_agent::image::ImageStore::open(&root, r.args.insecure_registries.clone())?;
     let network = edge_agent::network::Network::new(edge_agent::network::NetConfig {
         cni_bin_dirs: r.args.cni_bin_dirs.clone(),
@@ -192,8 +192,8 @@ fn sub(cmd: Cmd) -> ExitCode {
     if let Cmd::Shim(a) = cmd {
         return edge_agent::shim::run(a);
     }
-    apiserver::bootstrap::init_tracing();
-    let rt = match apiserver::bootstrap::runtime() {
+    boot::init_tracing();
+    let rt = match boot::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -242,7 +242,7 @@ fn sub(cmd: Cmd) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match apiserver::bootstrap::parse_args::<Cli>() {
+    let cli = match boot::parse_args::<Cli>() {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -258,7 +258,7 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     };
     // Bad configuration exits 64 before anything starts.
-    if !apiserver::validate::is_dns1123_subdomain(&node_name) {
+    if !proto::names::is_dns1123_subdomain(&node_name) {
         eprintln!("error: invalid node name {node_name:?}: must be an RFC 1123 subdomain");
         return ExitCode::from(64);
     }
@@ -270,8 +270,8 @@ fn main() -> ExitCode {
         eprintln!("error: --pod-cidr: {e}");
         return ExitCode::from(64);
     }
-    apiserver::bootstrap::init_tracing();
-    let rt = match apiserver::bootstrap::runtime() {
+    boot::init_tracing();
+    let rt = match boot::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

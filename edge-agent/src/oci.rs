@@ -74,7 +74,7 @@ const ALL_CAPS: &[&str] = &[
 pub const CPU_PERIOD: u64 = 100_000;
 
 /// A Kubernetes quantity as a number of base units (`"500m"` → 0.5, `"64Mi"` → 67108864).
-pub use apiserver::sched::quantity;
+pub use proto::quantity;
 
 /// Expand `$(VAR)` references from `env` (Kubernetes semantics: unknown references stay as
 /// they are, `$$` escapes a `$`).

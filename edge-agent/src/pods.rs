@@ -9,7 +9,7 @@
 //! instead of restarting them, and a node whose containers are all gone (a reboot) brings its
 //! pods back from the local API server alone.
 
-use apiserver::path::percent_encode;
+use proto::query::percent_encode;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

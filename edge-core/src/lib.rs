@@ -73,7 +73,7 @@ pub struct Running {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
-    apiserver::bootstrap::write_private(path, data).map_err(|e| Error::Io(path.to_path_buf(), e))
+    boot::write_private(path, data).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
 /// Credentials a site holds after joining, kept in one file (`pki/site.json`, 0600) so a
@@ -222,7 +222,7 @@ pub async fn start(
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Running, Error> {
-    if !apiserver::validate::is_dns1123_label(&cfg.site) {
+    if !proto::names::is_dns1123_label(&cfg.site) {
         return Err(Error::Config(format!(
             "invalid site name {:?}: must be an RFC 1123 label",
             cfg.site

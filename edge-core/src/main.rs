@@ -42,12 +42,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match apiserver::bootstrap::parse_args::<Cli>() {
+    let cli = match boot::parse_args::<Cli>() {
         Ok(c) => c,
         Err(code) => return code,
     };
-    apiserver::bootstrap::init_tracing();
-    let rt = match apiserver::bootstrap::runtime() {
+    boot::init_tracing();
+    let rt = match boot::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     } = cli.cmd;
     let result = rt.block_on(async move {
         let cancel = CancellationToken::new();
-        tokio::spawn(apiserver::bootstrap::shutdown_signal(cancel.clone()));
+        tokio::spawn(boot::shutdown_signal(cancel.clone()));
         let tracker = TaskTracker::new();
         let cfg = edge_core::EdgeConfig {
             data_dir,

@@ -3,13 +3,21 @@
 //!
 //! No I/O and no async runtime live here: this crate is shared by every tier.
 
+mod cause;
+pub mod logs;
+pub mod names;
+pub mod query;
+pub mod selectors;
 pub mod sync;
+mod units;
+
+pub use cause::Cause;
+pub use units::quantity;
 
 pub use k8s_openapi;
 pub use k8s_openapi::api::core::v1 as core;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// API group of Atoll's edge types.
@@ -43,9 +51,10 @@ pub fn origin(v: &serde_json::Value) -> Option<&str> {
 pub const SYSTEM_TENANT: &str = "";
 
 /// A tenant: a virtual cluster with its own space of namespaces and objects (Arktos model).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.atoll.api.core.v1.Tenant")]
+#[cfg_attr(feature = "schema", schemars(rename = "io.atoll.api.core.v1.Tenant"))]
 pub struct Tenant {
     /// APIVersion: always `v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,9 +74,13 @@ pub struct Tenant {
 }
 
 /// Desired state of a tenant.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.atoll.api.core.v1.TenantSpec")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.atoll.api.core.v1.TenantSpec")
+)]
 pub struct TenantSpec {
     /// The storage cluster that holds this tenant's space (Arktos tenant partitions); empty
     /// means the region's default store.
@@ -76,9 +89,13 @@ pub struct TenantSpec {
 }
 
 /// Observed state of a tenant.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.atoll.api.core.v1.TenantStatus")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.atoll.api.core.v1.TenantStatus")
+)]
 pub struct TenantStatus {
     /// `Active`, or `Terminating` while the tenant's space is being removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,9 +103,10 @@ pub struct TenantStatus {
 }
 
 /// An edge site federated into the region (cluster-scoped, system space).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.atoll.edge.v1.EdgeSite")]
+#[cfg_attr(feature = "schema", schemars(rename = "io.atoll.edge.v1.EdgeSite"))]
 pub struct EdgeSite {
     /// APIVersion: always `edge.atoll.io/v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,9 +126,10 @@ pub struct EdgeSite {
 }
 
 /// Desired state of an edge site.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.atoll.edge.v1.EdgeSiteSpec")]
+#[cfg_attr(feature = "schema", schemars(rename = "io.atoll.edge.v1.EdgeSiteSpec"))]
 pub struct EdgeSiteSpec {
     /// Taints of the whole site: pods that do not tolerate them are not placed there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -121,9 +140,13 @@ pub struct EdgeSiteSpec {
 }
 
 /// Observed state of an edge site.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
-#[schemars(rename = "io.atoll.edge.v1.EdgeSiteStatus")]
+#[cfg_attr(
+    feature = "schema",
+    schemars(rename = "io.atoll.edge.v1.EdgeSiteStatus")
+)]
 pub struct EdgeSiteStatus {
     /// Conditions of the site; `Connected` says whether its sync channel is up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -211,11 +211,11 @@ pub fn patch(data: &[u8]) {
 pub fn selectors(data: &[u8]) {
     let s = String::from_utf8_lossy(data);
     let obj = pod();
-    if let Ok(ls) = apiserver::selectors::LabelSelector::parse(&s) {
+    if let Ok(ls) = proto::selectors::LabelSelector::parse(&s) {
         let _ = ls.matches(&obj);
     }
     for plural in ["pods", "events", "nodes", "secrets"] {
-        if let Ok(fs) = apiserver::selectors::FieldSelector::parse(&s, plural) {
+        if let Ok(fs) = proto::selectors::FieldSelector::parse(&s, plural) {
             let _ = fs.matches(&obj);
         }
     }

@@ -2,7 +2,7 @@
 //! HTTP for insecure registries, redirects, anonymous bearer tokens, digest-verified blobs
 //! streamed to disk.
 
-use apiserver::path::percent_encode;
+use proto::query::percent_encode;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

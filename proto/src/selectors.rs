@@ -1,6 +1,6 @@
 //! Label and field selectors, as `kubectl -l` / `--field-selector` send them.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One label requirement.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,7 +39,7 @@ fn split_top(s: &str) -> Vec<&str> {
 }
 
 fn valid_label_key(k: &str) -> bool {
-    crate::validate::label_key_errors(k).is_empty()
+    crate::names::label_key_errors(k).is_empty()
 }
 
 impl LabelSelector {
@@ -243,6 +243,102 @@ fn field_value(obj: &Value, field: &str) -> String {
         Value::Number(n) => n.to_string(),
         _ => String::new(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `metav1.LabelSelector` objects (as workloads and services carry them).
+
+fn strs(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether one `matchExpressions` (or node selector) requirement holds, `get` reading the
+/// value it names.
+pub fn expression_matches(e: &Value, get: impl Fn(&str) -> Option<String>) -> bool {
+    let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+    let values = strs(e.get("values"));
+    let have = get(key);
+    match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+        "In" => have.is_some_and(|h| values.contains(&h.as_str())),
+        "NotIn" => have.is_none_or(|h| !values.contains(&h.as_str())),
+        "Exists" => have.is_some(),
+        "DoesNotExist" => have.is_none(),
+        op @ ("Gt" | "Lt") => {
+            let (Some(h), Some(v)) = (
+                have.and_then(|h| h.parse::<i64>().ok()),
+                values.first().and_then(|v| v.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if op == "Gt" {
+                h > v
+            } else {
+                h < v
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a `metav1.LabelSelector` selects `labels`.
+pub fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str).map(String::from);
+    sel.get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        && sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .is_none_or(|es| es.iter().all(|e| expression_matches(e, get)))
+}
+
+/// Whether a `metav1.LabelSelector` is absent or selects everything (no requirement).
+pub fn selector_empty(sel: Option<&Value>) -> bool {
+    let Some(sel) = sel else { return true };
+    sel.get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(Map::is_empty)
+        && sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+}
+
+/// A `metav1.LabelSelector` as the string kubectl prints (`app=web,tier in (a,b)`).
+pub fn selector_string(sel: &Value) -> String {
+    let mut parts: Vec<String> = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let mut values = strs(e.get("values"));
+        values.sort();
+        let vals = values.join(",");
+        parts.push(
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => format!("{key} in ({vals})"),
+                "NotIn" => format!("{key} notin ({vals})"),
+                "Exists" => key.to_string(),
+                "DoesNotExist" => format!("!{key}"),
+                op => format!("{key} {op} ({vals})"),
+            },
+        );
+    }
+    parts.sort();
+    parts.join(",")
 }
 
 #[cfg(test)]
