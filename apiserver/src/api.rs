@@ -13,10 +13,10 @@ use crate::error::{ApiError, ApiResult, Cause};
 use crate::openapi::{normalize_quantities, OpenApi};
 use crate::path::{self, ResourcePath, Route};
 use crate::resources::{self, Resource, Space, RESOURCES};
-use crate::store::{Event, EventType, Key, Op, Precondition, Scope, Store, StoreError};
 use crate::table::{self, Include};
 use crate::{patch, validate};
 use proto::selectors::{FieldSelector, LabelSelector};
+use store::{Event, EventType, Key, Op, Precondition, Scope, Store, StoreError};
 
 /// Internal resource holding edge join tokens by hash (never served).
 pub const JOIN_TOKENS: &str = "jointokens";
@@ -1276,7 +1276,7 @@ impl Api {
             let v = brv
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {brv:?}")))?;
-            if Some(v) != crate::store::object_rv(&current) {
+            if Some(v) != store::object_rv(&current) {
                 return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
             }
             Precondition::Version(v)
@@ -1311,7 +1311,7 @@ impl Api {
                 .store
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
-            let cur_rv = crate::store::object_rv(&current).unwrap_or(0);
+            let cur_rv = store::object_rv(&current).unwrap_or(0);
             let mut patched = (*current).clone();
             match kind.as_str() {
                 "application/merge-patch+json" => {
@@ -1375,7 +1375,7 @@ impl Api {
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, &name))?;
             self.admit(t.res, Write::Delete { current: &current })?;
-            let rv = crate::store::object_rv(&current).unwrap_or(0);
+            let rv = store::object_rv(&current).unwrap_or(0);
             if let Some(u) = &opts.uid {
                 if u != meta_str(&current, "uid") {
                     return Err(ApiError::conflict(
@@ -1821,7 +1821,7 @@ impl Api {
                 ),
             ));
         }
-        let rv = crate::store::object_rv(&current).unwrap_or(0);
+        let rv = store::object_rv(&current).unwrap_or(0);
         let mut new = (*current).clone();
         new["spec"]["nodeName"] = json!(node);
         set_condition(&mut new, "PodScheduled", "True", "", "");
@@ -1872,7 +1872,7 @@ impl Api {
                 .store
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
-            let cur_rv = crate::store::object_rv(&current).unwrap_or(0);
+            let cur_rv = store::object_rv(&current).unwrap_or(0);
             let scale = crate::workloads::scale_of(&current);
             let wanted = match verb {
                 "get" => return Ok(Reply::json(StatusCode::OK, &scale)),

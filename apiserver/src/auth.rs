@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
 use crate::resources::{Resource, Space};
-use crate::store::{Key, Store};
+use store::{Key, Store};
 
 /// Internal resource holding token hashes.
 pub const TOKENS: &str = "tokens";

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::api::{default_sa, namespace_object};
 use crate::auth::{self, Identity};
 use crate::client::Kubeconfig;
-use crate::store::{Key, Op, Precondition, Store, StoreError};
+use store::{Key, Op, Precondition, Store, StoreError};
 
 /// The namespaces every space starts with.
 pub const SYSTEM_NAMESPACES: &[&str] =

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::owned_by;
 use crate::auth::TOKENS;
 use crate::resources::RESOURCES;
-use crate::store::{Key, Precondition, Scope, Store, StoreError};
+use store::{Key, Precondition, Scope, Store, StoreError};
 
 fn terminating(v: &Value) -> bool {
     v.pointer("/metadata/deletionTimestamp").is_some()
@@ -189,7 +189,7 @@ pub async fn on_changes<F, Fut>(
     every: Duration,
     settle: Duration,
     cancel: &CancellationToken,
-    relevant: impl Fn(&crate::store::Event) -> bool,
+    relevant: impl Fn(&store::Event) -> bool,
     mut pass: F,
 ) where
     F: FnMut() -> Fut,
@@ -235,7 +235,7 @@ pub async fn run(store: Store, cancel: CancellationToken) {
         Duration::from_secs(5),
         Duration::ZERO,
         &cancel,
-        |e| e.kind == crate::store::EventType::Deleted || terminating(&e.object),
+        |e| e.kind == store::EventType::Deleted || terminating(&e.object),
         || async { while reconcile(&store).await {} },
     )
     .await
@@ -291,7 +291,7 @@ pub async fn expire_events(store: Store, ttl: Duration, cancel: CancellationToke
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MemBackend, Op};
+    use store::{MemBackend, Op};
 
     fn obj(name: &str, uid: &str, owner: Option<&str>, fins: &[&str], deleting: bool) -> Value {
         let mut v = json!({"metadata": {"name": name, "namespace": "ns", "uid": uid}});

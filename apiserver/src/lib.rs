@@ -1,7 +1,7 @@
 //! The Kubernetes-compatible API server shared by cloud-core and edge-core.
 //!
 //! Layers, outside in: [`server`] (TLS, HTTP, limits) → [`api`] (routing, verbs, watch,
-//! tables) → [`store`] (memory index + watch window over a durable backend). [`auth`],
+//! tables) → the `store` crate (memory index + watch window over a durable backend). [`auth`],
 //! [`validate`], [`patch`], [`selectors`], [`table`] and [`openapi`] are pure helpers.
 
 pub mod api;
@@ -20,7 +20,6 @@ pub mod resources;
 pub mod sched;
 pub mod sched_cache;
 pub mod server;
-pub mod store;
 pub mod table;
 pub mod validate;
 pub mod workloads;

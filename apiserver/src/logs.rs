@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
-use crate::store::{Key, Store};
+use store::{Key, Store};
 
 pub use proto::logs::{
     LogOptions, AGENT_PORT, KUBELET_CLIENT_CN, STREAM_CHUNKS, SYSTEM_TENANT_SEGMENT,

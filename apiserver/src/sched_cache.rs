@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::sched::{self, Candidate, Resources};
-use crate::store::{EventType, Key, Scope, Store};
+use store::{EventType, Key, Scope, Store};
 
 /// A pod's `spec.nodeName` (`""` when unbound).
 pub fn node_name(p: &Value) -> &str {

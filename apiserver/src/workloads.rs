@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use proto::selectors::{expression_matches, selector_empty, selector_matches, selector_string};
 
-use crate::store::{Key, Precondition, Scope, Store, StoreError};
+use store::{Key, Precondition, Scope, Store, StoreError};
 
 /// Store name of Deployments.
 pub const DEPLOYMENTS: &str = "deployments.apps";
@@ -377,7 +377,7 @@ async fn update(store: &Store, key: &Key, old: &Value, new: Value) -> bool {
     if *old == new {
         return false;
     }
-    let pre = match crate::store::object_rv(old) {
+    let pre = match store::object_rv(old) {
         Some(rv) => Precondition::Version(rv),
         None => Precondition::Exists,
     };
@@ -476,7 +476,7 @@ async fn delete_pod(store: &Store, key: &Key, pod: &Value) -> bool {
             .unwrap_or("");
         store.get(&Key::new("nodes", "", "", node)).is_some()
     };
-    let pre = crate::store::object_rv(pod).map_or(Precondition::Exists, Precondition::Version);
+    let pre = store::object_rv(pod).map_or(Precondition::Exists, Precondition::Version);
     if node_exists && pod_active(pod) {
         let grace = int(pod, "/spec/terminationGracePeriodSeconds", 30).max(0);
         let mut new = pod.clone();
@@ -986,8 +986,7 @@ async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool {
         .collect();
     if idle.len() > limit {
         for (k, rs) in idle.iter().take(idle.len() - limit) {
-            let pre =
-                crate::store::object_rv(rs).map_or(Precondition::Exists, Precondition::Version);
+            let pre = store::object_rv(rs).map_or(Precondition::Exists, Precondition::Version);
             if store.delete(k.clone(), pre).await.is_ok() {
                 changed = true;
             }
@@ -1425,8 +1424,7 @@ async fn sync_history(
         .collect();
     if old.len() > limit {
         for (k, c) in old.iter().take(old.len() - limit) {
-            let pre =
-                crate::store::object_rv(c).map_or(Precondition::Exists, Precondition::Version);
+            let pre = store::object_rv(c).map_or(Precondition::Exists, Precondition::Version);
             changed |= store.delete(k.clone(), pre).await.is_ok();
         }
     }
@@ -1653,7 +1651,7 @@ pub async fn run(store: Store, cancel: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemBackend;
+    use store::MemBackend;
 
     #[test]
     fn selectors_and_strings() {

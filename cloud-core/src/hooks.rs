@@ -12,8 +12,8 @@
 use apiserver::api::{Committing, Hooks, Write};
 use apiserver::error::{ApiError, ApiResult};
 use apiserver::resources::Resource;
-use apiserver::store::{Key, Op, Precondition, Store};
 use serde_json::Value;
+use store::{Key, Op, Precondition, Store};
 
 use crate::hub::{EDGESITES, JOIN_TOKENS, SITE_CERTS, SITE_SEQ};
 

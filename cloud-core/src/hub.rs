@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apiserver::api::Api;
-use apiserver::store::{EventType, Key, Op, Precondition, Store, StoreError};
 use proto::sync::{
     frame::Body, ChangeKind, ErrorFrame, Frame, JoinRequest, JoinResponse, ObjectKey, Refusal, Up,
 };
 use serde_json::{json, Value};
+use store::{EventType, Key, Op, Precondition, Store, StoreError};
 use sync::protocol::{Config, HubAction, HubSession};
 use sync::quic;
 use tokio::sync::mpsc;
@@ -203,7 +203,7 @@ impl Hub {
     /// same site) stop working from now on, and sessions still using them end.
     async fn retire_predecessors(&self, site: &str, fp: &str) {
         let certs = self.store.list_of(SITE_CERTS, Some(""));
-        let rv_of = |v: &Value| apiserver::store::object_rv(v).unwrap_or(0);
+        let rv_of = |v: &Value| store::object_rv(v).unwrap_or(0);
         let Some(mine) = certs
             .iter()
             .find(|(k, _)| k.name == fp)
@@ -239,7 +239,7 @@ impl Hub {
         loop {
             let (_, _, mut live) = self
                 .store
-                .list_and_watch(&apiserver::store::Scope::of(EDGESITES, Some("")));
+                .list_and_watch(&store::Scope::of(EDGESITES, Some("")));
             // Anything deleted while this watch was not running.
             let sites: std::collections::HashSet<String> = self
                 .store
@@ -337,7 +337,7 @@ impl Hub {
         let (resp, fp) = self.issue_site(site, &j.serving_names)?;
         let mut used = (*rec).clone();
         used["used"] = json!(true);
-        let rv = apiserver::store::object_rv(&rec).unwrap_or(0);
+        let rv = store::object_rv(&rec).unwrap_or(0);
         let cert_rec = cert_record(&fp, site, &site_uid);
         self.store
             .commit(vec![
@@ -1083,7 +1083,7 @@ impl Hub {
             if n.get("status") == old_status.as_ref() {
                 continue;
             }
-            let rv = apiserver::store::object_rv(&v).unwrap_or(0);
+            let rv = store::object_rv(&v).unwrap_or(0);
             let _ = self.store.put(k, n, Precondition::Version(rv)).await;
         }
     }

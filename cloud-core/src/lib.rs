@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use apiserver::api::{Api, ApiConfig};
 use apiserver::client::Kubeconfig;
-use apiserver::store::Store;
+use store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,7 +32,7 @@ pub enum Error {
     Pki(#[source] rcgen::Error),
     /// The store could not be opened or written.
     #[error("store")]
-    Store(#[from] apiserver::store::StoreError),
+    Store(#[from] store::StoreError),
     /// TLS setup failed.
     #[error("tls")]
     Tls(#[from] apiserver::server::ServerError),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use apiserver::error::{ApiError, ApiResult};
 use apiserver::logs::{AgentLogs, BoxFuture, LogSource, LogStream, LogTarget};
-use apiserver::store::{Key, Store};
 use serde_json::Value;
+use store::{Key, Store};
 
 use crate::hub::{Hub, SITE_LABEL};
 

@@ -17,9 +17,9 @@ use apiserver::sched::{self, Candidate, Resources};
 use apiserver::sched_cache::{
     self, finished, node_name, spec_of, take, PodCache, Scheduler, Tally, TIMING,
 };
-use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use k8s_openapi::api::core::v1::Taint;
 use serde_json::{json, Value};
+use store::{Key, Op, Precondition, Scope, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::placed_site;

@@ -8,10 +8,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use apiserver::store::{Event, EventType, Key, Store};
 use proto::sync::{Change, ChangeKind, ObjectKey};
 use proto::{origin, SITE_LABEL};
 use serde_json::{json, Value};
+use store::{Event, EventType, Key, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 

@@ -24,9 +24,9 @@
 
 use apiserver::api::Api;
 use apiserver::resources::{self, Resource, Space};
-use apiserver::store::{Key, Op, Precondition};
 use proto::sync::{ChangeKind, Up};
 use serde_json::{json, Map, Value};
+use store::{Key, Op, Precondition};
 
 use crate::hub::{node_site, placed_site, EDGESITES};
 use proto::{origin, ORIGIN, SITE_LABEL};
@@ -285,7 +285,7 @@ impl Judging<'_> {
         };
         let asked = c.pointer("/metadata/deletionTimestamp").is_some();
         if origin(c) == Some(site.name) || (asked && in_share(api, site.name, res, c)) {
-            let rv = apiserver::store::object_rv(c).unwrap_or(0);
+            let rv = store::object_rv(c).unwrap_or(0);
             Verdict::Apply(vec![Op::Delete {
                 key: key.clone(),
                 pre: Precondition::Version(rv),
@@ -418,9 +418,9 @@ pub fn merge_node(cloud: &Value, site: &Value, base: Option<&Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use apiserver::store::{MemBackend, Store};
     use proto::sync::ObjectKey;
     use std::sync::Arc;
+    use store::{MemBackend, Store};
 
     async fn api() -> Arc<Api> {
         let store = Store::open(Box::new(MemBackend), 100).unwrap();

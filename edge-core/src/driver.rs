@@ -7,9 +7,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::store::{EventType, Key, Op, Precondition, Scope, Store};
 use proto::sync::{Change, ChangeKind, Frame, ObjectKey, Up};
 use serde_json::{json, Value};
+use store::{EventType, Key, Op, Precondition, Scope, Store};
 use sync::protocol::{Config, EdgeAction, EdgeSession};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -275,7 +275,7 @@ impl Driver {
             namespace: None,
         };
         let (_, mut items, mut live) = self.store.list_and_watch(&scope);
-        items.sort_by_key(|(_, v)| apiserver::store::object_rv(v).unwrap_or(0));
+        items.sort_by_key(|(_, v)| store::object_rv(v).unwrap_or(0));
         let mut st = self.state();
         let mut wire: VecDeque<(u64, Key)> = VecDeque::new();
         let mut ups = Vec::new();

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use apiserver::api::{Committing, Hooks, Write};
 use apiserver::error::{ApiError, ApiResult};
 use apiserver::resources::Resource;
-use apiserver::store::{Key, Op, Precondition, Store};
 use serde_json::{json, Value};
+use store::{Key, Op, Precondition, Store};
 
 pub use proto::{origin, ORIGIN};
 

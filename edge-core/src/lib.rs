@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use apiserver::api::{Api, ApiConfig};
 use apiserver::client::Kubeconfig;
-use apiserver::store::{Scope, Store};
 use proto::sync::{frame::Body, Frame, JoinRequest};
 use serde_json::{json, Value};
+use store::{Scope, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,7 +34,7 @@ pub enum Error {
     Join(String),
     /// The local store failed.
     #[error("store")]
-    Store(#[from] apiserver::store::StoreError),
+    Store(#[from] store::StoreError),
     /// TLS setup failed.
     #[error("tls")]
     Tls(#[from] apiserver::server::ServerError),
@@ -251,7 +251,7 @@ pub async fn start(
         }
     };
     let store = if cfg.in_memory {
-        Store::open(Box::new(apiserver::store::MemBackend), cfg.watch_window)?
+        Store::open(Box::new(store::MemBackend), cfg.watch_window)?
     } else {
         Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?
     };

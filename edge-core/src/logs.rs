@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use apiserver::error::{ApiError, ApiResult};
 use apiserver::logs::{AgentLogs, LogOptions, LogStream};
-use apiserver::store::Store;
 use proto::sync::{frame::Body, Frame, LogRequest, LogResponse};
+use store::Store;
 use tokio::sync::Semaphore;
 
 use crate::Creds;

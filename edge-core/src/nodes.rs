@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::api::Hooks;
-use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use store::{Key, Op, Precondition, Scope, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::EdgeHooks;
@@ -82,7 +82,7 @@ pub async fn check(store: &Store, hooks: &EdgeHooks, now: DateTime<Utc>) -> Vec<
             new_conds.push(json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet never posted node status.", "lastTransitionTime": ts}));
         }
         n["status"]["conditions"] = json!(new_conds);
-        let rv = apiserver::store::object_rv(&node).unwrap_or(0);
+        let rv = store::object_rv(&node).unwrap_or(0);
         let mut ops = hooks.also(
             res,
             &apiserver::api::Committing {

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use apiserver::sched;
 use apiserver::sched_cache::{self, node_name, spec_of, take, PodCache, Scheduler, TIMING};
-use apiserver::store::{Key, Op, Precondition, Scope, Store};
 use serde_json::{json, Value};
+use store::{Key, Op, Precondition, Scope, Store};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use apiserver::api::{Api, ApiConfig, Query, Request};
 use apiserver::auth::{self, Identity};
-use apiserver::store::{Key, MemBackend, Op, Precondition, Store};
 use bytes::Bytes;
 use proto::sync::{ChangeKind, Frame, ObjectKey, Up};
 use serde_json::{json, Value};
+use store::{Key, MemBackend, Op, Precondition, Store};
 
 /// A target body.
 pub type Target = fn(&[u8]);

@@ -1,0 +1,421 @@
+//! Storage: a durable [`Backend`] (sled by default) under an in-memory index that serves reads,
+//! lists and watches, and a single writer thread that group-commits.
+//!
+//! This crate knows keys, versions and JSON values, nothing of kinds, tenants' rules, defaults
+//! or validation: those are the API's. Modules: the key layout and the change types here,
+//! [`backend`] (the durable backends), [`cache`] (the memory index, watch window and writer).
+//!
+//! Invariants:
+//! - one `resourceVersion` counter per store, strictly increasing, persisted atomically with the
+//!   writes it numbers;
+//! - a write is visible to readers and watchers only after the backend has made it durable;
+//! - every write is a compare-and-swap on the version the caller read ([`Precondition`]);
+//! - watchers see events in version order with no gap and no duplicate; a watch from a version
+//!   older than the window gets [`StoreError::Gone`].
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub mod backend;
+mod cache;
+
+pub use backend::{Backend, BackendError, MemBackend, SledBackend};
+pub use cache::{Listing, Store, Watch};
+
+/// The identity of an object: (resource, tenant, namespace, name). The system space is
+/// tenant `""`; cluster-scoped objects have namespace `""`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// Plural resource name, qualified by group for non-core groups (`edgesites.edge.atoll.io`).
+    pub resource: String,
+    /// Tenant, `""` for the system space.
+    pub tenant: String,
+    /// Namespace, `""` for cluster-scoped objects.
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+}
+
+impl Key {
+    /// A key from its parts.
+    pub fn new(resource: &str, tenant: &str, namespace: &str, name: &str) -> Self {
+        Key {
+            resource: resource.into(),
+            tenant: tenant.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Encoded form for the backend: the four parts joined by NUL (names never contain NUL).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.resource.len() + self.tenant.len() + self.namespace.len() + self.name.len() + 3,
+        );
+        for (i, part) in [&self.resource, &self.tenant, &self.namespace, &self.name]
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(0);
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+
+    /// Inverse of [`Key::encode`]; `None` for bytes that are not a key.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        let mut parts = s.split('\0');
+        let k = Key::new(parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(k)
+    }
+}
+
+/// What a list or watch covers: a resource, optionally narrowed to a tenant and a namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scope {
+    /// Plural resource (qualified as in [`Key::resource`]).
+    pub resource: String,
+    /// `None` spans every tenant (internal controllers only).
+    pub tenant: Option<String>,
+    /// `None` spans every namespace.
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    /// Every object of `resource` in `tenant` (`None`: every tenant), in every namespace.
+    pub fn of(resource: &str, tenant: Option<&str>) -> Scope {
+        Scope {
+            resource: resource.into(),
+            tenant: tenant.map(String::from),
+            namespace: None,
+        }
+    }
+
+    /// Whether `key` falls inside this scope.
+    pub fn contains(&self, key: &Key) -> bool {
+        key.resource == self.resource
+            && self.tenant.as_ref().is_none_or(|t| *t == key.tenant)
+            && self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
+    }
+}
+
+/// Kind of change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+impl EventType {
+    /// The watch event type string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// The version this change was committed at.
+    pub rv: u64,
+    /// Added, modified or deleted.
+    pub kind: EventType,
+    /// Which object.
+    pub key: Key,
+    /// The object after the change (for deletions: the last state, with the deletion's version).
+    pub object: Arc<Value>,
+    /// The object before the change, if any.
+    pub prev: Option<Arc<Value>>,
+}
+
+/// Condition on the current state for a write to apply.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Precondition {
+    /// The object must not exist (create).
+    Absent,
+    /// The object must exist (unconditional update/delete).
+    Exists,
+    /// The object must exist at exactly this version.
+    Version(u64),
+    /// Whatever the current state (upsert, or delete if present).
+    Any,
+}
+
+/// One write in a transaction.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Store `value` (its `metadata.resourceVersion` is set by the store).
+    Put {
+        /// Object key.
+        key: Key,
+        /// New value.
+        value: Value,
+        /// Condition.
+        pre: Precondition,
+    },
+    /// Remove the object.
+    Delete {
+        /// Object key.
+        key: Key,
+        /// Condition.
+        pre: Precondition,
+    },
+}
+
+impl Op {
+    /// Replace `current` (as read) with `value`: a compare-and-swap on `current`'s version.
+    pub fn replace(key: Key, current: &Value, value: Value) -> Op {
+        Op::Put {
+            key,
+            value,
+            pre: Precondition::Version(object_rv(current).unwrap_or(0)),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &Key {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object exists (create) — carries the key.
+    #[error("object already exists")]
+    AlreadyExists(Key),
+    /// The object does not exist.
+    #[error("object not found")]
+    NotFound(Key),
+    /// The object is at another version than the precondition named.
+    #[error("object has been modified")]
+    Conflict(Key),
+    /// The requested version is older than the watch window.
+    #[error("too old resource version: {requested} ({oldest})")]
+    Gone {
+        /// The version asked for.
+        requested: u64,
+        /// The oldest version the window can replay from.
+        oldest: u64,
+    },
+    /// The backend failed to persist; nothing of the transaction was applied.
+    #[error("storage backend failed")]
+    Backend(#[source] BackendError),
+    /// The writer is gone (shutting down).
+    #[error("store is shutting down")]
+    Closed,
+}
+
+/// The `metadata.resourceVersion` of a stored object.
+pub fn object_rv(v: &Value) -> Option<u64> {
+    v.pointer("/metadata/resourceVersion")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+pub(crate) fn set_rv(v: &mut Value, rv: u64) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(name: &str) -> Value {
+        json!({"metadata": {"name": name}})
+    }
+
+    #[test]
+    fn key_encoding_round_trips() {
+        let k = Key::new("pods", "acme", "default", "web-1");
+        assert_eq!(Key::decode(&k.encode()), Some(k));
+        assert_eq!(Key::decode(b"a\0b"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cas_and_versions() {
+        let s = Store::open(Box::new(MemBackend), 100).unwrap();
+        let k = Key::new("pods", "", "default", "a");
+        let e = s
+            .put(k.clone(), obj("a"), Precondition::Absent)
+            .await
+            .unwrap();
+        assert_eq!(e.rv, 1);
+        assert!(matches!(
+            s.put(k.clone(), obj("a"), Precondition::Absent).await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            s.put(k.clone(), obj("a"), Precondition::Version(7)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let e = s
+            .put(k.clone(), obj("a"), Precondition::Version(1))
+            .await
+            .unwrap();
+        assert_eq!(e.rv, 2);
+        assert_eq!(object_rv(&s.get(&k).unwrap()), Some(2));
+        let e = s.delete(k.clone(), Precondition::Exists).await.unwrap();
+        assert_eq!((e.rv, e.kind), (3, EventType::Deleted));
+        assert!(s.get(&k).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn failed_transaction_applies_nothing() {
+        let s = Store::open(Box::new(MemBackend), 100).unwrap();
+        let a = Key::new("pods", "", "ns", "a");
+        let b = Key::new("pods", "", "ns", "b");
+        s.put(b.clone(), obj("b"), Precondition::Absent)
+            .await
+            .unwrap();
+        let r = s
+            .commit(vec![
+                Op::Put {
+                    key: a.clone(),
+                    value: obj("a"),
+                    pre: Precondition::Absent,
+                },
+                Op::Put {
+                    key: b.clone(),
+                    value: obj("b"),
+                    pre: Precondition::Absent,
+                },
+            ])
+            .await;
+        assert!(r.is_err());
+        assert!(s.get(&a).is_none());
+        assert_eq!(s.current_rv(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn watch_replays_window_and_expires() {
+        let s = Store::open(Box::new(MemBackend), 3).unwrap();
+        for i in 0..5 {
+            s.put(
+                Key::new("cm", "", "ns", &format!("c{i}")),
+                obj("c"),
+                Precondition::Absent,
+            )
+            .await
+            .unwrap();
+        }
+        let w = s.watch(3).unwrap();
+        assert_eq!(
+            w.replay.iter().map(|e| e.rv).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert!(matches!(s.watch(1), Err(StoreError::Gone { .. })));
+        let mut live = s.watch(5).unwrap().live;
+        s.put(
+            Key::new("cm", "", "ns", "x"),
+            obj("x"),
+            Precondition::Absent,
+        )
+        .await
+        .unwrap();
+        assert_eq!(live.recv().await.unwrap().rv, 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sled_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open_sled(dir.path(), 10).unwrap();
+            s.put(
+                Key::new("pods", "t", "ns", "a"),
+                obj("a"),
+                Precondition::Absent,
+            )
+            .await
+            .unwrap();
+            s.delete(Key::new("pods", "t", "ns", "a"), Precondition::Exists)
+                .await
+                .unwrap();
+            s.put(
+                Key::new("pods", "t", "ns", "b"),
+                obj("b"),
+                Precondition::Absent,
+            )
+            .await
+            .unwrap();
+        }
+        // The writer thread holds the db until its channel closes; wait for the lock to go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let s = loop {
+            match Store::open_sled(dir.path(), 10) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        assert_eq!(s.current_rv(), 3);
+        assert!(s.get(&Key::new("pods", "t", "ns", "a")).is_none());
+        assert_eq!(
+            object_rv(&s.get(&Key::new("pods", "t", "ns", "b")).unwrap()),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn scope_list_is_tenant_and_namespace_bounded() {
+        let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        rt.block_on(async {
+            let s = Store::open(Box::new(MemBackend), 10).unwrap();
+            for (t, ns, n) in [
+                ("", "default", "a"),
+                ("acme", "default", "a"),
+                ("acme", "prod", "b"),
+                ("zeta", "default", "c"),
+            ] {
+                s.put(Key::new("pods", t, ns, n), obj(n), Precondition::Absent)
+                    .await
+                    .unwrap();
+            }
+            s.put(
+                Key::new("secrets", "acme", "default", "s"),
+                obj("s"),
+                Precondition::Absent,
+            )
+            .await
+            .unwrap();
+            let scope = Scope {
+                resource: "pods".into(),
+                tenant: Some("acme".into()),
+                namespace: None,
+            };
+            let names: Vec<_> = s
+                .list(&scope, None)
+                .1
+                .into_iter()
+                .map(|(k, _)| k.name)
+                .collect();
+            assert_eq!(names, vec!["a", "b"]);
+            let scope = Scope {
+                resource: "pods".into(),
+                tenant: None,
+                namespace: Some("default".into()),
+            };
+            assert_eq!(s.list(&scope, None).1.len(), 3);
+        });
+    }
+}
