@@ -354,8 +354,7 @@ fn decode_continue(resource: &str, s: &str) -> ApiResult<(u64, Key)> {
     ))
 }
 
-/// The pseudo-tenant of cross-tenant reads (`/api/v1/tenants/all/pods`); no tenant may take it.
-pub const ALL_TENANTS: &str = "all";
+pub use crate::resources::ALL_TENANTS;
 
 struct Target {
     /// `tenants/all`: the scope spans every tenant.
@@ -1873,7 +1872,7 @@ impl Api {
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
             let cur_rv = store::object_rv(&current).unwrap_or(0);
-            let scale = crate::workloads::scale_of(&current);
+            let scale = crate::apps::scale_of(&current);
             let wanted = match verb {
                 "get" => return Ok(Reply::json(StatusCode::OK, &scale)),
                 "update" => {
@@ -1962,12 +1961,7 @@ impl Api {
             {
                 Err(e) if e.code == 409 && e.reason == "Conflict" && verb == "patch" => continue,
                 Err(e) => return Err(e),
-                Ok(out) => {
-                    return Ok(Reply::json(
-                        StatusCode::OK,
-                        &crate::workloads::scale_of(&out),
-                    ))
-                }
+                Ok(out) => return Ok(Reply::json(StatusCode::OK, &crate::apps::scale_of(&out))),
             }
         }
         Err(ApiError::stale(t.res.group, t.res.plural, t.name()))
@@ -2149,10 +2143,10 @@ fn random_suffix() -> String {
 }
 
 /// Defaults kube-apiserver applies on create (and, for workloads, on update).
-pub(crate) fn defaults(res: &Resource, obj: &mut Value) {
+pub fn defaults(res: &Resource, obj: &mut Value) {
     match res.plural {
         "deployments" | "replicasets" | "daemonsets" => {
-            crate::workloads::defaults(res.plural, obj);
+            crate::apps::defaults(res.plural, obj);
             if let (Some(tpl), Some(pods)) = (
                 obj.pointer_mut("/spec/template").filter(|t| t.is_object()),
                 crate::resources::find("", "v1", "pods"),

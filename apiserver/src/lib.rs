@@ -5,10 +5,10 @@
 //! [`validate`], [`patch`], [`selectors`], [`table`] and [`openapi`] are pure helpers.
 
 pub mod api;
+pub mod apps;
 pub mod auth;
 pub mod bootstrap;
 pub mod client;
-pub mod controllers;
 pub mod error;
 pub mod logs;
 pub mod openapi;
@@ -17,12 +17,9 @@ pub mod patch;
 pub mod path;
 pub mod protobuf;
 pub mod resources;
-pub mod sched;
-pub mod sched_cache;
 pub mod server;
 pub mod table;
 pub mod validate;
-pub mod workloads;
 
 /// The version this server reports (`/version`, OpenAPI info).
 pub const VERSION: &str = concat!("v1.32.0-atoll.", env!("CARGO_PKG_VERSION"));

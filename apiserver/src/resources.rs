@@ -1,5 +1,8 @@
 //! The resources Atoll serves: one table drives discovery, routing, OpenAPI and authorization.
 
+/// The pseudo-tenant of cross-tenant reads (`/api/v1/tenants/all/pods`); no tenant may take it.
+pub const ALL_TENANTS: &str = "all";
+
 /// Who may address a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Space {

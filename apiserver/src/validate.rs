@@ -23,7 +23,7 @@ pub fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid("metadata.name", name, DNS1123_LABEL_MSG));
         } else if !label_only && !is_dns1123_subdomain(name) {
             causes.push(Cause::invalid("metadata.name", name, DNS1123_SUBDOMAIN_MSG));
-        } else if res.plural == "tenants" && name == crate::api::ALL_TENANTS {
+        } else if res.plural == "tenants" && name == crate::resources::ALL_TENANTS {
             causes.push(Cause::invalid(
                 "metadata.name",
                 name,

@@ -125,17 +125,17 @@ pub async fn start(
         Some(Arc::new(hooks::CloudHooks::new(store.clone()))),
     );
     let tls = apiserver::server::tls_config(&pki.cert_pem, &pki.key_pem)?;
-    tracker.spawn(apiserver::controllers::expire_events(
+    tracker.spawn(controllers::lifecycle::expire_events(
         store.clone(),
-        apiserver::controllers::EVENT_TTL,
+        controllers::lifecycle::EVENT_TTL,
         cancel.child_token(),
     ));
     tracker.spawn(scheduler::run(store.clone(), cancel.child_token()));
-    tracker.spawn(apiserver::controllers::run(
+    tracker.spawn(controllers::lifecycle::run(
         store.clone(),
         cancel.child_token(),
     ));
-    tracker.spawn(apiserver::workloads::run(
+    tracker.spawn(controllers::workloads::run(
         store.clone(),
         cancel.child_token(),
     ));

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apiserver::sched::{self, Candidate, Resources};
-use apiserver::sched_cache::{
+use controllers::sched::{self, Candidate, Resources};
+use controllers::sched_cache::{
     self, finished, node_name, spec_of, take, PodCache, Scheduler, Tally, TIMING,
 };
 use k8s_openapi::api::core::v1::Taint;
@@ -563,7 +563,7 @@ fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> Op {
     }
 }
 
-/// Run until cancelled (see [`apiserver::sched_cache::run`]).
+/// Run until cancelled (see [`controllers::sched_cache::run`]).
 pub async fn run(store: Store, cancel: CancellationToken) {
     let mut s = CloudScheduler::new(store.clone());
     sched_cache::run(&store, &mut s, TIMING, &cancel).await

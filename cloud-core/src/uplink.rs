@@ -345,7 +345,7 @@ impl Judging<'_> {
         let Some(c) = current else {
             return Ok(Verdict::Nothing);
         };
-        let s: apiserver::sched::SiteSummary = serde_json::from_slice(&up.object)
+        let s: controllers::sched::SiteSummary = serde_json::from_slice(&up.object)
             .map_err(|e| refuse(format!("the summary is not well-formed: {e}")))?;
         let prefix = format!("{}/", site.name);
         if let Some(bad) = s.classes.iter().find(|c| !c.name.starts_with(&prefix)) {

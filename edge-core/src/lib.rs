@@ -277,9 +277,9 @@ pub async fn start(
         store.clone(),
         last_outbox_key(&store),
     ));
-    tracker.spawn(apiserver::controllers::expire_events(
+    tracker.spawn(controllers::lifecycle::expire_events(
         store.clone(),
-        apiserver::controllers::EVENT_TTL,
+        controllers::lifecycle::EVENT_TTL,
         cancel.child_token(),
     ));
     tracker.spawn(scheduler::run(

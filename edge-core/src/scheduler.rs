@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::sched;
-use apiserver::sched_cache::{self, node_name, spec_of, take, PodCache, Scheduler, TIMING};
+use controllers::sched;
+use controllers::sched_cache::{self, node_name, spec_of, take, PodCache, Scheduler, TIMING};
 use serde_json::{json, Value};
 use store::{Key, Op, Precondition, Scope, Store};
 use tokio::time::Instant;
@@ -238,7 +238,7 @@ impl Scheduler for EdgeScheduler {
     }
 }
 
-/// Run until cancelled (see [`apiserver::sched_cache::run`]).
+/// Run until cancelled (see [`controllers::sched_cache::run`]).
 pub async fn run(store: Store, hooks: Arc<EdgeHooks>, cancel: CancellationToken) {
     let mut s = EdgeScheduler::new(store.clone(), hooks);
     sched_cache::run(&store, &mut s, TIMING, &cancel).await

@@ -344,6 +344,19 @@ pub fn selector_string(sel: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selectors_and_strings() {
+        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]});
+        let l = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert!(selector_matches(
+            &sel,
+            &l(json!({"app": "web", "tier": "a"}))
+        ));
+        assert!(!selector_matches(&sel, &l(json!({"app": "web"}))));
+        assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
+    }
+
     use serde_json::json;
 
     #[test]

@@ -1,5 +1,4 @@
-//! Workload controllers (apps/v1): ReplicaSet, Deployment and DaemonSet, plus the helpers the
-//! API needs for them (defaults, selectors, the `scale` subresource's body).
+//! Workload controllers (apps/v1): ReplicaSet, Deployment and DaemonSet.
 //!
 //! One task reacts to store events on pods, nodes and the workload kinds and runs a pass over
 //! every workload: ReplicaSets first (pods), then Deployments (ReplicaSets), then DaemonSets
@@ -15,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use proto::selectors::{expression_matches, selector_empty, selector_matches, selector_string};
+use proto::selectors::{expression_matches, selector_empty, selector_matches};
 
 use store::{Key, Precondition, Scope, Store, StoreError};
 
@@ -36,120 +35,6 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Upper bound of pods created or deleted for one object in one pass.
 const BURST: usize = 500;
-
-// ---------------------------------------------------------------------------------------------
-// Helpers shared with the API (defaults, selectors, Scale).
-
-fn set_default(obj: &mut Value, ptr: &str, key: &str, v: Value) {
-    if let Some(Value::Object(m)) = obj.pointer_mut(ptr) {
-        if m.get(key).is_none_or(Value::is_null) {
-            m.insert(key.into(), v);
-        }
-    }
-}
-
-fn ensure_object(obj: &mut Value, parent: &str, key: &str) {
-    if let Some(Value::Object(m)) = obj.pointer_mut(parent) {
-        if !m.get(key).is_some_and(Value::is_object) {
-            m.insert(key.into(), json!({}));
-        }
-    }
-}
-
-/// The defaults kube-apiserver gives apps/v1 objects (the pod template's are the pod ones,
-/// applied by the API).
-pub fn defaults(plural: &str, obj: &mut Value) {
-    if !obj.is_object() {
-        return;
-    }
-    // Typed clients send the template's zero `creationTimestamp` (and protobuf a zero
-    // `generation`); kube-apiserver keeps neither.
-    if let Some(m) = obj
-        .pointer_mut("/spec/template/metadata")
-        .and_then(Value::as_object_mut)
-    {
-        m.remove("creationTimestamp");
-        m.remove("generation");
-    }
-    ensure_object(obj, "", "spec");
-    match plural {
-        "deployments" => {
-            set_default(obj, "/spec", "replicas", json!(1));
-            set_default(obj, "/spec", "revisionHistoryLimit", json!(10));
-            set_default(obj, "/spec", "progressDeadlineSeconds", json!(600));
-            ensure_object(obj, "/spec", "strategy");
-            set_default(obj, "/spec/strategy", "type", json!("RollingUpdate"));
-            if obj.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("RollingUpdate") {
-                ensure_object(obj, "/spec/strategy", "rollingUpdate");
-                set_default(
-                    obj,
-                    "/spec/strategy/rollingUpdate",
-                    "maxSurge",
-                    json!("25%"),
-                );
-                set_default(
-                    obj,
-                    "/spec/strategy/rollingUpdate",
-                    "maxUnavailable",
-                    json!("25%"),
-                );
-            }
-        }
-        "replicasets" => set_default(obj, "/spec", "replicas", json!(1)),
-        "daemonsets" => {
-            set_default(obj, "/spec", "revisionHistoryLimit", json!(10));
-            ensure_object(obj, "/spec", "updateStrategy");
-            set_default(obj, "/spec/updateStrategy", "type", json!("RollingUpdate"));
-            if obj
-                .pointer("/spec/updateStrategy/type")
-                .and_then(Value::as_str)
-                == Some("RollingUpdate")
-            {
-                ensure_object(obj, "/spec/updateStrategy", "rollingUpdate");
-                set_default(
-                    obj,
-                    "/spec/updateStrategy/rollingUpdate",
-                    "maxUnavailable",
-                    json!(1),
-                );
-                set_default(
-                    obj,
-                    "/spec/updateStrategy/rollingUpdate",
-                    "maxSurge",
-                    json!(0),
-                );
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The autoscaling/v1 `Scale` of a Deployment or ReplicaSet.
-pub fn scale_of(obj: &Value) -> Value {
-    let m = |f: &str| obj.pointer(&format!("/metadata/{f}")).cloned();
-    let mut meta = Map::new();
-    for f in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
-        if let Some(v) = m(f) {
-            meta.insert(f.into(), v);
-        }
-    }
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": meta,
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": obj.pointer("/spec/selector").map(selector_string).unwrap_or_default(),
-        },
-    })
-}
 
 // ---------------------------------------------------------------------------------------------
 // Object helpers.
@@ -586,8 +471,8 @@ fn pod_from_template(
     if !owner_key.tenant.is_empty() {
         pod["metadata"]["tenant"] = json!(owner_key.tenant);
     }
-    if let Some(pods) = crate::resources::find("", "v1", "pods") {
-        crate::api::defaults(pods, &mut pod);
+    if let Some(pods) = apiserver::resources::find("", "v1", "pods") {
+        apiserver::api::defaults(pods, &mut pod);
     }
     (
         Key::new("pods", &owner_key.tenant, &owner_key.namespace, &name),
@@ -1635,7 +1520,7 @@ fn relevant(resource: &str) -> bool {
 /// Run the workload controllers until cancelled: a pass at start, after every relevant store
 /// change (coalesced), and every few seconds (minReadySeconds, retries).
 pub async fn run(store: Store, cancel: CancellationToken) {
-    crate::controllers::on_changes(
+    crate::changes::on_changes(
         &store,
         Duration::from_secs(5),
         Duration::ZERO,
@@ -1652,18 +1537,6 @@ pub async fn run(store: Store, cancel: CancellationToken) {
 mod tests {
     use super::*;
     use store::MemBackend;
-
-    #[test]
-    fn selectors_and_strings() {
-        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]});
-        let l = |v: Value| v.as_object().cloned().unwrap_or_default();
-        assert!(selector_matches(
-            &sel,
-            &l(json!({"app": "web", "tier": "a"}))
-        ));
-        assert!(!selector_matches(&sel, &l(json!({"app": "web"}))));
-        assert_eq!(selector_string(&sel), "app=web,tier in (a,b)");
-    }
 
     #[test]
     fn percents_round_like_kube() {
@@ -1699,7 +1572,7 @@ mod tests {
             "metadata": {"name": "web", "namespace": "default", "uid": "u1", "generation": 1},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        defaults("replicasets", &mut v);
+        apiserver::apps::defaults("replicasets", &mut v);
         v
     }
 
@@ -1736,7 +1609,7 @@ mod tests {
             "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
                 "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}}}});
-        defaults("deployments", &mut d);
+        apiserver::apps::defaults("deployments", &mut d);
         s.put(k.clone(), d, Precondition::Absent).await.expect("d");
         let image = |p: &Value| {
             p.pointer("/spec/containers/0/image")

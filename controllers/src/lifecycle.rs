@@ -9,9 +9,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::owned_by;
-use crate::auth::TOKENS;
-use crate::resources::RESOURCES;
+use apiserver::api::owned_by;
+use apiserver::auth::TOKENS;
+use apiserver::resources::RESOURCES;
+
+use crate::changes::on_changes;
 use store::{Key, Precondition, Scope, Store, StoreError};
 
 fn terminating(v: &Value) -> bool {
@@ -179,52 +181,6 @@ async fn collect_garbage(store: &Store) -> bool {
         }
     }
     changed
-}
-
-/// Run `pass` at start, after every store change `relevant` picks (waiting `settle` first, so
-/// that a burst of changes makes one pass over the store as it then is), and every `every` as a
-/// safety net, until cancelled. The loop every controller and scheduler runs on.
-pub async fn on_changes<F, Fut>(
-    store: &Store,
-    every: Duration,
-    settle: Duration,
-    cancel: &CancellationToken,
-    relevant: impl Fn(&store::Event) -> bool,
-    mut pass: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    loop {
-        let mut live = match store.watch(store.current_rv()) {
-            Ok(w) => w.live,
-            Err(_) => {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        pass().await;
-        let tick = tokio::time::sleep(every);
-        tokio::pin!(tick);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = &mut tick => break,
-                ev = live.recv() => match ev {
-                    Ok(e) if relevant(&e) => {
-                        if !settle.is_zero() {
-                            tokio::time::sleep(settle).await;
-                        }
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
-            }
-        }
-    }
 }
 
 /// Run the controllers until cancelled: a pass at start, then after every deletion-related
