@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use schema::{Field, Kind, MESSAGES};
+use schema::{Field, Kind};
 
 /// The 4-byte prefix of every Kubernetes protobuf body.
 pub const MAGIC: &[u8] = b"k8s\0";
@@ -21,7 +21,7 @@ const MAX_DEPTH: usize = 64;
 
 fn index() -> &'static HashMap<&'static str, &'static [Field]> {
     static IDX: OnceLock<HashMap<&'static str, &'static [Field]>> = OnceLock::new();
-    IDX.get_or_init(|| MESSAGES.iter().map(|(n, f)| (*n, *f)).collect())
+    IDX.get_or_init(|| schema::all().map(|(n, f)| (*n, *f)).collect())
 }
 
 struct Reader<'a> {

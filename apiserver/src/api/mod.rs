@@ -1,0 +1,555 @@
+//! Request handling: routing, discovery, CRUD, patch, delete, watch, tables, subresources.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::auth::{self, Identity};
+use crate::error::{ApiError, ApiResult, Cause};
+use crate::openapi::{normalize_quantities, OpenApi};
+use crate::path::{self, ResourcePath, Route};
+use crate::resources::{self, Resource, Space, RESOURCES};
+use crate::table::{self, Include};
+use crate::{patch, validate};
+use proto::selectors::{FieldSelector, LabelSelector};
+use store::{Event, EventType, Key, Op, Precondition, Scope, Store, StoreError};
+
+mod body;
+mod delete;
+mod objects;
+mod read;
+mod subresources;
+mod token;
+mod watch;
+mod write;
+
+use body::*;
+pub use objects::*;
+use read::*;
+
+/// Internal resource holding edge join tokens by hash (never served).
+pub const JOIN_TOKENS: &str = "jointokens";
+
+/// Limits and knobs of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest accepted request body.
+    pub max_body: usize,
+    /// Interval between watch bookmarks.
+    pub bookmark_interval: Duration,
+    /// Address advertised in `/api` discovery.
+    pub advertise: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(10),
+            advertise: "127.0.0.1:6443".into(),
+        }
+    }
+}
+
+/// A decided response (before transport encoding).
+pub enum Reply {
+    /// A complete JSON (or other) body.
+    Full {
+        /// HTTP status.
+        status: StatusCode,
+        /// Content type.
+        content_type: &'static str,
+        /// Body.
+        body: Bytes,
+        /// `Warning` headers.
+        warnings: Vec<String>,
+    },
+    /// A watch stream: newline-delimited JSON events.
+    Stream {
+        /// Content type.
+        content_type: &'static str,
+        /// Event lines.
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+    },
+}
+
+impl Reply {
+    fn json(status: StatusCode, v: &Value) -> Self {
+        Reply::Full {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            warnings: Vec::new(),
+        }
+    }
+    /// The error as a `Status` reply.
+    pub fn error(e: &ApiError) -> Self {
+        Reply::json(
+            StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &e.status(),
+        )
+    }
+    fn warn(mut self, w: Vec<String>) -> Self {
+        if let Reply::Full { warnings, .. } = &mut self {
+            *warnings = w;
+        }
+        self
+    }
+}
+
+pub use proto::query::Query;
+
+/// The request as the handlers see it.
+pub struct Request {
+    /// Method.
+    pub method: Method,
+    /// Path without query.
+    pub path: String,
+    /// Query.
+    pub query: Query,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body (already size-limited by the transport).
+    pub body: Bytes,
+}
+
+/// The API: a store plus the generated schemas.
+pub struct Api {
+    /// The store.
+    pub store: Store,
+    /// OpenAPI documents and schemas.
+    pub openapi: OpenApi,
+    /// Knobs.
+    pub config: ApiConfig,
+    /// Admission and transaction hooks (edge-core's authority rules and outbox).
+    pub hooks: Option<Arc<dyn Hooks>>,
+    /// Where `pods/log` streams come from (set once by the core that runs this API).
+    logs: std::sync::OnceLock<Arc<dyn crate::logs::LogSource>>,
+}
+
+/// A write seen by [`Hooks::admit`].
+pub enum Write<'a> {
+    /// A new object (the hook may annotate it).
+    Create(&'a mut Value),
+    /// A change of `current`; `status` when through the status subresource.
+    Update {
+        /// The stored object.
+        current: &'a Value,
+        /// Status subresource.
+        status: bool,
+    },
+    /// A deletion (or a deletion request) of `current`.
+    Delete {
+        /// The stored object.
+        current: &'a Value,
+    },
+}
+
+/// A write about to be committed, as [`Hooks::also`] sees it.
+pub struct Committing<'a> {
+    /// The object's key.
+    pub key: &'a Key,
+    /// The stored object (`None` for a create).
+    pub old: Option<&'a Value>,
+    /// The new object (`None` for a deletion).
+    pub new: Option<&'a Value>,
+    /// Only the status changed, through its subresource.
+    pub status: bool,
+}
+
+/// Extension points for a server that is not the source of truth for everything it serves.
+pub trait Hooks: Send + Sync {
+    /// Refuse or adjust a write before it is validated and committed.
+    fn admit(&self, res: &Resource, write: Write<'_>) -> ApiResult<()>;
+    /// Extra ops to commit in the same transaction as a write.
+    fn also(&self, res: &Resource, write: &Committing<'_>) -> Vec<Op>;
+    /// Refuse a write into `tenant`'s space before anything else is checked (an edge site
+    /// refuses tenants it does not serve). `verb` is the request's verb.
+    fn tenant(&self, _tenant: &str, _verb: &str) -> ApiResult<()> {
+        Ok(())
+    }
+}
+
+/// What the client accepts.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Accept {
+    Json,
+    Table,
+}
+
+/// Field-validation directive.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+pub use crate::resources::ALL_TENANTS;
+
+struct Target {
+    /// `tenants/all`: the scope spans every tenant.
+    all_tenants: bool,
+    res: &'static Resource,
+    tenant: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+impl Target {
+    fn key(&self, name: &str) -> Key {
+        Key::new(
+            &self.res.store_name(),
+            &self.tenant,
+            self.namespace.as_deref().unwrap_or(""),
+            name,
+        )
+    }
+    fn scope(&self) -> Scope {
+        Scope {
+            resource: self.res.store_name(),
+            tenant: (!self.all_tenants).then(|| self.tenant.clone()),
+            namespace: self.namespace.clone(),
+        }
+    }
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+}
+
+impl Api {
+    /// Build the API over a store.
+    pub fn new(store: Store, config: ApiConfig) -> Arc<Self> {
+        Self::with_hooks(store, config, None)
+    }
+
+    /// Build the API with hooks.
+    pub fn with_hooks(store: Store, config: ApiConfig, hooks: Option<Arc<dyn Hooks>>) -> Arc<Self> {
+        Arc::new(Api {
+            store,
+            openapi: OpenApi::build(),
+            config,
+            hooks,
+            logs: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Serve `pods/log` from `source`; false if a source was already set.
+    pub fn set_log_source(&self, source: Arc<dyn crate::logs::LogSource>) -> bool {
+        self.logs.set(source).is_ok()
+    }
+
+    /// The one path for writes of API objects: adds the hooks' ops to the transaction.
+    async fn write(
+        &self,
+        res: &Resource,
+        key: Key,
+        old: &Value,
+        new: Option<Value>,
+        pre: Precondition,
+        status: bool,
+    ) -> Result<Arc<Event>, StoreError> {
+        let extra = match &self.hooks {
+            Some(h) => h.also(
+                res,
+                &Committing {
+                    key: &key,
+                    old: Some(old),
+                    new: new.as_ref(),
+                    status,
+                },
+            ),
+            None => Vec::new(),
+        };
+        let mut ops = vec![match new {
+            Some(value) => Op::Put { key, value, pre },
+            None => Op::Delete { key, pre },
+        }];
+        ops.extend(extra);
+        let mut evs = self.store.commit(ops).await?;
+        if evs.is_empty() {
+            return Err(StoreError::Closed);
+        }
+        Ok(evs.swap_remove(0))
+    }
+
+    fn admit(&self, res: &Resource, w: Write<'_>) -> ApiResult<()> {
+        match &self.hooks {
+            Some(h) => h.admit(res, w),
+            None => Ok(()),
+        }
+    }
+
+    /// Identify the caller from the `Authorization` header.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Identity> {
+        let h = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+        let token = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))?
+            .trim();
+        if token.is_empty() {
+            return None;
+        }
+        auth::authenticate(&self.store, token)
+    }
+
+    /// Handle one request.
+    pub async fn handle(&self, req: Request) -> Reply {
+        match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => Reply::error(&e),
+        }
+    }
+
+    async fn route(&self, req: Request) -> ApiResult<Reply> {
+        let path = req.path.clone();
+        match path.as_str() {
+            "/healthz" | "/livez" | "/readyz" => {
+                return Ok(Reply::Full {
+                    status: StatusCode::OK,
+                    content_type: "text/plain",
+                    body: Bytes::from_static(b"ok"),
+                    warnings: vec![],
+                })
+            }
+            "/version" => {
+                return Ok(Reply::json(
+                    StatusCode::OK,
+                    &json!({"major": "1", "minor": "32", "gitVersion": crate::VERSION, "gitCommit": "", "gitTreeState": "clean",
+                        "buildDate": "", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64"}),
+                ))
+            }
+            _ => {}
+        }
+        let id = self
+            .authenticate(&req.headers)
+            .ok_or_else(ApiError::unauthorized)?;
+        let span = tracing::debug_span!("request", method = %req.method, path = %path, user = %id.user, tenant = %id.tenant);
+        let _g = span.enter();
+        if path == "/openapi/v3" || path == "/openapi/v3/" {
+            return Ok(Reply::Full {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: self.openapi.index(),
+                warnings: vec![],
+            });
+        }
+        if path == "/openapi/v2" || path == "/openapi/v2/" {
+            let accept = req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let pb = accept.contains("protobuf");
+            return Ok(Reply::Full {
+                status: StatusCode::OK,
+                content_type: if pb {
+                    crate::openapi_v2::PROTOBUF
+                } else {
+                    "application/json"
+                },
+                body: self.openapi.v2(pb),
+                warnings: vec![],
+            });
+        }
+        if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+            return match self.openapi.doc(gv) {
+                Some(body) => Ok(Reply::Full {
+                    status: StatusCode::OK,
+                    content_type: "application/json",
+                    body,
+                    warnings: vec![],
+                }),
+                None => Err(ApiError::no_route(&path)),
+            };
+        }
+        match path::parse(&path).ok_or_else(|| ApiError::no_route(&path))? {
+            Route::CoreVersions => Ok(Reply::json(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.config.advertise}]}),
+            )),
+            Route::Groups => {
+                let groups: Vec<Value> = resources::groups()
+                    .iter()
+                    .map(|(g, v)| group_json(g, v))
+                    .collect();
+                Ok(Reply::json(
+                    StatusCode::OK,
+                    &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+                ))
+            }
+            Route::Group(g) => {
+                let v = resources::groups()
+                    .into_iter()
+                    .find(|(gg, _)| *gg == g)
+                    .map(|(_, v)| v)
+                    .unwrap_or("v1");
+                let mut j = group_json(&g, v);
+                j["kind"] = json!("APIGroup");
+                j["apiVersion"] = json!("v1");
+                Ok(Reply::json(StatusCode::OK, &j))
+            }
+            Route::ResourceList(g, v) => Ok(Reply::json(StatusCode::OK, &resource_list(&g, &v))),
+            Route::Resource(rp) => self.resource(req, id, rp).await,
+        }
+    }
+
+    async fn resource(&self, req: Request, id: Identity, rp: ResourcePath) -> ApiResult<Reply> {
+        let res = rp.resource;
+        let mut tenant = rp.tenant.clone().unwrap_or_else(|| id.tenant.clone());
+        if res.space == Space::System {
+            if rp.tenant.is_some() {
+                return Err(ApiError::no_route(&req.path));
+            }
+            tenant = String::new();
+        }
+        // `tenants/all/...` (Arktos): list or watch across every tenant; system admins only
+        // (node agents see every tenant's pods bound to their node this way).
+        let all_tenants = rp.tenant.as_deref() == Some(ALL_TENANTS);
+        if all_tenants {
+            if !id.is_system_admin() {
+                return Err(ApiError::forbidden_msg(format!(
+                    "{} is forbidden: only system administrators may read across all tenants",
+                    res.plural
+                )));
+            }
+            let reads = req.method == Method::GET && rp.name.is_none() && rp.subresource.is_none();
+            if !reads {
+                return Err(ApiError::method_not_allowed(
+                    req.method.as_str(),
+                    &format!("tenants/{ALL_TENANTS}/{}", res.plural),
+                ));
+            }
+            tenant = String::new();
+        }
+        let t = Target {
+            all_tenants,
+            res,
+            tenant,
+            namespace: rp.namespace.clone(),
+            name: rp.name.clone(),
+            sub: rp.subresource.clone(),
+        };
+        let watch = rp.watch || req.query.flag("watch");
+        let verb = match (&req.method, t.name.is_some()) {
+            (&Method::GET, _) if watch => "watch",
+            (&Method::GET, true) => "get",
+            (&Method::GET, false) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, true) => "delete",
+            (&Method::DELETE, false) => "deletecollection",
+            (m, _) => return Err(ApiError::method_not_allowed(m.as_str(), &req.path)),
+        };
+        auth::authorize(&id, verb, res, &t.tenant, t.namespace.as_deref(), t.name())?;
+        if !t.tenant.is_empty() {
+            if let Some(h) = &self.hooks {
+                h.tenant(&t.tenant, verb)?;
+            }
+            self.check_tenant(&t.tenant, verb)?;
+        }
+        match (verb, t.sub.as_deref()) {
+            ("get", None) => self.get(&t, &req),
+            ("get", Some("status")) => self.get(&t, &req),
+            ("get", Some("log")) => self.pod_log(&t, &req).await,
+            ("list", _) => self.list(&t, &req),
+            ("watch", _) => self.watch(&t, &req),
+            ("create", None) => {
+                if t.name.is_some() {
+                    return Err(ApiError::method_not_allowed("POST", &req.path));
+                }
+                self.create(&t, &req).await
+            }
+            ("create", Some("token")) => self.token_request(&t, &req, &id).await,
+            ("create", Some("eviction")) if res.plural == "pods" => self.evict(&t, &req).await,
+            ("create", Some("binding")) => self.bind(&t, &req).await,
+            ("update", sub @ (None | Some("status") | Some("finalize"))) => {
+                let body = parse_body(&req.headers, &req.body)?;
+                self.update(&t, &req, body, sub == Some("status")).await
+            }
+            ("patch", sub @ (None | Some("status"))) => {
+                self.patch(&t, &req, sub == Some("status")).await
+            }
+            ("get" | "update" | "patch", Some("scale")) => self.scale(&t, &req, verb).await,
+            ("delete", None) => self.delete(&t, &req).await,
+            ("deletecollection", None) => self.delete_collection(&t, &req).await,
+            (v, Some(s)) => Err(ApiError::method_not_allowed(
+                v,
+                &format!("{}/{s}", res.plural),
+            )),
+            (v, None) => Err(ApiError::method_not_allowed(v, res.plural)),
+        }
+    }
+
+    fn check_tenant(&self, tenant: &str, verb: &str) -> ApiResult<()> {
+        let t = self
+            .store
+            .get(&Key::new("tenants", "", "", tenant))
+            .ok_or_else(|| ApiError::not_found("", "tenants", tenant))?;
+        if verb == "create" && t.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::forbidden_msg(format!(
+                "unable to create new content in tenant {tenant} because it is being terminated"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Target {
+    fn key_for(&self, o: &Value) -> Key {
+        Key::new(
+            &self.res.store_name(),
+            &self.tenant,
+            meta_str(o, "namespace"),
+            meta_str(o, "name"),
+        )
+    }
+}
+
+impl ApiError {
+    /// 422 for a patch that cannot be applied.
+    pub fn unprocessable_patch(why: &str) -> Self {
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!("the patch could not be applied: {why}"),
+            details: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let k = Key::new("pods", "t", "ns", "n");
+        let (rv, k2) = decode_continue("pods", &encode_continue(9, &k)).unwrap();
+        assert_eq!((rv, k2), (9, k));
+        assert_eq!(decode_continue("pods", "!!").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::ACCEPT, "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json".parse().unwrap());
+        assert_eq!(accept(&h).unwrap(), Accept::Table);
+        h.insert(
+            http::header::ACCEPT,
+            "application/vnd.kubernetes.protobuf".parse().unwrap(),
+        );
+        assert_eq!(accept(&h).unwrap_err().code, 406);
+        h.insert(
+            http::header::ACCEPT,
+            "application/vnd.kubernetes.protobuf, */*".parse().unwrap(),
+        );
+        assert_eq!(accept(&h).unwrap(), Accept::Json);
+    }
+}

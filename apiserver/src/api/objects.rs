@@ -1,0 +1,268 @@
+//! Object helpers: the defaults kube-apiserver applies, the objects every namespace starts
+//! with, owner references, conditions, and how store failures read as Kubernetes errors.
+
+use super::*;
+
+pub(super) fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub(super) fn meta_str<'a>(v: &'a Value, f: &str) -> &'a str {
+    v.get("metadata")
+        .and_then(|m| m.get(f))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub(super) fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.get("metadata").is_some_and(Value::is_object) {
+        v["metadata"] = json!({});
+    }
+    match v.get_mut("metadata") {
+        Some(Value::Object(m)) => m,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+pub(super) fn store_err(res: &Resource, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::AlreadyExists(_) => ApiError::already_exists(res.group, res.plural, name),
+        StoreError::NotFound(_) => ApiError::not_found(res.group, res.plural, name),
+        StoreError::Conflict(_) => ApiError::stale(res.group, res.plural, name),
+        StoreError::Gone { requested, oldest } => {
+            ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+        }
+        StoreError::Backend(e) => {
+            tracing::error!(error = %e, "storage failure");
+            ApiError::internal("storage")
+        }
+        StoreError::Closed => ApiError::unavailable("the server is shutting down"),
+    }
+}
+
+/// Whether `o` lists `uid` among its owners.
+pub fn owned_by(o: &Value, uid: &str) -> bool {
+    o.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+        })
+}
+
+/// Set (or replace) a condition on `status.conditions`.
+pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: &str, message: &str) {
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    let now = now();
+    let conds = obj["status"]
+        .as_object_mut()
+        .map(|s| s.entry("conditions").or_insert(json!([])));
+    if let Some(Value::Array(list)) = conds {
+        let mut c =
+            json!({"type": ty, "status": status, "lastTransitionTime": now, "lastProbeTime": null});
+        if !reason.is_empty() {
+            c["reason"] = json!(reason);
+        }
+        if !message.is_empty() {
+            c["message"] = json!(message);
+        }
+        match list
+            .iter_mut()
+            .find(|x| x.get("type").and_then(Value::as_str) == Some(ty))
+        {
+            Some(old) => {
+                if old.get("status") == c.get("status") {
+                    c["lastTransitionTime"] =
+                        old.get("lastTransitionTime").cloned().unwrap_or(json!(now));
+                }
+                *old = c;
+            }
+            None => list.push(c),
+        }
+    }
+}
+
+pub(super) fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut r = rand::thread_rng();
+    (0..5)
+        .map(|_| ALPHA[r.gen_range(0..ALPHA.len())] as char)
+        .collect()
+}
+
+/// Defaults kube-apiserver applies on create (and, for workloads, on update).
+pub fn defaults(res: &Resource, obj: &mut Value) {
+    match res.plural {
+        "deployments" | "replicasets" | "daemonsets" => {
+            crate::apps::defaults(res.plural, obj);
+            if let (Some(tpl), Some(pods)) = (
+                obj.pointer_mut("/spec/template").filter(|t| t.is_object()),
+                crate::resources::find("", "v1", "pods"),
+            ) {
+                let mut pod = json!({"spec": tpl.get("spec").cloned().unwrap_or(json!({}))});
+                defaults(pods, &mut pod);
+                tpl["spec"] = pod["spec"].take();
+                if tpl.get("metadata").is_none() {
+                    tpl["metadata"] = json!({});
+                }
+            }
+        }
+        "pods" => {
+            // A spec of the wrong type gets no defaults: validation refuses it right after.
+            if !obj.get("spec").is_none_or(Value::is_object) {
+                return;
+            }
+            let spec = &mut obj["spec"];
+            for (k, v) in [
+                ("restartPolicy", json!("Always")),
+                ("dnsPolicy", json!("ClusterFirst")),
+                ("schedulerName", json!("default-scheduler")),
+                ("serviceAccountName", json!("default")),
+                ("terminationGracePeriodSeconds", json!(30)),
+                ("securityContext", json!({})),
+            ] {
+                if spec.get(k).is_none() {
+                    spec[k] = v;
+                }
+            }
+            for list in ["containers", "initContainers"] {
+                if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                    for c in cs.iter_mut().filter(|c| c.is_object()) {
+                        if c.get("imagePullPolicy").is_none() {
+                            let img = c.get("image").and_then(Value::as_str).unwrap_or("");
+                            let tag = img.rsplit('/').next().unwrap_or("");
+                            let latest = !img.contains('@')
+                                && (!tag.contains(':') || tag.ends_with(":latest"));
+                            c["imagePullPolicy"] =
+                                json!(if latest { "Always" } else { "IfNotPresent" });
+                        }
+                        if c.get("terminationMessagePath").is_none() {
+                            c["terminationMessagePath"] = json!("/dev/termination-log");
+                            c["terminationMessagePolicy"] = json!("File");
+                        }
+                        if c.get("resources").is_none() {
+                            c["resources"] = json!({});
+                        }
+                    }
+                }
+            }
+            let phase_unset = obj.pointer("/status/phase").is_none();
+            if phase_unset {
+                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+            }
+        }
+        "namespaces" => {
+            if obj.pointer("/spec/finalizers").is_none() {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+            obj["status"] = json!({"phase": "Active"});
+            let name = meta_str(obj, "name").to_string();
+            let m = meta_mut(obj);
+            let labels = m.entry("labels").or_insert(json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+        }
+        "tenants" => obj["status"] = json!({"phase": "Active"}),
+        "secrets" => {
+            if obj.get("type").is_none() {
+                obj["type"] = json!("Opaque");
+            }
+            if let Some(Value::Object(sd)) =
+                obj.as_object_mut().and_then(|o| o.remove("stringData"))
+            {
+                use base64::Engine;
+                if !obj.get("data").is_some_and(Value::is_object) {
+                    obj["data"] = json!({});
+                }
+                for (k, v) in sd {
+                    let s = v.as_str().unwrap_or("").as_bytes().to_vec();
+                    obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn qos_class(pod: &Value) -> &'static str {
+    let cs = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !cs.is_empty();
+    for c in &cs {
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        if lim.is_some_and(|l| !l.is_empty()) || req.is_some_and(|r| !r.is_empty()) {
+            any = true;
+        }
+        let full = |m: Option<&Map<String, Value>>| {
+            m.is_some_and(|m| m.contains_key("cpu") && m.contains_key("memory"))
+        };
+        if !full(lim)
+            || req.is_some_and(|r| r.iter().any(|(k, v)| lim.and_then(|l| l.get(k)) != Some(v)))
+        {
+            guaranteed = false;
+        }
+    }
+    if guaranteed {
+        "Guaranteed"
+    } else if any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+/// Objects created together with another: a namespace brings its default ServiceAccount; a
+/// tenant brings its space's default namespaces (each with its ServiceAccount).
+pub(super) fn companions(t: &Target, name: &str) -> Vec<Op> {
+    match t.res.plural {
+        "namespaces" => vec![default_sa(&t.tenant, name)],
+        "tenants" => {
+            let mut ops = Vec::new();
+            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                ops.push(Op::Put {
+                    key: Key::new("namespaces", name, "", ns),
+                    value: namespace_object(name, ns),
+                    pre: Precondition::Absent,
+                });
+                ops.push(default_sa(name, ns));
+            }
+            ops
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A fresh namespace object in `tenant`'s space.
+pub fn namespace_object(tenant: &str, name: &str) -> Value {
+    let mut v = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(), "generation": 1,
+            "labels": {"kubernetes.io/metadata.name": name}},
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+    if !tenant.is_empty() {
+        v["metadata"]["tenant"] = json!(tenant);
+    }
+    v
+}
+
+/// The default ServiceAccount of a namespace, as a create op.
+pub fn default_sa(tenant: &str, ns: &str) -> Op {
+    let mut v = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now(), "generation": 1}});
+    if !tenant.is_empty() {
+        v["metadata"]["tenant"] = json!(tenant);
+    }
+    Op::Put {
+        key: Key::new("serviceaccounts", tenant, ns, "default"),
+        value: v,
+        pre: Precondition::Absent,
+    }
+}

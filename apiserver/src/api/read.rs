@@ -1,0 +1,182 @@
+//! Reads: get, list (selectors, pagination, tables), pod logs, and discovery documents.
+
+use super::*;
+
+impl Api {
+    pub(super) fn get(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
+        let obj = self
+            .store
+            .get(&t.key(t.name()))
+            .ok_or_else(|| ApiError::not_found(t.res.group, t.res.plural, t.name()))?;
+        match accept(&req.headers)? {
+            Accept::Table => {
+                let include = Include::parse(req.query.get("includeObject"))
+                    .map_err(ApiError::bad_request)?;
+                let tbl = table::table(
+                    t.res.plural,
+                    &[&*obj],
+                    meta_str(&obj, "resourceVersion"),
+                    None,
+                    include,
+                );
+                Ok(Reply::json(StatusCode::OK, &tbl))
+            }
+            Accept::Json => Ok(Reply::json(StatusCode::OK, &obj)),
+        }
+    }
+
+    /// `GET pods/{name}/log`: validated here, streamed from the log source as `text/plain`.
+    pub(super) async fn pod_log(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
+        let opts = crate::logs::LogOptions::from_query(&req.query, t.name())?;
+        let ns = t.namespace.as_deref().unwrap_or("");
+        let Some(target) = crate::logs::resolve(&self.store, &t.tenant, ns, t.name(), opts)? else {
+            // Not scheduled yet: kube-apiserver answers an empty log.
+            return Ok(Reply::Full {
+                status: StatusCode::OK,
+                content_type: "text/plain",
+                body: Bytes::new(),
+                warnings: vec![],
+            });
+        };
+        let source = self
+            .logs
+            .get()
+            .ok_or_else(|| ApiError::unavailable("this server does not serve pod logs"))?;
+        let rx = source.open(target).await?;
+        Ok(Reply::Stream {
+            content_type: "text/plain",
+            rx,
+        })
+    }
+
+    pub(super) fn selectors(
+        &self,
+        t: &Target,
+        q: &Query,
+    ) -> ApiResult<(LabelSelector, FieldSelector)> {
+        let ls = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        let fs = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), t.res.plural)
+            .map_err(ApiError::bad_request)?;
+        Ok((ls, fs))
+    }
+
+    pub(super) fn list(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
+        let (ls, fs) = self.selectors(t, &req.query)?;
+        let limit: usize = match req.query.get("limit") {
+            None | Some("") | Some("0") => usize::MAX,
+            Some(l) => l.parse().map_err(|_| {
+                ApiError::bad_request(format!("limit must be a non-negative integer; got {l:?}"))
+            })?,
+        };
+        let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
+            Some(c) => Some(decode_continue(&t.res.store_name(), c)?),
+            None => None,
+        };
+        let (rv, items) = self.store.list(&t.scope(), after.as_ref().map(|(_, k)| k));
+        let list_rv = after.as_ref().map_or(rv, |(rv, _)| *rv);
+        let mut out: Vec<Arc<Value>> = Vec::new();
+        let mut remaining = 0usize;
+        for (_, v) in items.iter() {
+            if !(ls.matches(v) && fs.matches(v)) {
+                continue;
+            }
+            if out.len() == limit {
+                remaining += 1;
+            } else {
+                out.push(v.clone());
+            }
+        }
+        let cont = match out.last() {
+            Some(last) if remaining > 0 => Some(encode_continue(list_rv, &t.key_for(last))),
+            _ => None,
+        };
+        match accept(&req.headers)? {
+            Accept::Table => {
+                let include = Include::parse(req.query.get("includeObject"))
+                    .map_err(ApiError::bad_request)?;
+                let refs: Vec<&Value> = out.iter().map(|v| &**v).collect();
+                Ok(Reply::json(
+                    StatusCode::OK,
+                    &table::table(
+                        t.res.plural,
+                        &refs,
+                        &list_rv.to_string(),
+                        cont.as_deref(),
+                        include,
+                    ),
+                ))
+            }
+            Accept::Json => {
+                let mut meta = json!({"resourceVersion": list_rv.to_string()});
+                if let Some(c) = &cont {
+                    meta["continue"] = json!(c);
+                    if ls.is_empty() && fs.0.is_empty() {
+                        meta["remainingItemCount"] = json!(remaining);
+                    }
+                }
+                let items: Vec<&Value> = out.iter().map(|v| &**v).collect();
+                Ok(Reply::json(
+                    StatusCode::OK,
+                    &json!({"kind": t.res.list_kind(), "apiVersion": t.res.api_version(), "metadata": meta, "items": items}),
+                ))
+            }
+        }
+    }
+}
+
+pub(super) fn group_json(g: &str, v: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+pub(super) fn resource_list(group: &str, version: &str) -> Value {
+    let mut out = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let mut e = json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        out.push(e);
+        for s in r.subresources {
+            let (kind, verbs) = match *s {
+                "token" => ("TokenRequest", json!(["create"])),
+                "binding" => ("Binding", json!(["create"])),
+                "log" => ("Pod", json!(["get"])),
+                "finalize" => ("Namespace", json!(["update"])),
+                "scale" => ("Scale", json!(["get", "patch", "update"])),
+                "eviction" => ("Eviction", json!(["create"])),
+                _ => (r.kind, json!(["get", "patch", "update"])),
+            };
+            let mut sub = json!({"name": format!("{}/{s}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+            if *s == "token" {
+                sub["group"] = json!("authentication.k8s.io");
+                sub["version"] = json!("v1");
+            }
+            if *s == "scale" {
+                sub["group"] = json!("autoscaling");
+                sub["version"] = json!("v1");
+            }
+            if *s == "eviction" {
+                sub["group"] = json!("policy");
+                sub["version"] = json!("v1");
+            }
+            out.push(sub);
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
+}
