@@ -55,7 +55,10 @@ impl CloudHooks {
 impl Hooks for CloudHooks {
     fn admit(&self, res: &Resource, write: Write<'_>) -> ApiResult<()> {
         match write {
-            Write::Update { current, .. } if res.plural != "nodes" => match proto::origin(current) {
+            Write::Update { current, .. } | Write::Bind { current, .. }
+                if res.plural != "nodes" =>
+            {
+                match proto::origin(current) {
                 Some(site) => Err(ApiError::forbidden_msg(format!(
                     "{} {:?} was created at edge site {site} and is owned by it: change it at the site",
                     res.plural,
@@ -64,8 +67,9 @@ impl Hooks for CloudHooks {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                 ))),
-                None => Ok(()),
-            },
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }

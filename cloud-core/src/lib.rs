@@ -130,13 +130,13 @@ pub async fn start(
         controllers::lifecycle::EVENT_TTL,
         cancel.child_token(),
     ));
-    tracker.spawn(scheduler::run(store.clone(), cancel.child_token()));
+    tracker.spawn(scheduler::run(api.clone(), cancel.child_token()));
     tracker.spawn(controllers::lifecycle::run(
         store.clone(),
         cancel.child_token(),
     ));
     tracker.spawn(controllers::workloads::run(
-        store.clone(),
+        api.clone(),
         cancel.child_token(),
     ));
     // The sync endpoint presents the serving certificate and the CA, so a joining edge can

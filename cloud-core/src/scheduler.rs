@@ -13,13 +13,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use apiserver::api::{component, Api, Writer};
 use controllers::sched::{self, Candidate, Resources};
 use controllers::sched_cache::{
     self, finished, node_name, spec_of, take, PodCache, Scheduler, Tally, TIMING,
 };
 use k8s_openapi::api::core::v1::Taint;
 use serde_json::{json, Value};
-use store::{Key, Op, Precondition, Scope, Store};
+use store::{Key, Scope};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::placed_site;
@@ -83,7 +84,8 @@ impl SiteView {
 
 /// The cloud scheduler: the pod cache (cloud nodes only) and the sites.
 pub struct CloudScheduler {
-    store: Store,
+    /// Writes go through the API, as `system:serviceaccount:kube-system:atoll-scheduler`.
+    writer: Writer,
     cache: PodCache,
     sites: BTreeMap<String, SiteView>,
     /// What the unfinished pods of each site request, from the cloud's own copy of them (pods
@@ -131,10 +133,10 @@ fn returned_by(pod: &Value) -> Option<String> {
 }
 
 impl CloudScheduler {
-    /// A scheduler over `store` (its cache fills when [`run`] starts it).
-    pub fn new(store: Store) -> Self {
+    /// A scheduler over `api`'s objects (its cache fills when [`run`] starts it).
+    pub fn new(api: &Arc<Api>) -> Self {
         CloudScheduler {
-            store,
+            writer: Writer::new(api.clone(), component("atoll-scheduler")),
             cache: PodCache::default(),
             sites: BTreeMap::new(),
             site_req: Tally::default(),
@@ -163,19 +165,24 @@ impl CloudScheduler {
                 a.remove(proto::SITE_ANNOTATION);
             }
             let msg = format!("site {site} could not bind the pod ({why}); placing it again");
-            let ops = vec![
-                Op::replace(key.clone(), &pod, v),
-                event(&key, &pod, "Warning", "FailedScheduling", &msg),
-            ];
-            match self.store.commit(ops).await {
+            match self.writer.update(&key, &pod, v, false).await {
                 Ok(_) => {
+                    event(
+                        &self.writer,
+                        &key,
+                        &pod,
+                        "Warning",
+                        "FailedScheduling",
+                        &msg,
+                    )
+                    .await;
                     tracing::info!(pod = %key.name, namespace = %key.namespace, %site, "site gave the pod back");
                     let r = self.rejected.entry(key).or_default();
                     r.retain(|(s, at)| *s != site && now.duration_since(*at) < REJECTED_FOR);
                     r.push((site, now));
                 }
                 Err(e) => {
-                    tracing::debug!(pod = %key.name, error = %e, "taking back a pod lost a race");
+                    tracing::debug!(pod = %key.name, error = %e.message, "taking back a pod lost a race");
                 }
             }
         }
@@ -445,7 +452,7 @@ impl Scheduler for CloudScheduler {
         let t = std::time::Instant::now();
         let decisions = self.decide(retry);
         let (tried, decided) = (decisions.len(), t.elapsed());
-        let placed = commit(&self.store, decisions).await;
+        let placed = commit(&self.writer, decisions).await;
         tracing::debug!(
             tried,
             placed,
@@ -458,15 +465,15 @@ impl Scheduler for CloudScheduler {
 
 /// Commit a pass's decisions: placements, bindings, and `FailedScheduling` for the rest.
 /// Returns how many pods it placed.
-async fn commit(store: &Store, decisions: Vec<(Key, Arc<Value>, Result<Target, String>)>) -> usize {
+async fn commit(w: &Writer, decisions: Vec<(Key, Arc<Value>, Result<Target, String>)>) -> usize {
     // The writes go concurrently, so the store commits them in groups (one sync per group).
     use futures_util::StreamExt;
     futures_util::stream::iter(decisions)
         .map(|(key, pod, d)| async move {
             match d {
-                Ok(target) => place(store, &key, &pod, &target).await,
+                Ok(target) => place(w, &key, &pod, &target).await,
                 Err(msg) => {
-                    unschedulable(store, &key, &pod, &msg).await;
+                    unschedulable(w, &key, &pod, &msg).await;
                     false
                 }
             }
@@ -477,18 +484,17 @@ async fn commit(store: &Store, decisions: Vec<(Key, Arc<Value>, Result<Target, S
         .await
 }
 
-async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
-    let mut v = pod.clone();
-    let msg = match target {
-        Target::Node(n) => {
-            v["spec"]["nodeName"] = json!(n);
-            sched::set_scheduled(&mut v, "True", None, None);
+async fn place(w: &Writer, key: &Key, pod: &Value, target: &Target) -> bool {
+    let (written, msg) = match target {
+        Target::Node(n) => (
+            w.bind(key, pod, n).await,
             format!(
                 "Successfully assigned {}/{} to {n}",
                 key.namespace, key.name
-            )
-        }
+            ),
+        ),
         Target::Site(s) => {
+            let mut v = pod.clone();
             if !v
                 .pointer("/metadata/annotations")
                 .is_some_and(Value::is_object)
@@ -504,46 +510,44 @@ async fn place(store: &Store, key: &Key, pod: &Value, target: &Target) -> bool {
             {
                 c.retain(|c| c["type"] != "PodScheduled");
             }
-            format!(
-                "Successfully assigned {}/{} to site {s} (its scheduler picks the node)",
-                key.namespace, key.name
+            (
+                w.update(key, pod, v, false).await,
+                format!(
+                    "Successfully assigned {}/{} to site {s} (its scheduler picks the node)",
+                    key.namespace, key.name
+                ),
             )
         }
     };
-    let ops = vec![
-        Op::replace(key.clone(), pod, v),
-        event(key, pod, "Normal", "Scheduled", &msg),
-    ];
-    match store.commit(ops).await {
+    match written {
         Ok(_) => {
             tracing::debug!(pod = %key.name, namespace = %key.namespace, ?target, "placed");
+            event(w, key, pod, "Normal", "Scheduled", &msg).await;
             true
         }
         Err(e) => {
-            tracing::debug!(pod = %key.name, error = %e, "placement lost a race; next pass");
+            tracing::debug!(pod = %key.name, error = %e.message, "placement lost a race or was refused; next pass");
             false
         }
     }
 }
 
-async fn unschedulable(store: &Store, key: &Key, pod: &Value, msg: &str) {
+async fn unschedulable(w: &Writer, key: &Key, pod: &Value, msg: &str) {
     if sched::already_unschedulable(pod, msg) {
         return;
     }
     let mut v = pod.clone();
     sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
-    let ops = vec![
-        Op::replace(key.clone(), pod, v),
-        event(key, pod, "Warning", "FailedScheduling", msg),
-    ];
-    let _ = store.commit(ops).await;
+    if w.update(key, pod, v, true).await.is_ok() {
+        event(w, key, pod, "Warning", "FailedScheduling", msg).await;
+    }
 }
 
-/// An event about `pod`, as a write to commit with the change it reports.
-fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> Op {
+/// Record an event about `pod`.
+async fn event(w: &Writer, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) {
     let name = format!("{}.{:x}", key.name, rand::random::<u64>());
     let ts = now();
-    let mut ev = json!({
+    let ev = json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": name, "namespace": key.namespace, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": ts},
         "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": key.namespace, "name": key.name,
@@ -553,18 +557,14 @@ fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> Op {
         "reportingComponent": "atoll-scheduler", "reportingInstance": "cloud-core",
         "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
     });
-    if !key.tenant.is_empty() {
-        ev["metadata"]["tenant"] = json!(key.tenant);
-    }
-    Op::Put {
-        key: Key::new("events", &key.tenant, &key.namespace, &name),
-        value: ev,
-        pre: Precondition::Absent,
+    let ekey = Key::new("events", &key.tenant, &key.namespace, &name);
+    if let Err(e) = w.create(&ekey, ev).await {
+        tracing::debug!(pod = %key.name, error = %e.message, "event not recorded");
     }
 }
 
 /// Run until cancelled (see [`controllers::sched_cache::run`]).
-pub async fn run(store: Store, cancel: CancellationToken) {
-    let mut s = CloudScheduler::new(store.clone());
-    sched_cache::run(&store, &mut s, TIMING, &cancel).await
+pub async fn run(api: Arc<Api>, cancel: CancellationToken) {
+    let mut s = CloudScheduler::new(&api);
+    sched_cache::run(&api.store, &mut s, TIMING, &cancel).await
 }

@@ -189,6 +189,28 @@ impl Hooks for EdgeHooks {
                     Err(self.refuse(res, current, "delete it"))
                 }
             }
+            // A site binds its own pods and the pods the cloud placed on it, to its own nodes.
+            Write::Bind { current, node } => {
+                let placed_here = current
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(proto::SITE_ANNOTATION))
+                    .and_then(Value::as_str)
+                    == Some(self.site.as_str());
+                let ours = self
+                    .store
+                    .get(&Key::new("nodes", "", "", node))
+                    .is_some_and(|v| node_site(&v) == Some(self.site.as_str()));
+                if !ours {
+                    Err(ApiError::forbidden_msg(format!(
+                        "pods cannot be bound to node {node:?} at edge site {}: it is not one of the site's nodes",
+                        self.site
+                    )))
+                } else if self.owned(current) || placed_here {
+                    Ok(())
+                } else {
+                    Err(self.refuse(res, current, "bind it"))
+                }
+            }
         }
     }
 
@@ -217,6 +239,11 @@ impl Hooks for EdgeHooks {
         match w.new {
             None => vec![self.record("Delete", key, None)],
             Some(v) if w.status => vec![self.record("Status", key, Some(v))],
+            // A binding goes up as the site's own pod, or as a binding of a placed one.
+            Some(v) if w.bind => {
+                let kind = if self.owned(v) { "Put" } else { "Bind" };
+                vec![self.record(kind, key, Some(v))]
+            }
             // A node edit goes up with the version it was made on: the cloud applies only the
             // fields the site changed.
             Some(v) if self.owned(v) && key.resource == "nodes" => {

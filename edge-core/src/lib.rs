@@ -282,11 +282,6 @@ pub async fn start(
         controllers::lifecycle::EVENT_TTL,
         cancel.child_token(),
     ));
-    tracker.spawn(scheduler::run(
-        store.clone(),
-        edge_hooks.clone(),
-        cancel.child_token(),
-    ));
     if cfg.judge_nodes {
         tracker.spawn(nodes::run(
             store.clone(),
@@ -294,7 +289,7 @@ pub async fn start(
             cancel.child_token(),
         ));
     }
-    let hooks: Arc<dyn apiserver::api::Hooks> = edge_hooks;
+    let hooks: Arc<dyn apiserver::api::Hooks> = edge_hooks.clone();
     let api = Api::with_hooks(
         store.clone(),
         ApiConfig {
@@ -303,6 +298,11 @@ pub async fn start(
         },
         Some(hooks),
     );
+    tracker.spawn(scheduler::run(
+        api.clone(),
+        edge_hooks,
+        cancel.child_token(),
+    ));
     let serving = apiserver::server::SwapCert::new(
         creds.serving_cert.as_bytes(),
         creds.serving_key.as_bytes(),

@@ -90,6 +90,7 @@ pub async fn check(store: &Store, hooks: &EdgeHooks, now: DateTime<Utc>) -> Vec<
                 old: Some(&node),
                 new: Some(&n),
                 status: true,
+                bind: false,
             },
         );
         ops.insert(

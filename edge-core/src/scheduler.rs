@@ -4,18 +4,20 @@
 //! is unreachable. It also keeps the site's capacity summary (what the cloud scheduler decides
 //! from) and sends it up when it changes, at most every [`SUMMARY_EVERY`].
 //!
-//! Every write goes through the outbox in the same commit: a binding of a pod the cloud owns goes
-//! up as `Bind`, of a pod the site owns as `Put`; a pod that fits nowhere gets
-//! `PodScheduled=False` (`Unschedulable`, kube-scheduler's message) and a `FailedScheduling`
-//! event.
+//! It writes through the site's API (as `system:serviceaccount:kube-system:atoll-scheduler`), so
+//! its writes pass the site's admission and go up through the outbox like any edge write: a
+//! binding of a pod the cloud placed goes up as `Bind`, of a pod the site owns as `Put`; a pod
+//! that fits nowhere gets `PodScheduled=False` (`Unschedulable`, kube-scheduler's message) and
+//! a `FailedScheduling` event.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use apiserver::api::{component, Api, Writer};
 use controllers::sched;
 use controllers::sched_cache::{self, node_name, spec_of, take, PodCache, Scheduler, TIMING};
 use serde_json::{json, Value};
-use store::{Key, Op, Precondition, Scope, Store};
+use store::{Key, Scope, Store};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,7 @@ fn now() -> String {
 /// The site scheduler: the pod cache over the site's nodes, and the last summary sent up.
 pub struct EdgeScheduler {
     store: Store,
+    writer: Writer,
     hooks: Arc<EdgeHooks>,
     cache: PodCache,
     last_summary: Option<sched::SiteSummary>,
@@ -43,9 +46,10 @@ pub struct EdgeScheduler {
 
 impl EdgeScheduler {
     /// A scheduler for the site of `hooks` (its cache fills when [`run`] starts it).
-    pub fn new(store: Store, hooks: Arc<EdgeHooks>) -> Self {
+    pub fn new(api: &Arc<Api>, hooks: Arc<EdgeHooks>) -> Self {
         EdgeScheduler {
-            store,
+            store: api.store.clone(),
+            writer: Writer::new(api.clone(), component("atoll-scheduler")),
             hooks,
             cache: PodCache::default(),
             last_summary: None,
@@ -64,28 +68,20 @@ impl EdgeScheduler {
                     == Some(self.hooks.site()))
     }
 
-    /// Bind `pod` to `node`, with its `Scheduled` event, in one commit.
+    /// Bind `pod` to `node` (then record its `Scheduled` event).
     async fn bind(&self, key: &Key, pod: &Value, node: &str) -> bool {
-        let mut v = pod.clone();
-        v["spec"]["nodeName"] = json!(node);
-        sched::set_scheduled(&mut v, "True", None, None);
-        let kind = if self.hooks.owns(pod) { "Put" } else { "Bind" };
-        let mut ops = vec![
-            self.hooks.record(kind, key, Some(&v)),
-            Op::replace(key.clone(), pod, v),
-        ];
-        let msg = format!(
-            "Successfully assigned {}/{} to {node}",
-            key.namespace, key.name
-        );
-        ops.extend(self.event(key, pod, "Normal", "Scheduled", &msg));
-        match self.store.commit(ops).await {
+        match self.writer.bind(key, pod, node).await {
             Ok(_) => {
                 tracing::debug!(pod = %key.name, namespace = %key.namespace, %node, "bound");
+                let msg = format!(
+                    "Successfully assigned {}/{} to {node}",
+                    key.namespace, key.name
+                );
+                self.event(key, pod, "Normal", "Scheduled", &msg).await;
                 true
             }
             Err(e) => {
-                tracing::debug!(pod = %key.name, error = %e, "binding lost a race; next pass");
+                tracing::debug!(pod = %key.name, error = %e.message, "binding lost a race or was refused; next pass");
                 false
             }
         }
@@ -97,28 +93,22 @@ impl EdgeScheduler {
         }
         let mut v = pod.clone();
         sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
-        let kind = if self.hooks.owns(pod) {
-            "Put"
-        } else {
-            "Status"
-        };
-        let mut ops = vec![
-            self.hooks.record(kind, key, Some(&v)),
-            Op::replace(key.clone(), pod, v),
-        ];
-        ops.extend(self.event(key, pod, "Warning", "FailedScheduling", msg));
-        let _ = self.store.commit(ops).await;
+        // The site's own pod goes up whole; a placed one's condition is status.
+        let status = !self.hooks.owns(pod);
+        if self.writer.update(key, pod, v, status).await.is_ok() {
+            self.event(key, pod, "Warning", "FailedScheduling", msg)
+                .await;
+        }
     }
 
-    /// An event (the site's own object: it goes up like any edge write), as the two writes to
-    /// commit with the change it reports.
-    fn event(&self, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> [Op; 2] {
+    /// Record an event about `pod` (the site's own object: it goes up like any edge write).
+    async fn event(&self, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) {
         let name = format!("{}.{:x}", key.name, rand::random::<u64>());
         let ts = now();
         let ev = json!({
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": name, "namespace": key.namespace, "uid": uuid::Uuid::new_v4().to_string(),
-                "creationTimestamp": ts, "annotations": {proto::ORIGIN: self.hooks.site()}},
+                "creationTimestamp": ts},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": key.namespace, "name": key.name,
                 "uid": pod.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)},
             "type": ty, "reason": reason, "message": msg,
@@ -127,14 +117,9 @@ impl EdgeScheduler {
             "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
         });
         let ekey = Key::new("events", &key.tenant, &key.namespace, &name);
-        [
-            self.hooks.record("Put", &ekey, Some(&ev)),
-            Op::Put {
-                key: ekey,
-                value: ev,
-                pre: Precondition::Absent,
-            },
-        ]
+        if let Err(e) = self.writer.create(&ekey, ev).await {
+            tracing::debug!(pod = %key.name, error = %e.message, "event not recorded");
+        }
     }
 }
 
@@ -239,7 +224,7 @@ impl Scheduler for EdgeScheduler {
 }
 
 /// Run until cancelled (see [`controllers::sched_cache::run`]).
-pub async fn run(store: Store, hooks: Arc<EdgeHooks>, cancel: CancellationToken) {
-    let mut s = EdgeScheduler::new(store.clone(), hooks);
-    sched_cache::run(&store, &mut s, TIMING, &cancel).await
+pub async fn run(api: Arc<Api>, hooks: Arc<EdgeHooks>, cancel: CancellationToken) {
+    let mut s = EdgeScheduler::new(&api, hooks);
+    sched_cache::run(&api.store, &mut s, TIMING, &cancel).await
 }

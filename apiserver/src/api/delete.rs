@@ -213,12 +213,13 @@ impl Api {
     }
 }
 
+#[derive(Default)]
 pub(super) struct DeleteOpts {
-    grace: Option<i64>,
-    propagation: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    dry_run: bool,
+    pub(super) grace: Option<i64>,
+    pub(super) propagation: Option<String>,
+    pub(super) uid: Option<String>,
+    pub(super) resource_version: Option<String>,
+    pub(super) dry_run: bool,
 }
 
 pub(super) fn delete_options(req: &Request) -> ApiResult<DeleteOpts> {

@@ -20,6 +20,7 @@ use store::{Event, EventType, Key, Op, Precondition, Scope, Store, StoreError};
 
 mod body;
 mod delete;
+mod internal;
 mod objects;
 mod read;
 mod subresources;
@@ -28,6 +29,8 @@ mod watch;
 mod write;
 
 use body::*;
+use delete::*;
+pub use internal::{component, Writer};
 pub use objects::*;
 use read::*;
 
@@ -147,6 +150,13 @@ pub enum Write<'a> {
         /// The stored object.
         current: &'a Value,
     },
+    /// A binding of the pod `current` to `node` (`pods/binding`, or a scheduler's).
+    Bind {
+        /// The stored pod.
+        current: &'a Value,
+        /// The node it is bound to.
+        node: &'a str,
+    },
 }
 
 /// A write about to be committed, as [`Hooks::also`] sees it.
@@ -159,6 +169,8 @@ pub struct Committing<'a> {
     pub new: Option<&'a Value>,
     /// Only the status changed, through its subresource.
     pub status: bool,
+    /// A binding: `new` is the pod `old` with its node (and PodScheduled condition) set.
+    pub bind: bool,
 }
 
 /// Extension points for a server that is not the source of truth for everything it serves.
@@ -254,6 +266,20 @@ impl Api {
         pre: Precondition,
         status: bool,
     ) -> Result<Arc<Event>, StoreError> {
+        self.write_as(res, key, old, new, pre, status, false).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_as(
+        &self,
+        res: &Resource,
+        key: Key,
+        old: &Value,
+        new: Option<Value>,
+        pre: Precondition,
+        status: bool,
+        bind: bool,
+    ) -> Result<Arc<Event>, StoreError> {
         let extra = match &self.hooks {
             Some(h) => h.also(
                 res,
@@ -262,6 +288,7 @@ impl Api {
                     old: Some(old),
                     new: new.as_ref(),
                     status,
+                    bind,
                 },
             ),
             None => Vec::new(),

@@ -22,37 +22,55 @@ impl Api {
             .store
             .get(&key)
             .ok_or_else(|| ApiError::not_found("", "pods", t.name()))?;
-        if current
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty())
-        {
-            return Err(ApiError::conflict(
-                "",
-                "pods",
-                t.name(),
-                &format!(
-                    "pod {} is already assigned to node {:?}",
-                    t.name(),
-                    current
-                        .pointer("/spec/nodeName")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                ),
-            ));
-        }
-        let rv = store::object_rv(&current).unwrap_or(0);
-        let mut new = (*current).clone();
-        new["spec"]["nodeName"] = json!(node);
-        set_condition(&mut new, "PodScheduled", "True", "", "");
-        self.store
-            .put(key, new, Precondition::Version(rv))
-            .await
-            .map_err(|e| store_err(t.res, t.name(), e))?;
+        self.bind_pod(t.res, &key, &current, node).await?;
         Ok(Reply::json(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
+    }
+}
+
+impl Api {
+    /// Bind the pod `current` (as read) to `node`: refused when it is bound already, admitted
+    /// by the hooks as a binding, a compare-and-swap on the version read.
+    pub(super) async fn bind_pod(
+        &self,
+        res: &Resource,
+        key: &Key,
+        current: &Value,
+        node: &str,
+    ) -> ApiResult<Arc<Value>> {
+        let name = key.name.as_str();
+        if let Some(n) = current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                &format!("pod {name} is already assigned to node {n:?}"),
+            ));
+        }
+        self.admit(res, Write::Bind { current, node })?;
+        let rv = store::object_rv(current).unwrap_or(0);
+        let mut new = current.clone();
+        new["spec"]["nodeName"] = json!(node);
+        set_condition(&mut new, "PodScheduled", "True", "", "");
+        let ev = self
+            .write_as(
+                res,
+                key.clone(),
+                current,
+                Some(new),
+                Precondition::Version(rv),
+                false,
+                true,
+            )
+            .await
+            .map_err(|e| store_err(res, name, e))?;
+        Ok(ev.object.clone())
     }
 }
 

@@ -373,6 +373,7 @@ impl Api {
                     old: None,
                     new: Some(&obj),
                     status: false,
+                    bind: false,
                 },
             ),
             None => Vec::new(),

@@ -98,15 +98,15 @@ pub fn should_run(spec: &Value, node: &Value) -> bool {
 /// one per template, the current one carrying the highest revision; unused ones beyond
 /// `revisionHistoryLimit` go, oldest first.
 pub(super) async fn sync_history(
-    store: &Store,
+    w: &Writer,
     key: &Key,
     ds: &Value,
     tpl: &Value,
     hash: &str,
     in_use: &std::collections::HashSet<String>,
 ) -> bool {
-    let crs = list_ns(store, REVISIONS, &key.tenant, &key.namespace);
-    let mut owned = claim(store, ds, "DaemonSet", crs).await;
+    let crs = list_ns(w.store(), REVISIONS, &key.tenant, &key.namespace);
+    let mut owned = claim(w, ds, "DaemonSet", crs).await;
     owned.sort_by_key(|(_, c)| int(c, "/revision", 0));
     let cr_hash = |c: &Value| {
         c.pointer("/metadata/labels")
@@ -149,7 +149,7 @@ pub(super) async fn sync_history(
                 cr["metadata"]["tenant"] = json!(key.tenant);
             }
             return create(
-                store,
+                w,
                 Key::new(REVISIONS, &key.tenant, &key.namespace, &name),
                 cr,
             )
@@ -159,7 +159,7 @@ pub(super) async fn sync_history(
             // Rolled back to an earlier template: it becomes the newest revision.
             let mut n = c.clone();
             n["revision"] = json!(max + 1);
-            return update(store, k, c, n).await;
+            return update(w, k, c, n).await;
         }
         Some(_) => {}
     }
@@ -170,8 +170,7 @@ pub(super) async fn sync_history(
         .collect();
     if old.len() > limit {
         for (k, c) in old.iter().take(old.len() - limit) {
-            let pre = store::object_rv(c).map_or(Precondition::Exists, Precondition::Version);
-            changed |= store.delete(k.clone(), pre).await.is_ok();
+            changed |= remove(w, k, c, None).await;
         }
     }
     changed
@@ -185,7 +184,7 @@ pub(super) fn pod_hash(p: &Value) -> &str {
 }
 
 pub(super) async fn sync_daemonset(
-    store: &Store,
+    w: &Writer,
     key: &Key,
     ds: &Value,
     nodes: &[(Key, Arc<Value>)],
@@ -199,11 +198,11 @@ pub(super) async fn sync_daemonset(
     let hash = template_hash(&tpl, None);
     let generation = int(ds, "/metadata/generation", 1);
     let min_ready = int(ds, "/spec/minReadySeconds", 0);
-    let pods = list_ns(store, "pods", &key.tenant, &key.namespace);
-    let owned = claim(store, ds, "DaemonSet", pods).await;
+    let pods = list_ns(w.store(), "pods", &key.tenant, &key.namespace);
+    let owned = claim(w, ds, "DaemonSet", pods).await;
     let in_use: std::collections::HashSet<String> =
         owned.iter().map(|(_, p)| pod_hash(p).to_string()).collect();
-    let mut changed = sync_history(store, key, ds, &tpl, &hash, &in_use).await;
+    let mut changed = sync_history(w, key, ds, &tpl, &hash, &in_use).await;
     let mut by_node: HashMap<String, (Vec<(Key, Value)>, usize)> = HashMap::new();
     for (k, p) in owned {
         let node = p
@@ -218,7 +217,7 @@ pub(super) async fn sync_daemonset(
             e.1 += 1;
         } else {
             // Finished daemon pods are replaced.
-            changed |= delete_pod(store, &k, &p).await;
+            changed |= delete_pod(w, &k, &p).await;
         }
     }
     let node_names: std::collections::HashSet<&str> =
@@ -227,7 +226,7 @@ pub(super) async fn sync_daemonset(
     for (node, (pods, _)) in &by_node {
         if !node_names.contains(node.as_str()) {
             for (k, p) in pods {
-                changed |= delete_pod(store, k, p).await;
+                changed |= delete_pod(w, k, p).await;
             }
         }
     }
@@ -248,7 +247,7 @@ pub(super) async fn sync_daemonset(
         if !should_run(&spec, node) {
             misscheduled += i64::try_from(pods.len()).unwrap_or(0);
             for (k, p) in &pods {
-                changed |= delete_pod(store, k, p).await;
+                changed |= delete_pod(w, k, p).await;
             }
             continue;
         }
@@ -273,7 +272,7 @@ pub(super) async fn sync_daemonset(
                 pod["metadata"]["labels"]["pod-template-generation"] =
                     json!(generation.to_string());
                 tracing::info!(daemonset = %key.name, node = %nk.name, pod = %k.name, "daemon pod");
-                changed |= create(store, k, pod).await;
+                changed |= create(w, k, pod).await;
             }
             continue;
         }
@@ -287,7 +286,7 @@ pub(super) async fn sync_daemonset(
             )
         });
         for (k, p) in pods.iter().skip(1) {
-            changed |= delete_pod(store, k, p).await;
+            changed |= delete_pod(w, k, p).await;
         }
         let (k, p) = &pods[0];
         let is_new = pod_hash(p) == hash;
@@ -307,7 +306,7 @@ pub(super) async fn sync_daemonset(
             if avail {
                 old_available.push((k.clone(), p.clone()));
             } else {
-                changed |= delete_pod(store, k, p).await;
+                changed |= delete_pod(w, k, p).await;
             }
         }
     }
@@ -322,7 +321,7 @@ pub(super) async fn sync_daemonset(
         let budget = usize::try_from((max_unavailable - unavailable_nodes).max(0)).unwrap_or(0);
         old_available.sort_by_key(|(k, _)| k.name.clone());
         for (k, p) in old_available.iter().take(budget) {
-            changed |= delete_pod(store, k, p).await;
+            changed |= delete_pod(w, k, p).await;
         }
     }
     let mut status = ds
@@ -349,6 +348,6 @@ pub(super) async fn sync_daemonset(
             "updatedNumberScheduled",
         ],
     );
-    changed |= write_status(store, key, ds, status).await;
+    changed |= write_status(w, key, ds, status).await;
     changed
 }

@@ -131,13 +131,13 @@ pub(super) fn condition(
     })
 }
 
-pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool {
+pub(super) async fn sync_deployment(w: &Writer, key: &Key, d: &Value) -> bool {
     if terminating(d) || selector_empty(d.pointer("/spec/selector")) {
         return false;
     }
     let now = chrono::Utc::now();
-    let rss = list_ns(store, REPLICASETS, &key.tenant, &key.namespace);
-    let mut owned = claim(store, d, "Deployment", rss).await;
+    let rss = list_ns(w.store(), REPLICASETS, &key.tenant, &key.namespace);
+    let mut owned = claim(w, d, "Deployment", rss).await;
     owned.sort_by_key(|(_, rs)| (revision(rs), meta(rs, "creationTimestamp").to_string()));
     let tpl = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let want_tpl = normalized_template(&tpl);
@@ -177,7 +177,7 @@ pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool
         .map(|(_, (_, rs))| revision(rs))
         .max()
         .unwrap_or(0);
-    let pods = list_ns(store, "pods", &key.tenant, &key.namespace);
+    let pods = list_ns(w.store(), "pods", &key.tenant, &key.namespace);
 
     let Some(new_idx) = new_idx else {
         if paused {
@@ -198,7 +198,7 @@ pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool
         let collisions = d.pointer("/status/collisionCount").and_then(Value::as_i64);
         let hash = template_hash(&tpl, collisions);
         let (rk, rs) = new_replicaset(key, d, &tpl, &hash, initial, max_old_rev + 1);
-        if let Some(existing) = store.get(&rk) {
+        if let Some(existing) = w.store().get(&rk) {
             // Someone else's ReplicaSet, or ours with another template: a hash collision.
             if controller_uid(&existing) != Some(meta(d, "uid"))
                 || normalized_template(existing.pointer("/spec/template").unwrap_or(&Value::Null))
@@ -206,15 +206,15 @@ pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool
             {
                 let mut new = d.clone();
                 new["status"]["collisionCount"] = json!(collisions.unwrap_or(0) + 1);
-                return update(store, key, d, new).await;
+                return update(w, key, d, new).await;
             }
             return false;
         }
         tracing::info!(deployment = %key.name, namespace = %key.namespace, replicaset = %rk.name, "new replicaset");
-        let created = create(store, rk.clone(), rs.clone()).await;
+        let created = create(w, rk.clone(), rs.clone()).await;
         if created && initial > 0 {
             let msg = format!("Scaled up replica set {} from 0 to {initial}", rk.name);
-            owner_event(store, &rk, &rs, "ScalingReplicaSet", &msg).await;
+            owner_event(w, &rk, &rs, "ScalingReplicaSet", &msg).await;
         }
         return created;
     };
@@ -226,19 +226,19 @@ pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool
     if rev <= max_old_rev || rev == 0 {
         let mut n = new_rs.clone();
         set_annotation(&mut n, REVISION, &(max_old_rev + 1).to_string());
-        return update(store, &new_key, &new_rs, n).await;
+        return update(w, &new_key, &new_rs, n).await;
     }
     if meta_annotation(d, REVISION) != Some(rev.to_string()) {
         let mut n = d.clone();
         set_annotation(&mut n, REVISION, &rev.to_string());
-        return update(store, key, d, n).await;
+        return update(w, key, d, n).await;
     }
     let min_ready = int(d, "/spec/minReadySeconds", 0);
     if int(&new_rs, "/spec/minReadySeconds", 0) != min_ready {
         let mut n = new_rs.clone();
         n["spec"]["minReadySeconds"] = json!(min_ready);
         n["metadata"]["generation"] = json!(int(&new_rs, "/metadata/generation", 1) + 1);
-        return update(store, &new_key, &new_rs, n).await;
+        return update(w, &new_key, &new_rs, n).await;
     }
     let olds: Vec<&(Key, Value)> = owned
         .iter()
@@ -249,10 +249,10 @@ pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool
 
     if !paused {
         changed |= if recreate {
-            rollout_recreate(store, &pods, &new_key, &new_rs, &olds, replicas).await
+            rollout_recreate(w, &pods, &new_key, &new_rs, &olds, replicas).await
         } else {
             rollout_rolling(
-                store,
+                w,
                 &pods,
                 &new_key,
                 &new_rs,
@@ -274,20 +274,17 @@ pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool
         .collect();
     if idle.len() > limit {
         for (k, rs) in idle.iter().take(idle.len() - limit) {
-            let pre = store::object_rv(rs).map_or(Precondition::Exists, Precondition::Version);
-            if store.delete(k.clone(), pre).await.is_ok() {
-                changed = true;
-            }
+            changed |= remove(w, k, rs, None).await;
         }
     }
 
     // Status, from what is stored now.
-    let rss: Vec<Value> = list_ns(store, REPLICASETS, &key.tenant, &key.namespace)
+    let rss: Vec<Value> = list_ns(w.store(), REPLICASETS, &key.tenant, &key.namespace)
         .into_iter()
         .filter(|(_, rs)| controller_uid(rs) == Some(meta(d, "uid")))
         .map(|(_, rs)| (*rs).clone())
         .collect();
-    let pods = list_ns(store, "pods", &key.tenant, &key.namespace);
+    let pods = list_ns(w.store(), "pods", &key.tenant, &key.namespace);
     let new_uid = meta(&new_rs, "uid");
     let mut total = 0;
     let mut updated = 0;
@@ -427,7 +424,7 @@ pub(super) async fn sync_deployment(store: &Store, key: &Key, d: &Value) -> bool
             "unavailableReplicas",
         ],
     );
-    changed |= write_status(store, key, d, status).await;
+    changed |= write_status(w, key, d, status).await;
     changed
 }
 
@@ -439,7 +436,7 @@ pub(super) fn meta_annotation(v: &Value, k: &str) -> Option<String> {
 }
 
 pub(super) async fn rollout_recreate(
-    store: &Store,
+    w: &Writer,
     pods: &[(Key, Arc<Value>)],
     new_key: &Key,
     new_rs: &Value,
@@ -448,7 +445,7 @@ pub(super) async fn rollout_recreate(
 ) -> bool {
     let mut changed = false;
     for (k, rs) in olds {
-        changed |= set_replicas(store, k, rs, 0).await;
+        changed |= set_replicas(w, k, rs, 0).await;
     }
     let old_running = olds.iter().any(|(_, rs)| {
         let uid = meta(rs, "uid");
@@ -463,12 +460,12 @@ pub(super) async fn rollout_recreate(
     if changed || old_running {
         return changed;
     }
-    set_replicas(store, new_key, new_rs, replicas).await
+    set_replicas(w, new_key, new_rs, replicas).await
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn rollout_rolling(
-    store: &Store,
+    w: &Writer,
     pods: &[(Key, Arc<Value>)],
     new_key: &Key,
     new_rs: &Value,
@@ -485,14 +482,14 @@ pub(super) async fn rollout_rolling(
         .sum();
     // Scale the new ReplicaSet up (within maxSurge) or down to the wanted count.
     if new_spec > replicas {
-        return set_replicas(store, new_key, new_rs, replicas).await;
+        return set_replicas(w, new_key, new_rs, replicas).await;
     }
     if new_spec < replicas {
         let max_total = replicas + surge;
         let total = new_spec + old_spec;
         if total < max_total {
             let up = (max_total - total).min(replicas - new_spec);
-            return set_replicas(store, new_key, new_rs, new_spec + up).await;
+            return set_replicas(w, new_key, new_rs, new_spec + up).await;
         }
     }
     if old_spec == 0 {
@@ -515,7 +512,7 @@ pub(super) async fn rollout_rolling(
         let (_, avail) = rs_pods(pods, rs, now);
         let unhealthy = (spec - avail).max(0).min(budget);
         if unhealthy > 0 && spec > 0 {
-            changed |= set_replicas(store, k, rs, spec - unhealthy).await;
+            changed |= set_replicas(w, k, rs, spec - unhealthy).await;
             budget -= unhealthy;
             olds_now.push((k.clone(), (*rs).clone(), avail));
             continue;
@@ -535,7 +532,7 @@ pub(super) async fn rollout_rolling(
         let spec = int(&rs, "/spec/replicas", 0);
         let by = spec.min(down);
         if by > 0 {
-            changed |= set_replicas(store, &k, &rs, spec - by).await;
+            changed |= set_replicas(w, &k, &rs, spec - by).await;
             down -= by;
         }
     }

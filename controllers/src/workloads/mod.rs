@@ -1,8 +1,8 @@
 //! Workload controllers (apps/v1): ReplicaSet, Deployment and DaemonSet.
 //!
-//! One task reacts to store events on pods, nodes and the workload kinds and runs a pass over
+//! One task reacts to w events on pods, nodes and the workload kinds and runs a pass over
 //! every workload: ReplicaSets first (pods), then Deployments (ReplicaSets), then DaemonSets
-//! (pods bound to nodes). A pass reads the store's current state and writes through the store
+//! (pods bound to nodes). A pass reads the w's current state and writes through the w
 //! with compare-and-swap preconditions, so it is idempotent and needs no memory of earlier
 //! passes: after a restart the next pass picks up where the last one stopped.
 
@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use proto::selectors::{expression_matches, selector_empty, selector_matches};
 
-use store::{Key, Precondition, Scope, Store, StoreError};
+use apiserver::api::{component, Api, Writer};
+use store::{Key, Scope, Store};
 
 mod daemonset;
 mod deployment;
@@ -264,24 +265,39 @@ fn list_ns(store: &Store, resource: &str, tenant: &str, ns: &str) -> Vec<(Key, A
         .1
 }
 
-/// Write `new` over `old` if it changed (compare-and-swap on `old`'s version). Returns whether
-/// the write happened.
-async fn update(store: &Store, key: &Key, old: &Value, new: Value) -> bool {
+/// Write `new` over `old` if it changed (compare-and-swap on `old`'s version), through the
+/// API's update path (`status`: as the status subresource). Returns whether the write happened
+/// or lost a race (the next pass sees the winner).
+async fn write(w: &Writer, key: &Key, old: &Value, new: Value, status: bool) -> bool {
     if *old == new {
         return false;
     }
-    let pre = match store::object_rv(old) {
-        Some(rv) => Precondition::Version(rv),
-        None => Precondition::Exists,
-    };
-    match store.put(key.clone(), new, pre).await {
+    match w.update(key, old, new, status).await {
         Ok(_) => true,
-        Err(StoreError::Conflict(_) | StoreError::NotFound(_)) => {
+        Err(e) if e.code == 409 || e.code == 404 => {
             tracing::debug!(object = %key.name, resource = %key.resource, "stale, retried on the next pass");
             true
         }
         Err(e) => {
-            tracing::warn!(error = %e, object = %key.name, "workload controller write failed");
+            tracing::warn!(error = %e.message, object = %key.name, resource = %key.resource, "workload controller write refused");
+            false
+        }
+    }
+}
+
+/// [`write`] of a spec (or metadata) change.
+async fn update(w: &Writer, key: &Key, old: &Value, new: Value) -> bool {
+    write(w, key, old, new, false).await
+}
+
+/// Delete `obj` through the API (`grace`: for a pod on a node; `None` its own period).
+/// Returns whether it went or was already gone.
+async fn remove(w: &Writer, key: &Key, obj: &Value, grace: Option<i64>) -> bool {
+    match w.delete(key, obj, grace, None).await {
+        Ok(_) => true,
+        Err(e) if e.code == 404 || e.code == 409 => true,
+        Err(e) => {
+            tracing::warn!(error = %e.message, object = %key.name, resource = %key.resource, "workload controller delete refused");
             false
         }
     }
@@ -289,7 +305,7 @@ async fn update(store: &Store, key: &Key, old: &Value, new: Value) -> bool {
 
 /// Record a Normal event on `obj`'s controller (the object named by its controlling
 /// ownerReference), as kube-controller-manager does for what its controllers do.
-async fn owner_event(store: &Store, key: &Key, obj: &Value, reason: &str, msg: &str) {
+async fn owner_event(w: &Writer, key: &Key, obj: &Value, reason: &str, msg: &str) {
     let Some(owner) = obj
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
@@ -324,17 +340,13 @@ async fn owner_event(store: &Store, key: &Key, obj: &Value, reason: &str, msg: &
     if !key.tenant.is_empty() {
         ev["metadata"]["tenant"] = json!(key.tenant);
     }
-    let _ = store
-        .put(
-            Key::new("events", &key.tenant, &key.namespace, &name),
-            ev,
-            Precondition::Absent,
-        )
+    let _ = w
+        .create(&Key::new("events", &key.tenant, &key.namespace, &name), ev)
         .await;
 }
 
 /// Set `spec.replicas` (a spec change: the generation moves on).
-async fn set_replicas(store: &Store, key: &Key, obj: &Value, n: i64) -> bool {
+async fn set_replicas(w: &Writer, key: &Key, obj: &Value, n: i64) -> bool {
     if int(obj, "/spec/replicas", 1) == n {
         return false;
     }
@@ -343,65 +355,39 @@ async fn set_replicas(store: &Store, key: &Key, obj: &Value, n: i64) -> bool {
     new["metadata"]["generation"] = json!(int(obj, "/metadata/generation", 1) + 1);
     tracing::info!(replicaset = %key.name, namespace = %key.namespace, replicas = n, "scaled");
     let was = int(obj, "/spec/replicas", 1);
-    let written = update(store, key, obj, new).await;
+    let written = update(w, key, obj, new).await;
     if written {
         let dir = if n > was { "up" } else { "down" };
         let msg = format!("Scaled {dir} replica set {} from {was} to {n}", key.name);
-        owner_event(store, key, obj, "ScalingReplicaSet", &msg).await;
+        owner_event(w, key, obj, "ScalingReplicaSet", &msg).await;
     }
     written
 }
 
-/// Delete a pod the way the API does: a pod bound to a node is given its grace period (its
-/// agent stops it and removes the object); any other pod goes at once.
-async fn delete_pod(store: &Store, key: &Key, pod: &Value) -> bool {
+/// Delete a pod through the API: a pod bound to an existing node is given its grace period
+/// (its agent stops it and removes the object); any other pod goes at once.
+async fn delete_pod(w: &Writer, key: &Key, pod: &Value) -> bool {
     if terminating(pod) {
         return false;
     }
-    let bound = pod
+    let node = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let node_exists = bound && {
-        let node = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        store.get(&Key::new("nodes", "", "", node)).is_some()
-    };
-    let pre = store::object_rv(pod).map_or(Precondition::Exists, Precondition::Version);
-    if node_exists && pod_active(pod) {
-        let grace = int(pod, "/spec/terminationGracePeriodSeconds", 30).max(0);
-        let mut new = pod.clone();
-        let ts = chrono::Utc::now() + chrono::Duration::seconds(grace);
-        new["metadata"]["deletionTimestamp"] =
-            json!(ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        let written = update(store, key, pod, new).await;
-        if written {
-            let msg = format!("Deleted pod: {}", key.name);
-            owner_event(store, key, pod, "SuccessfulDelete", &msg).await;
-        }
-        return written;
+        .unwrap_or("");
+    let node_exists = !node.is_empty() && w.store().get(&Key::new("nodes", "", "", node)).is_some();
+    let grace = (!(node_exists && pod_active(pod))).then_some(0);
+    let gone = remove(w, key, pod, grace).await;
+    if gone {
+        let msg = format!("Deleted pod: {}", key.name);
+        owner_event(w, key, pod, "SuccessfulDelete", &msg).await;
     }
-    match store.delete(key.clone(), pre).await {
-        Ok(_) => {
-            let msg = format!("Deleted pod: {}", key.name);
-            owner_event(store, key, pod, "SuccessfulDelete", &msg).await;
-            true
-        }
-        Err(StoreError::NotFound(_) | StoreError::Conflict(_)) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, pod = %key.name, "pod delete failed");
-            false
-        }
-    }
+    gone
 }
 
 /// Adopt orphans the selector matches and release owned objects it no longer matches; returns
 /// the objects `owner` controls afterwards.
 async fn claim(
-    store: &Store,
+    w: &Writer,
     owner: &Value,
     kind: &str,
     candidates: Vec<(Key, Arc<Value>)>,
@@ -425,7 +411,7 @@ async fn claim(
                     {
                         refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
                     }
-                    update(store, &k, &o, new).await;
+                    update(w, &k, &o, new).await;
                 }
             }
             Some(_) => {}
@@ -438,7 +424,7 @@ async fn claim(
                 if let Some(refs) = m["ownerReferences"].as_array_mut() {
                     refs.push(owner_ref(kind, owner));
                 }
-                if update(store, &k, &o, new.clone()).await {
+                if update(w, &k, &o, new.clone()).await {
                     tracing::info!(owner = %meta(owner, "name"), object = %k.name, "adopted");
                     out.push((k, new));
                 }
@@ -488,21 +474,18 @@ fn pod_from_template(
     )
 }
 
-async fn create(store: &Store, key: Key, obj: Value) -> bool {
-    match store
-        .put(key.clone(), obj.clone(), Precondition::Absent)
-        .await
-    {
+async fn create(w: &Writer, key: Key, obj: Value) -> bool {
+    match w.create(&key, obj.clone()).await {
         Ok(_) => {
             if key.resource == "pods" {
                 let msg = format!("Created pod: {}", key.name);
-                owner_event(store, &key, &obj, "SuccessfulCreate", &msg).await;
+                owner_event(w, &key, &obj, "SuccessfulCreate", &msg).await;
             }
             true
         }
-        Err(StoreError::AlreadyExists(_)) => true,
+        Err(e) if e.code == 409 => true,
         Err(e) => {
-            tracing::warn!(error = %e, object = %key.name, "workload controller create failed");
+            tracing::warn!(error = %e.message, object = %key.name, resource = %key.resource, "workload controller create refused");
             false
         }
     }
@@ -518,26 +501,48 @@ fn omit_zeros(status: &mut Map<String, Value>, fields: &[&str]) {
 }
 
 /// Replace `status` (keeping everything else) if it changed.
-async fn write_status(store: &Store, key: &Key, obj: &Value, status: Map<String, Value>) -> bool {
+async fn write_status(w: &Writer, key: &Key, obj: &Value, status: Map<String, Value>) -> bool {
     if obj.get("status").and_then(Value::as_object) == Some(&status) {
         return false;
     }
     let mut new = obj.clone();
     new["status"] = Value::Object(status);
-    update(store, key, obj, new).await
+    write(w, key, obj, new, true).await
 }
 
 // ---------------------------------------------------------------------------------------------
 // The loop.
 
+/// The workload controllers' writers, each under its controller's identity (as in
+/// kube-controller-manager).
+#[derive(Clone)]
+pub struct Writers {
+    replicasets: Writer,
+    deployments: Writer,
+    daemonsets: Writer,
+}
+
+impl Writers {
+    /// The three controllers writing through `api`.
+    pub fn new(api: &Arc<Api>) -> Self {
+        let w = |name| Writer::new(api.clone(), component(name));
+        Writers {
+            replicasets: w("replicaset-controller"),
+            deployments: w("deployment-controller"),
+            daemonsets: w("daemonset-controller"),
+        }
+    }
+}
+
 /// One pass over every workload; returns whether it wrote anything.
-pub async fn reconcile(store: &Store) -> bool {
+pub async fn reconcile(ws: &Writers) -> bool {
     let mut changed = false;
+    let store = ws.replicasets.store();
     for (k, rs) in store.list_of(REPLICASETS, None) {
-        changed |= sync_replicaset(store, &k, &rs).await;
+        changed |= sync_replicaset(&ws.replicasets, &k, &rs).await;
     }
     for (k, d) in store.list_of(DEPLOYMENTS, None) {
-        changed |= sync_deployment(store, &k, &d).await;
+        changed |= sync_deployment(&ws.deployments, &k, &d).await;
     }
     let daemonsets = store.list_of(DAEMONSETS, None);
     if daemonsets.is_empty() {
@@ -545,7 +550,7 @@ pub async fn reconcile(store: &Store) -> bool {
     }
     let nodes = store.list_of("nodes", Some(""));
     for (k, ds) in daemonsets {
-        changed |= sync_daemonset(store, &k, &ds, &nodes).await;
+        changed |= sync_daemonset(&ws.daemonsets, &k, &ds, &nodes).await;
     }
     changed
 }
@@ -559,15 +564,16 @@ fn relevant(resource: &str) -> bool {
 
 /// Run the workload controllers until cancelled: a pass at start, after every relevant store
 /// change (coalesced), and every few seconds (minReadySeconds, retries).
-pub async fn run(store: Store, cancel: CancellationToken) {
+pub async fn run(api: Arc<Api>, cancel: CancellationToken) {
+    let ws = Writers::new(&api);
     crate::changes::on_changes(
-        &store,
+        &api.store,
         Duration::from_secs(5),
         Duration::ZERO,
         &cancel,
         |e| relevant(&e.key.resource),
         || async {
-            reconcile(&store).await;
+            reconcile(&ws).await;
         },
     )
     .await
@@ -576,7 +582,15 @@ pub async fn run(store: Store, cancel: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::MemBackend;
+    use store::{MemBackend, Precondition};
+
+    /// The controllers' writers over an API on `s`, with the system namespaces in place.
+    async fn writers(s: &Store) -> Writers {
+        apiserver::bootstrap::system_namespaces(s)
+            .await
+            .expect("namespaces");
+        Writers::new(&Api::new(s.clone(), apiserver::api::ApiConfig::default()))
+    }
 
     #[test]
     fn percents_round_like_kube() {
@@ -643,6 +657,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn rolling_update_respects_surge_and_unavailability() {
         let s = Store::open(Box::new(MemBackend), 10_000).expect("store");
+        let ws = writers(&s).await;
         let k = Key::new(DEPLOYMENTS, "", "default", "web");
         let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "default", "uid": "d1", "generation": 1},
@@ -658,7 +673,7 @@ mod tests {
                 .to_string()
         };
         for _ in 0..40 {
-            reconcile(&s).await;
+            reconcile(&ws).await;
             make_one_ready(&s).await;
         }
         assert_eq!(active_pods(&s).len(), 4);
@@ -676,7 +691,7 @@ mod tests {
             .expect("update");
         let mut steps = 0;
         loop {
-            reconcile(&s).await;
+            reconcile(&ws).await;
             let pods = active_pods(&s);
             let ready = pods.iter().filter(|(_, p)| pod_ready(p)).count();
             assert!(pods.len() <= 5, "surge exceeded: {}", pods.len());
@@ -689,7 +704,7 @@ mod tests {
             assert!(steps < 100, "rollout did not converge");
         }
         for _ in 0..3 {
-            reconcile(&s).await;
+            reconcile(&ws).await;
         }
         let cur = s.get(&k).expect("d");
         assert_eq!(revision(&cur), 2);
@@ -707,14 +722,57 @@ mod tests {
             .iter()
             .any(|c| c["type"] == "Progressing" && c["reason"] == "NewReplicaSetAvailable"));
         assert!(
-            !reconcile(&s).await,
+            !reconcile(&ws).await,
             "a converged deployment writes nothing"
         );
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn controllers_write_through_the_api_rules() {
+        let s = Store::open(Box::new(MemBackend), 1000).expect("store");
+        let ws = writers(&s).await;
+        // A namespace being terminated takes no new pods, from a controller either.
+        let nk = Key::new("namespaces", "", "", "default");
+        let mut ns = (*s.get(&nk).expect("default namespace")).clone();
+        ns["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        s.put(nk, ns, Precondition::Exists)
+            .await
+            .expect("terminate");
+        let k = Key::new(REPLICASETS, "", "default", "web");
+        s.put(k.clone(), rs(2), Precondition::Absent)
+            .await
+            .expect("rs");
+        reconcile(&ws).await;
+        assert!(
+            active_pods(&s).is_empty(),
+            "pods in a terminating namespace"
+        );
+        // A template the API would refuse (an invalid container name) creates nothing.
+        let k2 = Key::new(REPLICASETS, "", "kube-public", "bad");
+        let mut bad = rs(1);
+        bad["metadata"]["name"] = json!("bad");
+        bad["metadata"]["namespace"] = json!("kube-public");
+        bad["spec"]["template"]["spec"]["containers"][0]["name"] = json!("Not_A_Name");
+        s.put(k2, bad, Precondition::Absent).await.expect("rs");
+        reconcile(&ws).await;
+        assert!(list_ns(&s, "pods", "", "kube-public").is_empty());
+        // What a controller creates carries no site origin, whatever its template says.
+        let k3 = Key::new(REPLICASETS, "", "kube-system", "o");
+        let mut o = rs(1);
+        o["metadata"]["name"] = json!("o");
+        o["metadata"]["namespace"] = json!("kube-system");
+        o["spec"]["template"]["metadata"]["annotations"] = json!({ proto::ORIGIN: "site-x" });
+        s.put(k3, o, Precondition::Absent).await.expect("rs");
+        reconcile(&ws).await;
+        let pods = list_ns(&s, "pods", "", "kube-system");
+        assert_eq!(pods.len(), 1);
+        assert_eq!(proto::origin(&pods[0].1), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn replicaset_converges_adopts_and_scales_down() {
         let s = Store::open(Box::new(MemBackend), 1000).expect("store");
+        let ws = writers(&s).await;
         let k = Key::new(REPLICASETS, "", "default", "web");
         s.put(k.clone(), rs(3), Precondition::Absent)
             .await
@@ -722,13 +780,15 @@ mod tests {
         // An orphan with matching labels is adopted rather than duplicated.
         s.put(
             Key::new("pods", "", "default", "stray"),
-            json!({"metadata": {"name": "stray", "namespace": "default", "labels": {"app": "web"}}, "spec": {}}),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "stray", "namespace": "default", "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}),
             Precondition::Absent,
         )
         .await
         .expect("pod");
         for _ in 0..5 {
-            reconcile(&s).await;
+            reconcile(&ws).await;
         }
         let pods = owned_pods(&s);
         assert_eq!(pods.len(), 3);
@@ -742,14 +802,14 @@ mod tests {
             Some(3)
         );
         // Idempotent: another pass changes nothing.
-        assert!(!reconcile(&s).await);
+        assert!(!reconcile(&ws).await);
         let mut down = (*cur).clone();
         down["spec"]["replicas"] = json!(1);
         s.put(k.clone(), down, Precondition::Exists)
             .await
             .expect("scale");
         for _ in 0..5 {
-            reconcile(&s).await;
+            reconcile(&ws).await;
         }
         assert_eq!(owned_pods(&s).len(), 1);
     }

@@ -22,25 +22,25 @@ pub(super) fn deletion_rank(p: &Value) -> (u8, u8, u8, Reverse<String>) {
     )
 }
 
-pub(super) async fn sync_replicaset(store: &Store, key: &Key, rs: &Value) -> bool {
+pub(super) async fn sync_replicaset(w: &Writer, key: &Key, rs: &Value) -> bool {
     if terminating(rs) || selector_empty(rs.pointer("/spec/selector")) {
         return false;
     }
     let mut changed = false;
-    let pods = list_ns(store, "pods", &key.tenant, &key.namespace);
-    let owned = claim(store, rs, "ReplicaSet", pods).await;
+    let pods = list_ns(w.store(), "pods", &key.tenant, &key.namespace);
+    let owned = claim(w, rs, "ReplicaSet", pods).await;
     let mut active: Vec<&(Key, Value)> = owned.iter().filter(|(_, p)| pod_active(p)).collect();
     let want = usize::try_from(int(rs, "/spec/replicas", 1).max(0)).unwrap_or(0);
     let tpl = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
     if active.len() < want {
         for _ in 0..(want - active.len()).min(BURST) {
             let (k, pod) = pod_from_template(key, rs, "ReplicaSet", &tpl, &key.name);
-            changed |= create(store, k, pod).await;
+            changed |= create(w, k, pod).await;
         }
     } else if active.len() > want {
         active.sort_by_key(|(_, p)| deletion_rank(p));
         for (k, p) in active.iter().take((active.len() - want).min(BURST)) {
-            changed |= delete_pod(store, k, p).await;
+            changed |= delete_pod(w, k, p).await;
         }
     }
     // Status from what is stored now.
@@ -52,7 +52,7 @@ pub(super) async fn sync_replicaset(store: &Store, key: &Key, rs: &Value) -> boo
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let pods: Vec<Arc<Value>> = list_ns(store, "pods", &key.tenant, &key.namespace)
+    let pods: Vec<Arc<Value>> = list_ns(w.store(), "pods", &key.tenant, &key.namespace)
         .into_iter()
         .map(|(_, p)| p)
         .filter(|p| controller_uid(p) == Some(uid) && pod_active(p))
@@ -80,6 +80,6 @@ pub(super) async fn sync_replicaset(store: &Store, key: &Key, rs: &Value) -> boo
         "observedGeneration".into(),
         json!(int(rs, "/metadata/generation", 1)),
     );
-    changed |= write_status(store, key, rs, status).await;
+    changed |= write_status(w, key, rs, status).await;
     changed
 }
