@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::api::{default_sa, namespace_object};
 use crate::auth::{self, Identity};
-use crate::client::Kubeconfig;
+use crate::kubeconfig::Kubeconfig;
 use store::{Key, Op, Precondition, Store, StoreError};
 
 /// The namespaces every space starts with.

@@ -549,7 +549,7 @@ mod tests {
         assert_eq!(cm.r#type.unwrap().value, vec!["object"]);
         let gvk = &cm.vendor_extension[0];
         assert_eq!(gvk.name, "x-kubernetes-group-version-kind");
-        let yaml: Value = serde_yaml::from_str(&gvk.value.as_ref().unwrap().yaml).unwrap();
+        let yaml: Value = serde_yaml_ng::from_str(&gvk.value.as_ref().unwrap().yaml).unwrap();
         assert_eq!(yaml[0]["kind"], "ConfigMap");
         let props = cm.properties.unwrap().additional_properties;
         let data = props.iter().find(|p| p.name == "data").unwrap();

@@ -1,168 +1,24 @@
-//! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and Kubernetes strategic
-//! merge patch (merge keys of the core types, `$patch`, `$retainKeys`, `$setElementOrder`,
+//! PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902), both from the
+//! `json-patch` crate, and Kubernetes strategic merge patch, which no maintained crate
+//! implements (merge keys of the core types, `$patch`, `$retainKeys`, `$setElementOrder`,
 //! `$deleteFromPrimitiveList`).
 
 use serde_json::{Map, Value};
 
-/// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
+/// RFC 7386 (the `json-patch` crate): objects merge recursively, `null` deletes, anything else
+/// replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            if let Value::Object(t) = target {
-                for (k, v) in p {
-                    if v.is_null() {
-                        t.remove(k);
-                    } else {
-                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                    }
-                }
-            }
-        }
-        _ => *target = patch.clone(),
-    }
+    json_patch::merge(target, patch);
 }
 
-fn unescape(tok: &str) -> String {
-    tok.replace("~1", "/").replace("~0", "~")
-}
-
-fn split_pointer(ptr: &str) -> Result<Vec<String>, String> {
-    if ptr.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rest = ptr
-        .strip_prefix('/')
-        .ok_or_else(|| format!("invalid JSON pointer {ptr:?}"))?;
-    Ok(rest.split('/').map(unescape).collect())
-}
-
-fn parent_mut<'a>(doc: &'a mut Value, toks: &[String], ptr: &str) -> Result<&'a mut Value, String> {
-    let mut cur = doc;
-    for t in toks {
-        cur = match cur {
-            Value::Object(m) => m.get_mut(t),
-            Value::Array(a) => t.parse::<usize>().ok().and_then(move |i| a.get_mut(i)),
-            _ => None,
-        }
-        .ok_or_else(|| format!("path {ptr:?} does not exist"))?;
-    }
-    Ok(cur)
-}
-
-fn add(doc: &mut Value, ptr: &str, value: Value) -> Result<(), String> {
-    let toks = split_pointer(ptr)?;
-    let Some((last, parents)) = toks.split_last() else {
-        *doc = value;
-        return Ok(());
-    };
-    match parent_mut(doc, parents, ptr)? {
-        Value::Object(m) => {
-            m.insert(last.clone(), value);
-            Ok(())
-        }
-        Value::Array(a) => {
-            let i = if last == "-" {
-                a.len()
-            } else {
-                last.parse::<usize>()
-                    .map_err(|_| format!("invalid array index in {ptr:?}"))?
-            };
-            if i > a.len() {
-                return Err(format!("index out of range in {ptr:?}"));
-            }
-            a.insert(i, value);
-            Ok(())
-        }
-        _ => Err(format!("path {ptr:?} does not name a container")),
-    }
-}
-
-fn remove(doc: &mut Value, ptr: &str) -> Result<Value, String> {
-    let toks = split_pointer(ptr)?;
-    let (last, parents) = toks
-        .split_last()
-        .ok_or("cannot remove the whole document")?;
-    match parent_mut(doc, parents, ptr)? {
-        Value::Object(m) => m
-            .remove(last)
-            .ok_or_else(|| format!("path {ptr:?} does not exist")),
-        Value::Array(a) => {
-            let i = last
-                .parse::<usize>()
-                .map_err(|_| format!("invalid array index in {ptr:?}"))?;
-            if i >= a.len() {
-                return Err(format!("index out of range in {ptr:?}"));
-            }
-            Ok(a.remove(i))
-        }
-        _ => Err(format!("path {ptr:?} does not exist")),
-    }
-}
-
-fn get<'a>(doc: &'a Value, ptr: &str) -> Result<&'a Value, String> {
-    doc.pointer(ptr)
-        .ok_or_else(|| format!("path {ptr:?} does not exist"))
-}
-
-/// RFC 6902. All operations apply or none (the caller patches a copy).
+/// RFC 6902 (the `json-patch` crate). All operations apply or none.
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch
-        .as_array()
-        .ok_or("a JSON patch must be an array of operations")?;
-    for (i, op) in ops.iter().enumerate() {
-        let name = op
-            .get("op")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("operation {i} has no \"op\""))?;
-        let path = op
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("operation {i} has no \"path\""))?;
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| format!("operation {i} ({name}) has no \"value\""))
-        };
-        let from = || {
-            op.get("from")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("operation {i} ({name}) has no \"from\""))
-        };
-        match name {
-            "add" => add(doc, path, value()?)?,
-            "remove" => {
-                remove(doc, path)?;
-            }
-            "replace" => {
-                get(doc, path)?;
-                let v = value()?;
-                if path.is_empty() {
-                    *doc = v;
-                } else {
-                    remove(doc, path)?;
-                    add(doc, path, v)?;
-                }
-            }
-            "move" => {
-                let v = remove(doc, from()?)?;
-                add(doc, path, v)?;
-            }
-            "copy" => {
-                let v = get(doc, from()?)?.clone();
-                add(doc, path, v)?;
-            }
-            "test" => {
-                if *get(doc, path)? != value()? {
-                    return Err(format!("test operation {i} failed at {path:?}"));
-                }
-            }
-            other => return Err(format!("unknown JSON patch operation {other:?}")),
-        }
+    if !patch.is_array() {
+        return Err("a JSON patch must be an array of operations".into());
     }
-    Ok(())
+    let ops: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    json_patch::patch(doc, &ops).map_err(|e| e.to_string())
 }
 
 /// The merge key of a list field of the core types, by field name.

@@ -1,6 +1,7 @@
 //! What every Atoll binary does on start-up and shutdown, and nothing else: parse the command
 //! line (bad arguments exit 64), build the runtime, install the log subscriber, handle
-//! SIGTERM/SIGINT, and write private files (keys, tokens) atomically with mode 0600.
+//! SIGTERM/SIGINT, write private files (keys, tokens) atomically with mode 0600, and read
+//! durations in the one syntax every Atoll command line takes.
 
 use std::path::Path;
 
@@ -74,4 +75,50 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
             eprintln!("error: starting the runtime: {e}");
             std::process::ExitCode::from(1)
         })
+}
+
+/// A duration as every Atoll flag takes it: humantime's syntax (`90s`, `10m`, `1h30m`, `90d`,
+/// `500ms`), or a bare number of seconds. Zero is refused (no flag means "never").
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let d = match s.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 90s, 10m, 1h, 90d)"))?,
+    };
+    if d.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be more than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_one_way_everywhere() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        for bad in ["", "0", "0s", "ten", "5x", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn private_files_are_owner_only_and_replace_atomically() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let p = dir.path().join("key");
+        write_private(&p, b"one").expect("write");
+        write_private(&p, b"two").expect("rewrite");
+        assert_eq!(std::fs::read(&p).expect("read"), b"two");
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!p.with_extension("tmp").exists());
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::api::{Api, ApiConfig};
-use apiserver::client::Kubeconfig;
+use apiserver::kubeconfig::Kubeconfig;
 use store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use apiserver::client::{Client, Kubeconfig};
+use apiserver::kubeconfig::Kubeconfig;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long, env = "ATOLL_WATCH_WINDOW", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         watch_window: u64,
         /// Lifetime of site certificates; sites renew them at two thirds of it.
-        #[arg(long, env = "ATOLL_SITE_CERT_TTL", default_value = "90d", value_parser = parse_duration)]
+        #[arg(long, env = "ATOLL_SITE_CERT_TTL", default_value = "90d", value_parser = boot::parse_duration)]
         site_cert_ttl: Duration,
         /// Largest accepted request body in bytes.
         #[arg(long, env = "ATOLL_MAX_BODY", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
@@ -51,7 +51,7 @@ enum Cmd {
         #[arg(long, env = "ATOLL_SITE")]
         site: String,
         /// How long the token stays valid (e.g. 30m, 1h, 90s).
-        #[arg(long, env = "ATOLL_TTL", default_value = "1h", value_parser = parse_duration)]
+        #[arg(long, env = "ATOLL_TTL", default_value = "1h", value_parser = boot::parse_duration)]
         ttl: Duration,
     },
     /// Print a kubeconfig for an administrator of a tenant.
@@ -68,6 +68,27 @@ enum Cmd {
     },
 }
 
+/// A `kube` client for the kubeconfig at `path`.
+async fn client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// `POST` a JSON body; the answer's JSON.
+async fn post(
+    client: &kube::Client,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, kube::Error> {
+    let req = http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(body).unwrap_or_default())
+        .map_err(kube::Error::HttpError)?;
+    client.request::<serde_json::Value>(req).await
+}
+
 async fn tenant_kubeconfig(
     kubeconfig: PathBuf,
     tenant: String,
@@ -77,15 +98,9 @@ async fn tenant_kubeconfig(
         anyhow::bail!("invalid tenant name {tenant:?}: must be an RFC 1123 label");
     }
     let admin = Kubeconfig::load(&kubeconfig)?;
-    let client = Client::new(admin.clone())?;
+    let client = client(&kubeconfig).await?;
     let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "metadata": {"name": user}, "spec": {}});
-    let resp = client
-        .request(
-            http::Method::POST,
-            &format!("/api/v1/tenants/{tenant}/token"),
-            Some(&body),
-        )
-        .await?;
+    let resp = post(&client, &format!("/api/v1/tenants/{tenant}/token"), &body).await?;
     let token = resp
         .pointer("/status/token")
         .and_then(|t| t.as_str())
@@ -98,54 +113,25 @@ async fn tenant_kubeconfig(
     Ok(())
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.trim().split_at(
-        s.trim()
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.trim().len()),
-    );
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (e.g. 30m, 1h, 90s)"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
-    };
-    if secs == 0 {
-        return Err("duration must be positive".into());
-    }
-    Ok(Duration::from_secs(secs))
-}
-
 async fn join_token(kubeconfig: PathBuf, site: String, ttl: Duration) -> anyhow::Result<()> {
     if !proto::names::is_dns1123_label(&site) {
         anyhow::bail!("invalid site name {site:?}: must be an RFC 1123 label");
     }
     let admin = Kubeconfig::load(&kubeconfig)?;
-    let client = Client::new(admin.clone())?;
+    let client = client(&kubeconfig).await?;
     let es = serde_json::json!({"apiVersion": "edge.atoll.io/v1", "kind": "EdgeSite", "metadata": {"name": site}, "spec": {}});
-    match client
-        .request(
-            http::Method::POST,
-            "/apis/edge.atoll.io/v1/edgesites",
-            Some(&es),
-        )
-        .await
-    {
-        Ok(_) | Err(apiserver::client::ClientError::Status { code: 409, .. }) => {}
+    match post(&client, "/apis/edge.atoll.io/v1/edgesites", &es).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
     let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": ttl.as_secs()}});
-    let resp = client
-        .request(
-            http::Method::POST,
-            &format!("/apis/edge.atoll.io/v1/edgesites/{site}/token"),
-            Some(&body),
-        )
-        .await?;
+    let resp = post(
+        &client,
+        &format!("/apis/edge.atoll.io/v1/edgesites/{site}/token"),
+        &body,
+    )
+    .await?;
     let secret = resp
         .pointer("/status/token")
         .and_then(|t| t.as_str())

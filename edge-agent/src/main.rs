@@ -62,7 +62,7 @@ struct RunArgs {
     )]
     cni_bin_dirs: Vec<PathBuf>,
     /// First container restart back-off (doubles up to 5 minutes), e.g. 10s, 500ms.
-    #[arg(long, env = "ATOLL_RESTART_BACKOFF", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "ATOLL_RESTART_BACKOFF", default_value = "10s", value_parser = boot::parse_duration)]
     restart_backoff: Duration,
 }
 
@@ -116,17 +116,6 @@ enum ImageCmd {
         #[arg(long, env = "ATOLL_ROOT_DIR")]
         root_dir: PathBuf,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("bad duration {s:?}: use ms, s or m")),
-    }
 }
 
 /// The address the host would use to reach the outside (no packet is sent).

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use apiserver::api::{Api, ApiConfig};
-use apiserver::client::Kubeconfig;
+use apiserver::kubeconfig::Kubeconfig;
 use proto::sync::{frame::Body, Frame, JoinRequest};
 use serde_json::{json, Value};
 use store::{Scope, Store};

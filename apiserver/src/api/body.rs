@@ -42,7 +42,7 @@ pub(super) fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> 
     let v: Value = match mt {
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))?,
-        "application/yaml" | "application/apply-patch+yaml" => serde_yaml::from_slice(body)
+        "application/yaml" | "application/apply-patch+yaml" => serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?,
         "application/json"
         | "application/merge-patch+json"

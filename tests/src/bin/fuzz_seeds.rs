@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
         "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"cpu": 1}}}]}});
     let pod_json = serde_json::to_vec(&pod)?;
-    let pod_yaml = serde_yaml::to_string(&pod)?.into_bytes();
+    let pod_yaml = serde_yaml_ng::to_string(&pod)?.into_bytes();
     let with = |sel: u8, body: &[u8]| [&[sel][..], body].concat();
     put(
         dir,
