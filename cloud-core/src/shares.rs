@@ -695,3 +695,386 @@ impl Shares {
         rx.await.ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Deterministic simulation of the tracker: seeded random histories of nodes moving between
+    //! sites, pods bound, placed and moved, the objects they reference, tenants and their
+    //! tokens, objects sites created, deletions. After every history, for every site:
+    //! replaying its downlink log gives what a snapshot gives, the snapshot holds exactly the
+    //! share computed from scratch from the final objects, and a tracker rebuilt from the final
+    //! objects agrees with the one that followed the events.
+
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const SITES: [&str; 3] = ["s1", "s2", "s3"];
+
+    struct World {
+        objects: BTreeMap<Key, Value>,
+        rv: u64,
+    }
+
+    impl World {
+        /// Commit `new` (or a deletion) at `key` and return the store event for it.
+        fn write(&mut self, key: Key, new: Option<Value>) -> Option<Event> {
+            let prev = self.objects.get(&key).cloned();
+            if prev.is_none() && new.is_none() {
+                return None;
+            }
+            self.rv += 1;
+            let rv = self.rv;
+            let (kind, object) = match new {
+                Some(mut v) => {
+                    // The origin is an object's for life (the API keeps it on every write).
+                    if let Some(p) = &prev {
+                        match origin(p) {
+                            Some(o) => {
+                                if !v
+                                    .pointer("/metadata/annotations")
+                                    .is_some_and(Value::is_object)
+                                {
+                                    v["metadata"]["annotations"] = json!({});
+                                }
+                                v["metadata"]["annotations"][proto::ORIGIN] = json!(o);
+                            }
+                            None => {
+                                if let Some(a) = v
+                                    .pointer_mut("/metadata/annotations")
+                                    .and_then(Value::as_object_mut)
+                                {
+                                    a.remove(proto::ORIGIN);
+                                }
+                            }
+                        }
+                    }
+                    v["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    self.objects.insert(key.clone(), v.clone());
+                    let kind = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    (kind, v)
+                }
+                None => {
+                    self.objects.remove(&key);
+                    let mut last = prev.clone().unwrap_or(Value::Null);
+                    last["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    (EventType::Deleted, last)
+                }
+            };
+            Some(Event {
+                rv,
+                kind,
+                key,
+                object: Arc::new(object),
+                prev: prev.map(Arc::new),
+            })
+        }
+    }
+
+    fn meta(name: &str, uid: u64) -> Value {
+        json!({"name": name, "uid": format!("u-{uid}")})
+    }
+
+    /// One random write over a small universe (so objects collide and move often).
+    fn step(rng: &mut StdRng, w: &mut World) -> Option<Event> {
+        let uid = w.rv + 1;
+        let pick = |rng: &mut StdRng, xs: &[&str]| xs[rng.gen_range(0..xs.len())].to_string();
+        let tenant = pick(rng, &["", "", "t1"]);
+        let nsname = "default";
+        match rng.gen_range(0..100) {
+            // Nodes join, leave and move between sites; some were created by their site.
+            0..=14 => {
+                let n = pick(rng, &["n1", "n2", "n3", "n4"]);
+                let key = Key::new("nodes", "", "", &n);
+                if rng.gen_bool(0.1) {
+                    return w.write(key, None);
+                }
+                let mut v = json!({"metadata": meta(&n, uid), "spec": {}});
+                if let Some(s) = [None, Some("s1"), Some("s2"), Some("s3")][rng.gen_range(0..4)] {
+                    v["metadata"]["labels"] = json!({ SITE_LABEL: s });
+                    if rng.gen_bool(0.3) {
+                        v["metadata"]["annotations"] = json!({ proto::ORIGIN: s });
+                    }
+                }
+                if rng.gen_bool(0.3) {
+                    v["spec"]["unschedulable"] = json!(true);
+                }
+                w.write(key, Some(v))
+            }
+            // Pods: bound, placed, or neither; referencing configmaps and secrets.
+            15..=54 => {
+                let p = pick(rng, &["p1", "p2", "p3", "p4", "p5", "p6"]);
+                let key = Key::new("pods", &tenant, nsname, &p);
+                if rng.gen_bool(0.12) {
+                    return w.write(key, None);
+                }
+                let cm = pick(rng, &["cm1", "cm2", "cm3"]);
+                let sec = pick(rng, &["sec1", "sec2"]);
+                let mut v = json!({"metadata": meta(&p, uid),
+                    "spec": {"serviceAccountName": pick(rng, &["default", "sa1"]),
+                        "volumes": [{"name": "c", "configMap": {"name": cm}}],
+                        "containers": [{"name": "c", "image": "i",
+                            "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": sec, "key": "k"}}}]}]}});
+                match rng.gen_range(0..4) {
+                    0 => {
+                        v["spec"]["nodeName"] = json!(pick(rng, &["n1", "n2", "n3", "n4", "gone"]))
+                    }
+                    1 => {
+                        v["metadata"]["annotations"] =
+                            json!({ proto::SITE_ANNOTATION: pick(rng, &SITES) })
+                    }
+                    2 => v["metadata"]["annotations"] = json!({ proto::ORIGIN: pick(rng, &SITES) }),
+                    _ => {}
+                }
+                if rng.gen_bool(0.1) {
+                    v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                }
+                w.write(key, Some(v))
+            }
+            // What pods reference, changing content (and sometimes gone).
+            55..=79 => {
+                let (res, name) = match rng.gen_range(0..4) {
+                    0 => ("configmaps", pick(rng, &["cm1", "cm2", "cm3"])),
+                    1 => ("secrets", pick(rng, &["sec1", "sec2"])),
+                    2 => ("serviceaccounts", pick(rng, &["default", "sa1"])),
+                    _ => ("namespaces", nsname.to_string()),
+                };
+                let ns = if res == "namespaces" { "" } else { nsname };
+                let key = Key::new(res, &tenant, ns, &name);
+                if rng.gen_bool(0.15) {
+                    return w.write(key, None);
+                }
+                let mut v = json!({"metadata": meta(&name, uid), "data": {"v": uid.to_string()}});
+                if rng.gen_bool(0.2) {
+                    v["metadata"]["annotations"] = json!({ proto::ORIGIN: pick(rng, &SITES) });
+                }
+                w.write(key, Some(v))
+            }
+            // The tenant and its tokens (which follow the tenant to every site serving it).
+            80..=89 => {
+                let key = Key::new("tenants", "", "", "t1");
+                if rng.gen_bool(0.1) {
+                    return w.write(key, None);
+                }
+                w.write(key, Some(json!({"metadata": meta("t1", uid), "spec": {}})))
+            }
+            _ => {
+                let name = pick(rng, &["tok1", "tok2"]);
+                let key = Key::new(apiserver::auth::TOKENS, "", "", &name);
+                if rng.gen_bool(0.2) {
+                    return w.write(key, None);
+                }
+                // A token belongs to its tenant for life.
+                let t = match w.objects.get(&key) {
+                    Some(old) => old["tenant"].as_str().unwrap_or("").to_string(),
+                    None => pick(rng, &["t1", ""]),
+                };
+                w.write(
+                    key,
+                    Some(json!({"metadata": meta(&name, uid), "tenant": t})),
+                )
+            }
+        }
+    }
+
+    /// The keys `site` should hold, from the objects alone (the tracker's rules restated);
+    /// with `referenced`, also the keys its pods name that do not exist (a tenant being
+    /// deleted is still served while pods in it remain).
+    fn expected(objects: &BTreeMap<Key, Value>, site: &str, referenced: bool) -> BTreeSet<Key> {
+        let node_site = |n: &str| {
+            objects
+                .get(&Key::new("nodes", "", "", n))
+                .and_then(node_site)
+        };
+        let mut want = BTreeSet::new();
+        for (k, v) in objects {
+            if origin(v) == Some(site) {
+                want.insert(k.clone());
+            }
+            if k.resource == "nodes" && node_site(&k.name).as_deref() == Some(site) {
+                want.insert(k.clone());
+            }
+            if k.resource == "pods" {
+                let at = match v.pointer("/spec/nodeName").and_then(Value::as_str) {
+                    Some(n) if !n.is_empty() => node_site(n),
+                    _ => placed_site(v),
+                };
+                if at.as_deref() == Some(site) {
+                    want.extend(pod_refs(k, v));
+                }
+            }
+        }
+        let tenants: Vec<String> = want
+            .iter()
+            .filter(|k| k.resource == "tenants")
+            .map(|k| k.name.clone())
+            .collect();
+        for (k, v) in objects {
+            if k.resource == apiserver::auth::TOKENS
+                && v.get("tenant")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| tenants.iter().any(|x| x == t))
+            {
+                want.insert(k.clone());
+            }
+        }
+        if !referenced {
+            want.retain(|k| objects.contains_key(k));
+        }
+        want
+    }
+
+    fn key_of(c: &Change) -> Key {
+        let k = c.key.clone().unwrap_or_default();
+        Key::new(&k.resource, &k.tenant, &k.namespace, &k.name)
+    }
+
+    /// The snapshot a site would get now, as key → object (the site's own objects left out:
+    /// it has them already, and only the cloud's changes to them go down).
+    fn snapshot(t: &mut Tracker, site: &str) -> BTreeMap<Key, Value> {
+        match t.subscribe(site, 0).0 {
+            Start::Snapshot(_, changes) => changes
+                .iter()
+                .map(|c| {
+                    (
+                        key_of(c),
+                        serde_json::from_slice(&c.object).unwrap_or(Value::Null),
+                    )
+                })
+                .filter(|(_, v)| origin(v) != Some(site))
+                .collect(),
+            Start::Resume => panic!("a site at version 0 resumes"),
+        }
+    }
+
+    #[test]
+    fn logs_snapshots_and_rebuilds_agree_over_random_histories() {
+        for seed in 0..200u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut w = World {
+                objects: BTreeMap::new(),
+                rv: 0,
+            };
+            let mut t = Tracker::new(0, Vec::new(), Served::default());
+            // Every site is subscribed from the start, so its log holds its whole history.
+            let mut replay: HashMap<&str, BTreeMap<Key, Value>> = HashMap::new();
+            for s in SITES {
+                let _ = t.subscribe(s, 0);
+                replay.insert(s, BTreeMap::new());
+            }
+            let steps = rng.gen_range(20..160);
+            for _ in 0..steps {
+                if let Some(e) = step(&mut rng, &mut w) {
+                    t.process(&e);
+                }
+            }
+            for s in SITES {
+                let log = t.feed(s).log.clone();
+                let batches = log.after(0, usize::MAX).expect("log from the start");
+                assert!(
+                    batches.windows(2).all(|b| b[0].0 < b[1].0),
+                    "seed {seed}: {s}'s batches out of order"
+                );
+                let r = replay.get_mut(s).expect("site");
+                for (_, changes) in batches {
+                    for c in changes.iter() {
+                        let k = key_of(c);
+                        if c.kind == ChangeKind::Delete as i32 {
+                            r.remove(&k);
+                        } else {
+                            r.insert(k, serde_json::from_slice(&c.object).unwrap_or(Value::Null));
+                        }
+                    }
+                }
+                r.retain(|_, v| origin(v) != Some(s));
+                let snap = snapshot(&mut t, s);
+                if *r != snap {
+                    let a: BTreeSet<&Key> = r.keys().collect();
+                    let b: BTreeSet<&Key> = snap.keys().collect();
+                    let diff: Vec<_> = r
+                        .iter()
+                        .filter(|(k, v)| snap.get(*k) != Some(*v))
+                        .map(|(k, _)| k)
+                        .collect();
+                    panic!("seed {seed}: {s}: log replay differs from snapshot: only in log {:?}, only in snapshot {:?}, differing {:?}", a.difference(&b).collect::<Vec<_>>(), b.difference(&a).collect::<Vec<_>>(), diff);
+                }
+                let want: BTreeSet<Key> = expected(&w.objects, s, false)
+                    .into_iter()
+                    .filter(|k| w.objects.get(k).is_some_and(|v| origin(v) != Some(s)))
+                    .collect();
+                let got: BTreeSet<Key> = snap.keys().cloned().collect();
+                assert_eq!(got, want, "seed {seed}: {s}: share differs from the rules");
+                for (k, v) in &snap {
+                    assert_eq!(Some(v), w.objects.get(k), "seed {seed}: {s}: stale {k:?}");
+                }
+                let served: BTreeSet<String> = t
+                    .served
+                    .read()
+                    .map(|m| m.get(s).cloned().unwrap_or_default())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let tenants: BTreeSet<String> = expected(&w.objects, s, true)
+                    .into_iter()
+                    .filter(|k| k.resource == "tenants")
+                    .map(|k| k.name)
+                    .collect();
+                assert_eq!(served, tenants, "seed {seed}: {s}: served tenants");
+            }
+            // A tracker rebuilt from the final objects (a cloud-core restart) agrees.
+            let items: Vec<(Key, Arc<Value>)> = w
+                .objects
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                .collect();
+            let mut fresh = Tracker::new(w.rv, items, Served::default());
+            for s in SITES {
+                assert_eq!(
+                    snapshot(&mut fresh, s),
+                    snapshot(&mut t, s),
+                    "seed {seed}: {s}: rebuilt tracker differs"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_site_resumes_from_its_log_or_gets_a_snapshot() {
+        let mut w = World {
+            objects: BTreeMap::new(),
+            rv: 0,
+        };
+        let mut t = Tracker::new(0, Vec::new(), Served::default());
+        let _ = t.subscribe("s1", 0);
+        let mut last = 0;
+        for n in ["n1", "n2"] {
+            let node = json!({"metadata": {"name": n, "uid": n, "labels": {SITE_LABEL: "s1"}}});
+            let e = w
+                .write(Key::new("nodes", "", "", n), Some(node))
+                .expect("event");
+            t.process(&e);
+            last = e.rv;
+        }
+        assert!(matches!(t.subscribe("s1", 1).0, Start::Resume));
+        assert_eq!(t.feed("s1").log.after(1, 10).map(|b| b.len()), Ok(1));
+        // A position the log never had (ahead of the tracker) gets a snapshot.
+        assert!(matches!(
+            t.subscribe("s1", last + 10).0,
+            Start::Snapshot(..)
+        ));
+        // A log that fills past its limit evicts its oldest positions.
+        let log = t.feed("s1").log.clone();
+        let big: Vec<Change> = (0..LOG_LIMIT)
+            .map(|i| del(&Key::new("pods", "", "default", &format!("p{i}")), None))
+            .collect();
+        log.append((last + 1, Arc::new(big)));
+        assert_eq!(log.after(1, 10).err(), Some(LogGap::Evicted));
+        assert!(matches!(t.subscribe("s1", 1).0, Start::Snapshot(..)));
+        assert!(matches!(t.subscribe("s1", last).0, Start::Resume));
+    }
+}
