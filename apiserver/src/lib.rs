@@ -9,6 +9,7 @@ pub mod apps;
 pub mod auth;
 pub mod bootstrap;
 pub mod error;
+pub mod kinds;
 pub mod kubeconfig;
 pub mod logs;
 pub mod openapi;

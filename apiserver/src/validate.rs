@@ -18,7 +18,7 @@ pub fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
     if name.is_empty() {
         causes.push(Cause::required("metadata.name"));
     } else {
-        let label_only = matches!(res.plural, "namespaces" | "tenants" | "edgesites");
+        let label_only = crate::kinds::of(res).label_name;
         if label_only && !is_dns1123_label(name) {
             causes.push(Cause::invalid("metadata.name", name, DNS1123_LABEL_MSG));
         } else if !label_only && !is_dns1123_subdomain(name) {
@@ -74,50 +74,28 @@ pub fn metadata(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
 
 /// Decode into the typed struct so type errors surface as 400 before anything is stored.
 pub fn decode_typed(res: &Resource, obj: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
-    fn check<T: serde::de::DeserializeOwned>(res: &Resource, obj: &Value) -> Result<(), ApiError> {
-        T::deserialize(obj).map(|_| ()).map_err(|e| {
+    match crate::kinds::of(res).decode {
+        Some(decode) => decode(obj).map_err(|e| {
             ApiError::bad_request(format!(
                 "{} in version {:?} cannot be handled as a {}: {e}",
                 res.kind, res.version, res.kind
             ))
-        })
-    }
-    match res.plural {
-        "pods" => check::<core::Pod>(res, obj),
-        "namespaces" => check::<core::Namespace>(res, obj),
-        "nodes" => check::<core::Node>(res, obj),
-        "configmaps" => check::<core::ConfigMap>(res, obj),
-        "secrets" => check::<core::Secret>(res, obj),
-        "serviceaccounts" => check::<core::ServiceAccount>(res, obj),
-        "events" => check::<core::Event>(res, obj),
-        "leases" => check::<coord::Lease>(res, obj),
-        "tenants" => check::<proto::Tenant>(res, obj),
-        "edgesites" => check::<proto::EdgeSite>(res, obj),
-        "deployments" => check::<apps::Deployment>(res, obj),
-        "replicasets" => check::<apps::ReplicaSet>(res, obj),
-        "daemonsets" => check::<apps::DaemonSet>(res, obj),
-        "controllerrevisions" => check::<apps::ControllerRevision>(res, obj),
-        _ => Ok(()),
+        }),
+        None => Ok(()),
     }
 }
 
 /// Decode a status alone as its typed form (a status write leaves the rest of a stored, valid
 /// object as it is, so this is all a status needs).
 pub fn decode_status(res: &Resource, status: &Value) -> Result<(), ApiError> {
-    use k8s_openapi::api::core::v1 as core;
-    fn check<T: serde::de::DeserializeOwned>(res: &Resource, v: &Value) -> Result<(), ApiError> {
-        T::deserialize(v).map(|_| ()).map_err(|e| {
+    match crate::kinds::of(res).decode_status {
+        Some(decode) => decode(status).map_err(|e| {
             ApiError::bad_request(format!(
                 "{} status in version {:?} cannot be handled: {e}",
                 res.kind, res.version
             ))
-        })
-    }
-    match res.plural {
-        "pods" => check::<core::PodStatus>(res, status),
-        "nodes" => check::<core::NodeStatus>(res, status),
-        _ => decode_typed(res, &serde_json::json!({ "status": status })),
+        }),
+        None => decode_typed(res, &serde_json::json!({ "status": status })),
     }
 }
 
@@ -207,92 +185,116 @@ fn containers(
     }
 }
 
-/// Kind-specific rules on the whole object.
+/// Kind-specific rules on the whole object: the kind's own, from its strategy (`crate::kinds`).
 pub fn object(res: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
-    match res.plural {
-        "pods" => {
-            let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
-                causes.push(Cause::required("spec"));
-                return;
-            };
-            let vols: Vec<&str> = spec
-                .get("volumes")
-                .and_then(Value::as_array)
-                .map(|v| {
-                    v.iter()
-                        .filter_map(|v| v.get("name").and_then(Value::as_str))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut seen = std::collections::HashSet::new();
-            for (i, v) in vols.iter().enumerate() {
-                if !is_dns1123_label(v) {
-                    causes.push(Cause::invalid(
-                        format!("spec.volumes[{i}].name"),
-                        v,
-                        DNS1123_LABEL_MSG,
-                    ));
-                } else if !seen.insert(*v) {
-                    causes.push(Cause {
-                        reason: "FieldValueDuplicate",
-                        message: format!("Duplicate value: {v:?}"),
-                        field: format!("spec.volumes[{i}].name"),
-                    });
-                }
-            }
-            let is_vm = spec.get("virtualMachine").is_some();
-            containers(
-                spec.get("containers"),
-                "spec.containers",
-                !is_vm,
-                &vols,
-                causes,
-            );
-            containers(
-                spec.get("initContainers"),
-                "spec.initContainers",
-                false,
-                &vols,
-                causes,
-            );
-            if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str) {
-                if !["Always", "OnFailure", "Never"].contains(&rp) {
-                    causes.push(Cause::not_supported(
-                        "spec.restartPolicy",
-                        rp,
-                        &["Always", "OnFailure", "Never"],
-                    ));
-                }
-            }
-            if let Some(n) = spec.get("nodeName").and_then(Value::as_str) {
-                if !n.is_empty() && !is_dns1123_subdomain(n) {
-                    causes.push(Cause::invalid("spec.nodeName", n, DNS1123_SUBDOMAIN_MSG));
-                }
-            }
-        }
-        "configmaps" => {
-            data_keys(obj, "data", causes);
-            data_keys(obj, "binaryData", causes);
-            let size = obj.get("data").map_or(0, |d| d.to_string().len())
-                + obj.get("binaryData").map_or(0, |d| d.to_string().len());
-            if size > 1024 * 1024 {
-                causes.push(Cause {
-                    reason: "FieldValueTooLong",
-                    message: "Too long: must have at most 1048576 bytes".into(),
-                    field: "data".into(),
-                });
-            }
-        }
-        "secrets" => {
-            data_keys(obj, "data", causes);
-            data_keys(obj, "stringData", causes);
-        }
-        "events" if obj.get("involvedObject").is_none() => {
-            causes.push(Cause::required("involvedObject"))
-        }
-        "deployments" | "replicasets" | "daemonsets" => workload(res.plural, obj, causes),
-        _ => {}
+    if let Some(v) = crate::kinds::of(res).validate {
+        v(obj, causes);
     }
+}
+
+/// A pod: a spec, volume and container names, ports, probes, the node name.
+pub(crate) fn pod(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+        causes.push(Cause::required("spec"));
+        return;
+    };
+    let vols: Vec<&str> = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .map(|v| {
+            v.iter()
+                .filter_map(|v| v.get("name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for (i, v) in vols.iter().enumerate() {
+        if !is_dns1123_label(v) {
+            causes.push(Cause::invalid(
+                format!("spec.volumes[{i}].name"),
+                v,
+                DNS1123_LABEL_MSG,
+            ));
+        } else if !seen.insert(*v) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                message: format!("Duplicate value: {v:?}"),
+                field: format!("spec.volumes[{i}].name"),
+            });
+        }
+    }
+    let is_vm = spec.get("virtualMachine").is_some();
+    containers(
+        spec.get("containers"),
+        "spec.containers",
+        !is_vm,
+        &vols,
+        causes,
+    );
+    containers(
+        spec.get("initContainers"),
+        "spec.initContainers",
+        false,
+        &vols,
+        causes,
+    );
+    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str) {
+        if !["Always", "OnFailure", "Never"].contains(&rp) {
+            causes.push(Cause::not_supported(
+                "spec.restartPolicy",
+                rp,
+                &["Always", "OnFailure", "Never"],
+            ));
+        }
+    }
+    if let Some(n) = spec.get("nodeName").and_then(Value::as_str) {
+        if !n.is_empty() && !is_dns1123_subdomain(n) {
+            causes.push(Cause::invalid("spec.nodeName", n, DNS1123_SUBDOMAIN_MSG));
+        }
+    }
+}
+
+/// A config map: data keys, at most 1 MiB of data.
+pub(crate) fn configmap(obj: &Value, causes: &mut Vec<Cause>) {
+    data_keys(obj, "data", causes);
+    data_keys(obj, "binaryData", causes);
+    let size = obj.get("data").map_or(0, |d| d.to_string().len())
+        + obj.get("binaryData").map_or(0, |d| d.to_string().len());
+    if size > 1024 * 1024 {
+        causes.push(Cause {
+            reason: "FieldValueTooLong",
+            message: "Too long: must have at most 1048576 bytes".into(),
+            field: "data".into(),
+        });
+    }
+}
+
+/// A secret: data keys.
+pub(crate) fn secret(obj: &Value, causes: &mut Vec<Cause>) {
+    data_keys(obj, "data", causes);
+    data_keys(obj, "stringData", causes);
+}
+
+/// An event names the object it is about.
+pub(crate) fn event(obj: &Value, causes: &mut Vec<Cause>) {
+    if obj.get("involvedObject").is_none() {
+        causes.push(Cause::required("involvedObject"))
+    }
+}
+
+/// A Deployment.
+pub(crate) fn deployment(obj: &Value, causes: &mut Vec<Cause>) {
+    workload("deployments", obj, causes)
+}
+
+/// A ReplicaSet.
+pub(crate) fn replicaset(obj: &Value, causes: &mut Vec<Cause>) {
+    workload("replicasets", obj, causes)
+}
+
+/// A DaemonSet.
+pub(crate) fn daemonset(obj: &Value, causes: &mut Vec<Cause>) {
+    workload("daemonsets", obj, causes)
 }
 
 fn nonnegative(obj: &Value, ptr: &str, field: &str, causes: &mut Vec<Cause>) {

@@ -63,7 +63,8 @@ impl Api {
                 }
                 _ => {}
             }
-            let graceful_pod = t.res.plural == "pods"
+            let strategy = crate::kinds::of(t.res);
+            let graceful_pod = strategy.deletion == Deletion::GracefulOnNode
                 && current
                     .pointer("/spec/nodeName")
                     .and_then(Value::as_str)
@@ -73,7 +74,7 @@ impl Api {
                     .pointer("/status/phase")
                     .and_then(Value::as_str)
                     .is_none_or(|p| p != "Succeeded" && p != "Failed");
-            let lifecycle = matches!(t.res.plural, "namespaces" | "tenants");
+            let lifecycle = strategy.deletion == Deletion::Lifecycle;
             if !finalizers.is_empty() || graceful_pod || lifecycle {
                 let mut new = (*current).clone();
                 let already = new.pointer("/metadata/deletionTimestamp").is_some();

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{self, Identity};
 use crate::error::{ApiError, ApiResult, Cause};
+use crate::kinds::Deletion;
 use crate::openapi::{normalize_quantities, OpenApi};
 use crate::path::{self, ResourcePath, Route};
 use crate::resources::{self, Resource, Space, RESOURCES};

@@ -93,98 +93,124 @@ pub(super) fn random_suffix() -> String {
         .collect()
 }
 
-/// Defaults kube-apiserver applies on create (and, for workloads, on update).
+/// Defaults kube-apiserver applies on create (and, for the kinds whose strategy says so, on
+/// update): the kind's own, from its strategy (`crate::kinds`).
 pub fn defaults(res: &Resource, obj: &mut Value) {
-    match res.plural {
-        "deployments" | "replicasets" | "daemonsets" => {
-            crate::apps::defaults(res.plural, obj);
-            if let (Some(tpl), Some(pods)) = (
-                obj.pointer_mut("/spec/template").filter(|t| t.is_object()),
-                crate::resources::find("", "v1", "pods"),
-            ) {
-                let mut pod = json!({"spec": tpl.get("spec").cloned().unwrap_or(json!({}))});
-                defaults(pods, &mut pod);
-                tpl["spec"] = pod["spec"].take();
-                if tpl.get("metadata").is_none() {
-                    tpl["metadata"] = json!({});
+    if let Some(d) = crate::kinds::of(res).defaults {
+        d(obj);
+    }
+}
+
+/// A workload's defaults (apps/v1), its pod template's included.
+fn workload_defaults(plural: &str, obj: &mut Value) {
+    crate::apps::defaults(plural, obj);
+    if let (Some(tpl), Some(pods)) = (
+        obj.pointer_mut("/spec/template").filter(|t| t.is_object()),
+        crate::resources::find("", "v1", "pods"),
+    ) {
+        let mut pod = json!({"spec": tpl.get("spec").cloned().unwrap_or(json!({}))});
+        defaults(pods, &mut pod);
+        tpl["spec"] = pod["spec"].take();
+        if tpl.get("metadata").is_none() {
+            tpl["metadata"] = json!({});
+        }
+    }
+}
+
+/// Deployment defaults.
+pub(crate) fn deployment_defaults(obj: &mut Value) {
+    workload_defaults("deployments", obj)
+}
+
+/// ReplicaSet defaults.
+pub(crate) fn replicaset_defaults(obj: &mut Value) {
+    workload_defaults("replicasets", obj)
+}
+
+/// DaemonSet defaults.
+pub(crate) fn daemonset_defaults(obj: &mut Value) {
+    workload_defaults("daemonsets", obj)
+}
+
+/// Pod defaults (restart and DNS policy, scheduler, service account, grace period, image pull
+/// policy, termination message; phase Pending with its QoS class).
+pub(crate) fn pod_defaults(obj: &mut Value) {
+    // A spec of the wrong type gets no defaults: validation refuses it right after.
+    if !obj.get("spec").is_none_or(Value::is_object) {
+        return;
+    }
+    let spec = &mut obj["spec"];
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("serviceAccountName", json!("default")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("securityContext", json!({})),
+    ] {
+        if spec.get(k).is_none() {
+            spec[k] = v;
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter(|c| c.is_object()) {
+                if c.get("imagePullPolicy").is_none() {
+                    let img = c.get("image").and_then(Value::as_str).unwrap_or("");
+                    let tag = img.rsplit('/').next().unwrap_or("");
+                    let latest =
+                        !img.contains('@') && (!tag.contains(':') || tag.ends_with(":latest"));
+                    c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+                }
+                if c.get("terminationMessagePath").is_none() {
+                    c["terminationMessagePath"] = json!("/dev/termination-log");
+                    c["terminationMessagePolicy"] = json!("File");
+                }
+                if c.get("resources").is_none() {
+                    c["resources"] = json!({});
                 }
             }
         }
-        "pods" => {
-            // A spec of the wrong type gets no defaults: validation refuses it right after.
-            if !obj.get("spec").is_none_or(Value::is_object) {
-                return;
-            }
-            let spec = &mut obj["spec"];
-            for (k, v) in [
-                ("restartPolicy", json!("Always")),
-                ("dnsPolicy", json!("ClusterFirst")),
-                ("schedulerName", json!("default-scheduler")),
-                ("serviceAccountName", json!("default")),
-                ("terminationGracePeriodSeconds", json!(30)),
-                ("securityContext", json!({})),
-            ] {
-                if spec.get(k).is_none() {
-                    spec[k] = v;
-                }
-            }
-            for list in ["containers", "initContainers"] {
-                if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
-                    for c in cs.iter_mut().filter(|c| c.is_object()) {
-                        if c.get("imagePullPolicy").is_none() {
-                            let img = c.get("image").and_then(Value::as_str).unwrap_or("");
-                            let tag = img.rsplit('/').next().unwrap_or("");
-                            let latest = !img.contains('@')
-                                && (!tag.contains(':') || tag.ends_with(":latest"));
-                            c["imagePullPolicy"] =
-                                json!(if latest { "Always" } else { "IfNotPresent" });
-                        }
-                        if c.get("terminationMessagePath").is_none() {
-                            c["terminationMessagePath"] = json!("/dev/termination-log");
-                            c["terminationMessagePolicy"] = json!("File");
-                        }
-                        if c.get("resources").is_none() {
-                            c["resources"] = json!({});
-                        }
-                    }
-                }
-            }
-            let phase_unset = obj.pointer("/status/phase").is_none();
-            if phase_unset {
-                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
-            }
+    }
+    let phase_unset = obj.pointer("/status/phase").is_none();
+    if phase_unset {
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+    }
+}
+
+/// Namespace defaults (the `kubernetes` finalizer, phase Active, the name label).
+pub(crate) fn namespace_defaults(obj: &mut Value) {
+    if obj.pointer("/spec/finalizers").is_none() {
+        obj["spec"] = json!({"finalizers": ["kubernetes"]});
+    }
+    obj["status"] = json!({"phase": "Active"});
+    let name = meta_str(obj, "name").to_string();
+    let m = meta_mut(obj);
+    let labels = m.entry("labels").or_insert(json!({}));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert("kubernetes.io/metadata.name".into(), json!(name));
+    }
+}
+
+/// Tenant defaults (phase Active).
+pub(crate) fn tenant_defaults(obj: &mut Value) {
+    obj["status"] = json!({"phase": "Active"});
+}
+
+/// Secret defaults (type Opaque; `stringData` folded into `data`).
+pub(crate) fn secret_defaults(obj: &mut Value) {
+    if obj.get("type").is_none() {
+        obj["type"] = json!("Opaque");
+    }
+    if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        use base64::Engine;
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
         }
-        "namespaces" => {
-            if obj.pointer("/spec/finalizers").is_none() {
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            }
-            obj["status"] = json!({"phase": "Active"});
-            let name = meta_str(obj, "name").to_string();
-            let m = meta_mut(obj);
-            let labels = m.entry("labels").or_insert(json!({}));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or("").as_bytes().to_vec();
+            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
         }
-        "tenants" => obj["status"] = json!({"phase": "Active"}),
-        "secrets" => {
-            if obj.get("type").is_none() {
-                obj["type"] = json!("Opaque");
-            }
-            if let Some(Value::Object(sd)) =
-                obj.as_object_mut().and_then(|o| o.remove("stringData"))
-            {
-                use base64::Engine;
-                if !obj.get("data").is_some_and(Value::is_object) {
-                    obj["data"] = json!({});
-                }
-                for (k, v) in sd {
-                    let s = v.as_str().unwrap_or("").as_bytes().to_vec();
-                    obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
-                }
-            }
-        }
-        _ => {}
     }
 }
 
@@ -222,23 +248,31 @@ pub(super) fn qos_class(pod: &Value) -> &'static str {
 
 /// Objects created together with another: a namespace brings its default ServiceAccount; a
 /// tenant brings its space's default namespaces (each with its ServiceAccount).
+/// The objects created together with a new object (its kind's strategy says which).
 pub(super) fn companions(t: &Target, name: &str) -> Vec<Op> {
-    match t.res.plural {
-        "namespaces" => vec![default_sa(&t.tenant, name)],
-        "tenants" => {
-            let mut ops = Vec::new();
-            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-                ops.push(Op::Put {
-                    key: Key::new("namespaces", name, "", ns),
-                    value: namespace_object(name, ns),
-                    pre: Precondition::Absent,
-                });
-                ops.push(default_sa(name, ns));
-            }
-            ops
-        }
-        _ => Vec::new(),
+    crate::kinds::of(t.res)
+        .companions
+        .map(|c| c(&t.tenant, name))
+        .unwrap_or_default()
+}
+
+/// A new namespace's companion: its `default` ServiceAccount.
+pub(crate) fn namespace_companions(tenant: &str, name: &str) -> Vec<Op> {
+    vec![default_sa(tenant, name)]
+}
+
+/// A new tenant's companions: its system namespaces, each with its `default` ServiceAccount.
+pub(crate) fn tenant_companions(_tenant: &str, name: &str) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        ops.push(Op::Put {
+            key: Key::new("namespaces", name, "", ns),
+            value: namespace_object(name, ns),
+            pre: Precondition::Absent,
+        });
+        ops.push(default_sa(name, ns));
     }
+    ops
 }
 
 /// A fresh namespace object in `tenant`'s space.

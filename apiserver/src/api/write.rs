@@ -249,11 +249,7 @@ impl Api {
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         normalize_quantities(&mut new);
-        if matches!(
-            res.plural,
-            "secrets" | "deployments" | "replicasets" | "daemonsets"
-        ) && !status
-        {
+        if crate::kinds::of(res).defaults_on_update && !status {
             defaults(res, &mut new);
         }
         self.validate(res, &new, Some(current))?;
@@ -331,11 +327,8 @@ impl Api {
         let mut causes = Vec::new();
         validate::metadata(res, obj, &mut causes);
         validate::object(res, obj, &mut causes);
-        if let (Some(old), "pods") = (old, res.plural) {
-            validate::pod_spec_update(old, obj, &mut causes);
-        }
-        if let (Some(old), "deployments" | "replicasets" | "daemonsets") = (old, res.plural) {
-            validate::workload_update(old, obj, &mut causes);
+        if let (Some(old), Some(check)) = (old, crate::kinds::of(res).validate_update) {
+            check(old, obj, &mut causes);
         }
         if causes.is_empty() {
             Ok(())
@@ -511,7 +504,7 @@ impl Api {
                 .pointer("/metadata/finalizers")
                 .and_then(Value::as_array)
                 .is_none_or(Vec::is_empty)
-            && !(t.res.plural == "pods"
+            && !(crate::kinds::of(t.res).deletion == Deletion::GracefulOnNode
                 && new
                     .pointer("/spec/nodeName")
                     .is_some_and(|n| n.as_str() != Some(""))
@@ -520,7 +513,7 @@ impl Api {
                     .and_then(Value::as_i64)
                     .unwrap_or(0)
                     > 0)
-            && !matches!(t.res.plural, "namespaces" | "tenants");
+            && crate::kinds::of(t.res).deletion != Deletion::Lifecycle;
         let ev = if finalized {
             self.write(t.res, key, current, None, pre, false).await
         } else {
@@ -569,7 +562,7 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let kind = ct.split(';').next().unwrap_or("").trim().to_string();
-        let strategic_ok = !matches!(t.res.plural, "tenants" | "edgesites");
+        let strategic_ok = crate::kinds::of(t.res).strategic_merge;
         match kind.as_str() {
             "application/merge-patch+json" | "application/json-patch+json" => {}
             "application/strategic-merge-patch+json" if strategic_ok => {}

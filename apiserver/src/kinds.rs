@@ -1,0 +1,214 @@
+//! What each kind does, in one place: its strategy. The API, its validation and its delete and
+//! patch paths ask a kind's [`Strategy`] instead of naming kinds; adding a kind means adding a
+//! row to [`resources`](crate::resources) and, when it has rules of its own, a strategy here.
+//! (Tables — the columns of `kubectl get` — live in [`table`](crate::table); field selectors,
+//! being pure, in `proto::selectors`.)
+
+use serde_json::Value;
+
+use crate::api::{
+    daemonset_defaults, deployment_defaults, namespace_companions, namespace_defaults,
+    pod_defaults, replicaset_defaults, secret_defaults, tenant_companions, tenant_defaults,
+};
+use crate::error::Cause;
+use crate::resources::Resource;
+use crate::validate;
+
+/// Typed decoding: `Err` carries the decoder's message.
+pub type Decode = fn(&Value) -> Result<(), String>;
+
+/// How a deletion of the kind proceeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Gone at once (unless finalizers hold it).
+    Immediate,
+    /// A pod on a node is given its grace period: its agent stops it and removes the object.
+    GracefulOnNode,
+    /// Terminating (phase and deletionTimestamp) until its contents are gone (namespaces,
+    /// tenants), then removed by the lifecycle controller.
+    Lifecycle,
+}
+
+/// A kind's strategy.
+pub struct Strategy {
+    /// `metadata.name` is an RFC 1123 label (else a subdomain).
+    pub label_name: bool,
+    /// Decode the whole object as its typed form (`None`: no typed form).
+    pub decode: Option<Decode>,
+    /// Decode a status alone (`None`: decode `{"status": ...}` as the whole object).
+    pub decode_status: Option<Decode>,
+    /// Defaults on create.
+    pub defaults: Option<fn(&mut Value)>,
+    /// The defaults apply again on every update (not through the status subresource).
+    pub defaults_on_update: bool,
+    /// The kind's own rules on a whole object.
+    pub validate: Option<fn(&Value, &mut Vec<Cause>)>,
+    /// Rules on an update (old, new): what may not change.
+    pub validate_update: Option<fn(&Value, &Value, &mut Vec<Cause>)>,
+    /// How deletion proceeds.
+    pub deletion: Deletion,
+    /// Strategic merge patches apply (Atoll's own kinds declare no merge keys).
+    pub strategic_merge: bool,
+    /// Objects created in the same transaction as a new one (tenant, name) → writes.
+    pub companions: Option<fn(&str, &str) -> Vec<store::Op>>,
+}
+
+const BASE: Strategy = Strategy {
+    label_name: false,
+    decode: None,
+    decode_status: None,
+    defaults: None,
+    defaults_on_update: false,
+    validate: None,
+    validate_update: None,
+    deletion: Deletion::Immediate,
+    strategic_merge: true,
+    companions: None,
+};
+
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), String> {
+    T::deserialize(v).map(|_| ()).map_err(|e| e.to_string())
+}
+
+mod k {
+    pub use k8s_openapi::api::apps::v1 as apps;
+    pub use k8s_openapi::api::coordination::v1 as coord;
+    pub use k8s_openapi::api::core::v1 as core;
+}
+
+static PODS: Strategy = Strategy {
+    decode: Some(typed::<k::core::Pod>),
+    decode_status: Some(typed::<k::core::PodStatus>),
+    defaults: Some(pod_defaults),
+    validate: Some(validate::pod),
+    validate_update: Some(validate::pod_spec_update),
+    deletion: Deletion::GracefulOnNode,
+    ..BASE
+};
+static NODES: Strategy = Strategy {
+    decode: Some(typed::<k::core::Node>),
+    decode_status: Some(typed::<k::core::NodeStatus>),
+    ..BASE
+};
+static NAMESPACES: Strategy = Strategy {
+    label_name: true,
+    decode: Some(typed::<k::core::Namespace>),
+    defaults: Some(namespace_defaults),
+    deletion: Deletion::Lifecycle,
+    companions: Some(namespace_companions),
+    ..BASE
+};
+static CONFIGMAPS: Strategy = Strategy {
+    decode: Some(typed::<k::core::ConfigMap>),
+    validate: Some(validate::configmap),
+    ..BASE
+};
+static SECRETS: Strategy = Strategy {
+    decode: Some(typed::<k::core::Secret>),
+    defaults: Some(secret_defaults),
+    defaults_on_update: true,
+    validate: Some(validate::secret),
+    ..BASE
+};
+static SERVICEACCOUNTS: Strategy = Strategy {
+    decode: Some(typed::<k::core::ServiceAccount>),
+    ..BASE
+};
+static EVENTS: Strategy = Strategy {
+    decode: Some(typed::<k::core::Event>),
+    validate: Some(validate::event),
+    ..BASE
+};
+static LEASES: Strategy = Strategy {
+    decode: Some(typed::<k::coord::Lease>),
+    ..BASE
+};
+static TENANTS: Strategy = Strategy {
+    label_name: true,
+    decode: Some(typed::<proto::Tenant>),
+    defaults: Some(tenant_defaults),
+    deletion: Deletion::Lifecycle,
+    strategic_merge: false,
+    companions: Some(tenant_companions),
+    ..BASE
+};
+static EDGESITES: Strategy = Strategy {
+    label_name: true,
+    decode: Some(typed::<proto::EdgeSite>),
+    strategic_merge: false,
+    ..BASE
+};
+static DEPLOYMENTS: Strategy = Strategy {
+    decode: Some(typed::<k::apps::Deployment>),
+    defaults: Some(deployment_defaults),
+    defaults_on_update: true,
+    validate: Some(validate::deployment),
+    validate_update: Some(validate::workload_update),
+    ..BASE
+};
+static REPLICASETS: Strategy = Strategy {
+    decode: Some(typed::<k::apps::ReplicaSet>),
+    defaults: Some(replicaset_defaults),
+    defaults_on_update: true,
+    validate: Some(validate::replicaset),
+    validate_update: Some(validate::workload_update),
+    ..BASE
+};
+static DAEMONSETS: Strategy = Strategy {
+    decode: Some(typed::<k::apps::DaemonSet>),
+    defaults: Some(daemonset_defaults),
+    defaults_on_update: true,
+    validate: Some(validate::daemonset),
+    validate_update: Some(validate::workload_update),
+    ..BASE
+};
+static CONTROLLERREVISIONS: Strategy = Strategy {
+    decode: Some(typed::<k::apps::ControllerRevision>),
+    ..BASE
+};
+static OTHER: Strategy = BASE;
+
+/// The strategy of `res`.
+pub fn of(res: &Resource) -> &'static Strategy {
+    match (res.group, res.plural) {
+        ("", "pods") => &PODS,
+        ("", "nodes") => &NODES,
+        ("", "namespaces") => &NAMESPACES,
+        ("", "configmaps") => &CONFIGMAPS,
+        ("", "secrets") => &SECRETS,
+        ("", "serviceaccounts") => &SERVICEACCOUNTS,
+        ("", "events") => &EVENTS,
+        ("", "tenants") => &TENANTS,
+        ("coordination.k8s.io", "leases") => &LEASES,
+        (proto::EDGE_GROUP, "edgesites") => &EDGESITES,
+        ("apps", "deployments") => &DEPLOYMENTS,
+        ("apps", "replicasets") => &REPLICASETS,
+        ("apps", "daemonsets") => &DAEMONSETS,
+        ("apps", "controllerrevisions") => &CONTROLLERREVISIONS,
+        _ => &OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::RESOURCES;
+
+    #[test]
+    fn every_served_kind_with_a_typed_form_decodes_through_its_strategy() {
+        for r in RESOURCES {
+            let s = of(r);
+            // Everything served has a typed form, so a wrong type is a 400, never stored.
+            assert!(s.decode.is_some(), "{} has no typed decoding", r.plural);
+            if s.defaults_on_update {
+                assert!(s.defaults.is_some(), "{}", r.plural);
+            }
+        }
+        let pods = RESOURCES.iter().find(|r| r.plural == "pods").expect("pods");
+        assert_eq!(of(pods).deletion, Deletion::GracefulOnNode);
+        assert!((of(pods).decode.expect("decode"))(
+            &serde_json::json!({"spec": {"containers": 5}})
+        )
+        .is_err());
+    }
+}
