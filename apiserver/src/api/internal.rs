@@ -96,36 +96,9 @@ impl Writer {
             self.api
                 .check_namespace(res, &key.tenant, &key.namespace, &key.name)?;
         }
-        let t = Self::target(res, key);
-        let extra = match &self.api.hooks {
-            Some(h) => h.also(
-                res,
-                &Committing {
-                    key,
-                    old: None,
-                    new: Some(&obj),
-                    status: false,
-                    bind: false,
-                },
-            ),
-            None => Vec::new(),
-        };
-        let mut ops = vec![Op::Put {
-            key: key.clone(),
-            value: obj,
-            pre: Precondition::Absent,
-        }];
-        ops.extend(companions(&t, &key.name));
-        ops.extend(extra);
-        let evs = self
-            .api
-            .store
-            .commit(ops)
+        self.api
+            .commit_create(&Self::target(res, key), key.clone(), obj)
             .await
-            .map_err(|e| store_err(res, &key.name, e))?;
-        evs.first()
-            .map(|e| e.object.clone())
-            .ok_or_else(|| ApiError::internal("create"))
     }
 
     /// Replace `current` (as read) with `new`, a compare-and-swap on `current`'s version, as a

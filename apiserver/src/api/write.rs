@@ -358,6 +358,18 @@ impl Api {
             }
             return Ok(Reply::json(StatusCode::CREATED, &obj).warn(warnings));
         }
+        let created = self.commit_create(t, key, obj).await?;
+        Ok(Reply::json(StatusCode::CREATED, &created).warn(warnings))
+    }
+
+    /// Commit an admitted new object with its kind's companions and the hooks' writes, in one
+    /// transaction; the object as stored.
+    pub(super) async fn commit_create(
+        &self,
+        t: &Target,
+        key: Key,
+        obj: Value,
+    ) -> ApiResult<Arc<Value>> {
         let extra = match &self.hooks {
             Some(h) => h.also(
                 t.res,
@@ -371,6 +383,7 @@ impl Api {
             ),
             None => Vec::new(),
         };
+        let name = key.name.clone();
         let mut ops = vec![Op::Put {
             key,
             value: obj,
@@ -383,11 +396,9 @@ impl Api {
             .commit(ops)
             .await
             .map_err(|e| store_err(t.res, &name, e))?;
-        let created = evs
-            .first()
+        evs.first()
             .map(|e| e.object.clone())
-            .ok_or_else(|| ApiError::internal("create"))?;
-        Ok(Reply::json(StatusCode::CREATED, &created).warn(warnings))
+            .ok_or_else(|| ApiError::internal("create"))
     }
 
     /// Apply an update body to `current`: keeps system fields, status vs spec split, generation.
