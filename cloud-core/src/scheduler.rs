@@ -165,17 +165,13 @@ impl CloudScheduler {
                 a.remove(proto::SITE_ANNOTATION);
             }
             let msg = format!("site {site} could not bind the pod ({why}); placing it again");
-            match self.writer.update(&key, &pod, v, false).await {
+            let ev = event(&key, &pod, "Warning", "FailedScheduling", &msg);
+            match self
+                .writer
+                .update_with(&key, &pod, v, false, Some(ev))
+                .await
+            {
                 Ok(_) => {
-                    event(
-                        &self.writer,
-                        &key,
-                        &pod,
-                        "Warning",
-                        "FailedScheduling",
-                        &msg,
-                    )
-                    .await;
                     tracing::info!(pod = %key.name, namespace = %key.namespace, %site, "site gave the pod back");
                     let r = self.rejected.entry(key).or_default();
                     r.retain(|(s, at)| *s != site && now.duration_since(*at) < REJECTED_FOR);
@@ -485,44 +481,27 @@ async fn commit(w: &Writer, decisions: Vec<(Key, Arc<Value>, Result<Target, Stri
 }
 
 async fn place(w: &Writer, key: &Key, pod: &Value, target: &Target) -> bool {
-    let (written, msg) = match target {
-        Target::Node(n) => (
-            w.bind(key, pod, n).await,
-            format!(
+    let written = match target {
+        Target::Node(n) => {
+            let msg = format!(
                 "Successfully assigned {}/{} to {n}",
                 key.namespace, key.name
-            ),
-        ),
+            );
+            let ev = event(key, pod, "Normal", "Scheduled", &msg);
+            w.bind_with(key, pod, n, Some(ev)).await
+        }
         Target::Site(s) => {
-            let mut v = pod.clone();
-            if !v
-                .pointer("/metadata/annotations")
-                .is_some_and(Value::is_object)
-            {
-                v["metadata"]["annotations"] = json!({});
-            }
-            v["metadata"]["annotations"][proto::SITE_ANNOTATION] = json!(s);
-            // An earlier Unschedulable of the cloud's own is over; from here on the condition
-            // is the site's to set (True when it binds, False when it cannot).
-            if let Some(c) = v
-                .pointer_mut("/status/conditions")
-                .and_then(Value::as_array_mut)
-            {
-                c.retain(|c| c["type"] != "PodScheduled");
-            }
-            (
-                w.update(key, pod, v, false).await,
-                format!(
-                    "Successfully assigned {}/{} to site {s} (its scheduler picks the node)",
-                    key.namespace, key.name
-                ),
-            )
+            let msg = format!(
+                "Successfully assigned {}/{} to site {s} (its scheduler picks the node)",
+                key.namespace, key.name
+            );
+            let ev = event(key, pod, "Normal", "Scheduled", &msg);
+            w.place_with(key, pod, s, Some(ev)).await
         }
     };
     match written {
         Ok(_) => {
             tracing::debug!(pod = %key.name, namespace = %key.namespace, ?target, "placed");
-            event(w, key, pod, "Normal", "Scheduled", &msg).await;
             true
         }
         Err(e) => {
@@ -538,13 +517,12 @@ async fn unschedulable(w: &Writer, key: &Key, pod: &Value, msg: &str) {
     }
     let mut v = pod.clone();
     sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
-    if w.update(key, pod, v, true).await.is_ok() {
-        event(w, key, pod, "Warning", "FailedScheduling", msg).await;
-    }
+    let ev = event(key, pod, "Warning", "FailedScheduling", msg);
+    let _ = w.update_with(key, pod, v, true, Some(ev)).await;
 }
 
-/// Record an event about `pod`.
-async fn event(w: &Writer, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) {
+/// An event about `pod`, to commit with the write it reports.
+fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> (Key, Value) {
     let name = format!("{}.{:x}", key.name, rand::random::<u64>());
     let ts = now();
     let ev = json!({
@@ -557,10 +535,7 @@ async fn event(w: &Writer, key: &Key, pod: &Value, ty: &str, reason: &str, msg: 
         "reportingComponent": "atoll-scheduler", "reportingInstance": "cloud-core",
         "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
     });
-    let ekey = Key::new("events", &key.tenant, &key.namespace, &name);
-    if let Err(e) = w.create(&ekey, ev).await {
-        tracing::debug!(pod = %key.name, error = %e.message, "event not recorded");
-    }
+    (Key::new("events", &key.tenant, &key.namespace, &name), ev)
 }
 
 /// Run until cancelled (see [`controllers::sched_cache::run`]).

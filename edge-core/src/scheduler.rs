@@ -68,16 +68,16 @@ impl EdgeScheduler {
                     == Some(self.hooks.site()))
     }
 
-    /// Bind `pod` to `node` (then record its `Scheduled` event).
+    /// Bind `pod` to `node`, with its `Scheduled` event in the same commit.
     async fn bind(&self, key: &Key, pod: &Value, node: &str) -> bool {
-        match self.writer.bind(key, pod, node).await {
+        let msg = format!(
+            "Successfully assigned {}/{} to {node}",
+            key.namespace, key.name
+        );
+        let ev = self.event(key, pod, "Normal", "Scheduled", &msg);
+        match self.writer.bind_with(key, pod, node, Some(ev)).await {
             Ok(_) => {
                 tracing::debug!(pod = %key.name, namespace = %key.namespace, %node, "bound");
-                let msg = format!(
-                    "Successfully assigned {}/{} to {node}",
-                    key.namespace, key.name
-                );
-                self.event(key, pod, "Normal", "Scheduled", &msg).await;
                 true
             }
             Err(e) => {
@@ -95,14 +95,13 @@ impl EdgeScheduler {
         sched::set_scheduled(&mut v, "False", Some("Unschedulable"), Some(msg));
         // The site's own pod goes up whole; a placed one's condition is status.
         let status = !self.hooks.owns(pod);
-        if self.writer.update(key, pod, v, status).await.is_ok() {
-            self.event(key, pod, "Warning", "FailedScheduling", msg)
-                .await;
-        }
+        let ev = self.event(key, pod, "Warning", "FailedScheduling", msg);
+        let _ = self.writer.update_with(key, pod, v, status, Some(ev)).await;
     }
 
-    /// Record an event about `pod` (the site's own object: it goes up like any edge write).
-    async fn event(&self, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) {
+    /// An event about `pod` (the site's own object: it goes up like any edge write), to commit
+    /// with the write it reports.
+    fn event(&self, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> (Key, Value) {
         let name = format!("{}.{:x}", key.name, rand::random::<u64>());
         let ts = now();
         let ev = json!({
@@ -116,10 +115,7 @@ impl EdgeScheduler {
             "reportingComponent": "atoll-scheduler", "reportingInstance": self.hooks.site(),
             "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
         });
-        let ekey = Key::new("events", &key.tenant, &key.namespace, &name);
-        if let Err(e) = self.writer.create(&ekey, ev).await {
-            tracing::debug!(pod = %key.name, error = %e.message, "event not recorded");
-        }
+        (Key::new("events", &key.tenant, &key.namespace, &name), ev)
     }
 }
 

@@ -5,6 +5,19 @@
 
 use super::*;
 
+/// Whether `a` and `b` differ at most in their `status`.
+fn same_but_status(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let differs = |x: &Map<String, Value>, y: &Map<String, Value>| {
+                x.iter().any(|(k, v)| k != "status" && y.get(k) != Some(v))
+            };
+            !differs(a, b) && !differs(b, a)
+        }
+        _ => false,
+    }
+}
+
 /// A control-plane writer: reads from the API's store, writes through the API's rules.
 #[derive(Clone)]
 pub struct Writer {
@@ -69,10 +82,11 @@ impl Writer {
         }
     }
 
-    /// Create `obj` under `key` as a `POST` would: its uid and creation time are kept when
-    /// valid (a controller names what it creates before it exists), the origin annotation is
-    /// the region's, and the namespace must exist and not be terminating.
-    pub async fn create(&self, key: &Key, mut obj: Value) -> ApiResult<Arc<Value>> {
+    /// Everything a `POST` of `obj` under `key` checks, without committing: its uid and
+    /// creation time are kept when valid (a controller names what it creates before it exists),
+    /// the origin annotation is the region's, and the namespace must exist and not be
+    /// terminating. The writes to commit.
+    fn admit_create(&self, key: &Key, mut obj: Value) -> ApiResult<(&'static Resource, Vec<Op>)> {
         let res = self.resource(key)?;
         self.authorize("create", res, key)?;
         if let Some(a) = obj
@@ -96,14 +110,46 @@ impl Writer {
             self.api
                 .check_namespace(res, &key.tenant, &key.namespace, &key.name)?;
         }
-        self.api
-            .commit_create(&Self::target(res, key), key.clone(), obj)
+        Ok((
+            res,
+            self.api
+                .create_ops(&Self::target(res, key), key.clone(), obj),
+        ))
+    }
+
+    /// Create `obj` under `key` as a `POST` would (see [`Writer::admit_create`]).
+    pub async fn create(&self, key: &Key, obj: Value) -> ApiResult<Arc<Value>> {
+        let (res, ops) = self.admit_create(key, obj)?;
+        let evs = self
+            .api
+            .store
+            .commit(ops)
             .await
+            .map_err(|e| store_err(res, &key.name, e))?;
+        evs.first()
+            .map(|e| e.object.clone())
+            .ok_or_else(|| ApiError::internal("create"))
+    }
+
+    /// The writes of `event` (an Event about a write, admitted as a create), to commit with
+    /// that write; none if it is refused (the write goes on without it).
+    fn event_ops(&self, event: Option<(Key, Value)>) -> Vec<Op> {
+        let Some((key, ev)) = event else {
+            return Vec::new();
+        };
+        match self.admit_create(&key, ev) {
+            Ok((_, ops)) => ops,
+            Err(e) => {
+                tracing::debug!(event = %key.name, error = %e.message, "event refused; the write goes on without it");
+                Vec::new()
+            }
+        }
     }
 
     /// Replace `current` (as read) with `new`, a compare-and-swap on `current`'s version, as a
     /// `PUT` would: generation follows spec changes, defaults and validation (immutable fields
-    /// included) and admission apply. `status` writes go as the status subresource's.
+    /// included) and admission apply. A `status` write goes as the status subresource's: only
+    /// `new`'s status is taken, and only it is checked.
     pub async fn update(
         &self,
         key: &Key,
@@ -111,24 +157,140 @@ impl Writer {
         new: Value,
         status: bool,
     ) -> ApiResult<Arc<Value>> {
+        self.update_with(key, current, new, status, None).await
+    }
+
+    /// [`Writer::update`], with an Event about it committed in the same transaction.
+    pub async fn update_with(
+        &self,
+        key: &Key,
+        current: &Value,
+        new: Value,
+        status: bool,
+        event: Option<(Key, Value)>,
+    ) -> ApiResult<Arc<Value>> {
         let res = self.resource(key)?;
         self.authorize("update", res, key)?;
         self.api.admit(res, Write::Update { current, status })?;
-        let new = self.api.finish_update(res, current, new, status)?;
+        let new = if status {
+            // As through the status subresource: only the status changes (the rest is the
+            // stored, valid object), so only the status is checked.
+            let mut s = json!({ "status": new.get("status").cloned().unwrap_or(Value::Null) });
+            normalize_quantities(&mut s);
+            validate::decode_status(res, &s["status"])?;
+            // `new` is usually `current` with another status: then it is used as it is (no
+            // second copy of the object); otherwise only its status is taken.
+            let mut n = if same_but_status(current, &new) {
+                new
+            } else {
+                current.clone()
+            };
+            n["status"] = s["status"].take();
+            n
+        } else {
+            self.api.finish_update(res, current, new, false)?
+        };
         let pre = store::object_rv(current).map_or(Precondition::Exists, Precondition::Version);
+        let also = self.event_ops(event);
         let ev = self
             .api
-            .write(res, key.clone(), current, Some(new), pre, status)
+            .write_as(
+                res,
+                key.clone(),
+                current,
+                Some(new),
+                pre,
+                status,
+                false,
+                also,
+            )
             .await
             .map_err(|e| store_err(res, &key.name, e))?;
         Ok(ev.object.clone())
     }
 
-    /// Bind the pod `current` (as read) to `node`, as `pods/binding` does.
-    pub async fn bind(&self, key: &Key, current: &Value, node: &str) -> ApiResult<Arc<Value>> {
+    /// Bind the pod `current` (as read) to `node`, as `pods/binding` does, with an Event about
+    /// it in the same transaction.
+    pub async fn bind_with(
+        &self,
+        key: &Key,
+        current: &Value,
+        node: &str,
+        event: Option<(Key, Value)>,
+    ) -> ApiResult<Arc<Value>> {
         let res = self.resource(key)?;
         self.authorize("create", res, key)?;
-        self.api.bind_pod(res, key, current, node).await
+        let also = self.event_ops(event);
+        self.api.bind_pod(res, key, current, node, also).await
+    }
+
+    /// Place the pod `current` (as read, unbound) on edge site `site`, the cloud scheduler's
+    /// binding to a site: like a binding it changes only what it is about (the placement
+    /// annotation, and the cloud's own PodScheduled condition is dropped: the site sets it),
+    /// admitted as an update, with an Event about it in the same transaction.
+    pub async fn place_with(
+        &self,
+        key: &Key,
+        current: &Value,
+        site: &str,
+        event: Option<(Key, Value)>,
+    ) -> ApiResult<Arc<Value>> {
+        let res = self.resource(key)?;
+        self.authorize("update", res, key)?;
+        if res.plural != "pods" || !current.is_object() {
+            return Err(ApiError::bad_request("only pods are placed on sites"));
+        }
+        if let Some(n) = current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                &key.name,
+                &format!("pod {} is already assigned to node {n:?}", key.name),
+            ));
+        }
+        if !validate::is_dns1123_label(site) {
+            return Err(ApiError::bad_request(format!("invalid site name {site:?}")));
+        }
+        self.api.admit(
+            res,
+            Write::Update {
+                current,
+                status: false,
+            },
+        )?;
+        let mut new = current.clone();
+        let m = meta_mut(&mut new);
+        if !m.get("annotations").is_some_and(Value::is_object) {
+            m.insert("annotations".into(), json!({}));
+        }
+        new["metadata"]["annotations"][proto::SITE_ANNOTATION] = json!(site);
+        if let Some(c) = new
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut)
+        {
+            c.retain(|c| c["type"] != "PodScheduled");
+        }
+        let pre = store::object_rv(current).map_or(Precondition::Exists, Precondition::Version);
+        let also = self.event_ops(event);
+        let ev = self
+            .api
+            .write_as(
+                res,
+                key.clone(),
+                current,
+                Some(new),
+                pre,
+                false,
+                false,
+                also,
+            )
+            .await
+            .map_err(|e| store_err(res, &key.name, e))?;
+        Ok(ev.object.clone())
     }
 
     /// Delete the object `current` is (its uid is the precondition) as a `DELETE` would:

@@ -267,7 +267,8 @@ impl Api {
         pre: Precondition,
         status: bool,
     ) -> Result<Arc<Event>, StoreError> {
-        self.write_as(res, key, old, new, pre, status, false).await
+        self.write_as(res, key, old, new, pre, status, false, Vec::new())
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -280,6 +281,7 @@ impl Api {
         pre: Precondition,
         status: bool,
         bind: bool,
+        also: Vec<Op>,
     ) -> Result<Arc<Event>, StoreError> {
         let extra = match &self.hooks {
             Some(h) => h.also(
@@ -299,6 +301,7 @@ impl Api {
             None => Op::Delete { key, pre },
         }];
         ops.extend(extra);
+        ops.extend(also);
         let mut evs = self.store.commit(ops).await?;
         if evs.is_empty() {
             return Err(StoreError::Closed);

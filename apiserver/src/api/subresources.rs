@@ -22,7 +22,8 @@ impl Api {
             .store
             .get(&key)
             .ok_or_else(|| ApiError::not_found("", "pods", t.name()))?;
-        self.bind_pod(t.res, &key, &current, node).await?;
+        self.bind_pod(t.res, &key, &current, node, Vec::new())
+            .await?;
         Ok(Reply::json(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -32,13 +33,14 @@ impl Api {
 
 impl Api {
     /// Bind the pod `current` (as read) to `node`: refused when it is bound already, admitted
-    /// by the hooks as a binding, a compare-and-swap on the version read.
+    /// by the hooks as a binding, a compare-and-swap on the version read; `also` commits with it.
     pub(super) async fn bind_pod(
         &self,
         res: &Resource,
         key: &Key,
         current: &Value,
         node: &str,
+        also: Vec<Op>,
     ) -> ApiResult<Arc<Value>> {
         let name = key.name.as_str();
         if let Some(n) = current
@@ -67,6 +69,7 @@ impl Api {
                 Precondition::Version(rv),
                 false,
                 true,
+                also,
             )
             .await
             .map_err(|e| store_err(res, name, e))?;

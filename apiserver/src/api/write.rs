@@ -362,14 +362,8 @@ impl Api {
         Ok(Reply::json(StatusCode::CREATED, &created).warn(warnings))
     }
 
-    /// Commit an admitted new object with its kind's companions and the hooks' writes, in one
-    /// transaction; the object as stored.
-    pub(super) async fn commit_create(
-        &self,
-        t: &Target,
-        key: Key,
-        obj: Value,
-    ) -> ApiResult<Arc<Value>> {
+    /// The writes of an admitted new object: itself, its kind's companions and the hooks'.
+    pub(super) fn create_ops(&self, t: &Target, key: Key, obj: Value) -> Vec<Op> {
         let extra = match &self.hooks {
             Some(h) => h.also(
                 t.res,
@@ -391,9 +385,21 @@ impl Api {
         }];
         ops.extend(companions(t, &name));
         ops.extend(extra);
+        ops
+    }
+
+    /// Commit an admitted new object ([`Api::create_ops`]) in one transaction; the object as
+    /// stored.
+    pub(super) async fn commit_create(
+        &self,
+        t: &Target,
+        key: Key,
+        obj: Value,
+    ) -> ApiResult<Arc<Value>> {
+        let name = key.name.clone();
         let evs = self
             .store
-            .commit(ops)
+            .commit(self.create_ops(t, key, obj))
             .await
             .map_err(|e| store_err(t.res, &name, e))?;
         evs.first()
