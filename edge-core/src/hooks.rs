@@ -254,3 +254,117 @@ impl Hooks for EdgeHooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apiserver::api::{component, Api, ApiConfig, Writer};
+    use std::sync::Arc;
+    use store::MemBackend;
+
+    /// The site's API with one node of its own (`n1`) and one of another site (`x1`).
+    async fn site() -> (Store, Writer) {
+        let s = Store::open(Box::new(MemBackend), 1000).expect("store");
+        apiserver::bootstrap::system_namespaces(&s)
+            .await
+            .expect("namespaces");
+        for (n, site) in [("n1", "s1"), ("x1", "s2")] {
+            let node = json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": n, "labels": {proto::SITE_LABEL: site}}});
+            s.put(Key::new("nodes", "", "", n), node, Precondition::Absent)
+                .await
+                .expect("node");
+        }
+        let hooks: Arc<dyn Hooks> = Arc::new(EdgeHooks::new("s1", s.clone(), 0));
+        let api = Api::with_hooks(s.clone(), ApiConfig::default(), Some(hooks));
+        (s.clone(), Writer::new(api, component("atoll-scheduler")))
+    }
+
+    fn pod(name: &str, annotations: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}"),
+                "annotations": annotations},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    }
+
+    fn outbox(s: &Store) -> Vec<String> {
+        s.list_of(OUTBOX, None)
+            .iter()
+            .map(|(_, r)| {
+                format!(
+                    "{} {}",
+                    r["kind"].as_str().unwrap_or(""),
+                    r["key"]["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bindings_go_to_the_sites_nodes_only_and_up_through_the_outbox() {
+        let (s, w) = site().await;
+        // A pod the cloud placed here, stored as the downlink stores it.
+        let k = Key::new("pods", "", "default", "placed");
+        s.put(
+            k.clone(),
+            pod("placed", json!({ proto::SITE_ANNOTATION: "s1" })),
+            Precondition::Absent,
+        )
+        .await
+        .expect("pod");
+        let placed = s.get(&k).expect("pod");
+        let e = w.bind_with(&k, &placed, "x1", None).await.expect_err("x1");
+        assert_eq!(e.code, 403, "{}", e.message);
+        assert!(
+            e.message.contains("not one of the site's nodes"),
+            "{}",
+            e.message
+        );
+        w.bind_with(&k, &placed, "n1", None).await.expect("n1");
+        assert_eq!(s.get(&k).expect("pod")["spec"]["nodeName"], json!("n1"));
+        assert_eq!(outbox(&s), vec!["Bind placed".to_string()]);
+        // A pod of the cloud's that was not placed here is not the site's to bind.
+        let k2 = Key::new("pods", "", "default", "elsewhere");
+        s.put(
+            k2.clone(),
+            pod("elsewhere", json!({ proto::SITE_ANNOTATION: "s2" })),
+            Precondition::Absent,
+        )
+        .await
+        .expect("pod");
+        let other = s.get(&k2).expect("pod");
+        let e = w
+            .bind_with(&k2, &other, "n1", None)
+            .await
+            .expect_err("not ours");
+        assert_eq!(e.code, 403, "{}", e.message);
+        // A pod created here binds to its own node and goes up whole, with its event.
+        let k3 = Key::new("pods", "", "default", "local");
+        w.create(&k3, pod("local", json!({})))
+            .await
+            .expect("create");
+        let local = s.get(&k3).expect("pod");
+        let ev = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "local.1", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "local", "namespace": "default"},
+            "reason": "Scheduled", "message": "m", "type": "Normal"});
+        w.bind_with(
+            &k3,
+            &local,
+            "n1",
+            Some((Key::new("events", "", "default", "local.1"), ev)),
+        )
+        .await
+        .expect("bind");
+        let ups = outbox(&s);
+        assert!(ups.contains(&"Put local".to_string()), "{ups:?}");
+        assert!(ups.contains(&"Put local.1".to_string()), "{ups:?}");
+        assert_eq!(
+            proto::origin(
+                &s.get(&Key::new("events", "", "default", "local.1"))
+                    .expect("event")
+            ),
+            Some("s1")
+        );
+    }
+}
