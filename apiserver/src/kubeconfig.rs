@@ -31,7 +31,8 @@ impl Kubeconfig {
             path: path.display().to_string(),
             why,
         };
-        let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let kc = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| err(e.to_string()))?;
         let current = kc.current_context.clone().unwrap_or_default();
         let ctx = kc
             .contexts

@@ -70,7 +70,9 @@ enum Cmd {
 
 /// A `kube` client for the kubeconfig at `path`.
 async fn client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await?;
     Ok(kube::Client::try_from(cfg)?)
