@@ -1,8 +1,8 @@
 //! What each kind does, in one place: its strategy. The API, its validation and its delete and
 //! patch paths ask a kind's [`Strategy`] instead of naming kinds; adding a kind means adding a
 //! row to [`resources`](crate::resources) and, when it has rules of its own, a strategy here.
-//! (Tables — the columns of `kubectl get` — live in [`table`](crate::table); field selectors,
-//! being pure, in `proto::selectors`.)
+//! (Tables — the columns of `kubectl get` — live in [`table`](crate::table); field selector
+//! parsing and matching, being pure, in `proto::selectors`, given the fields a strategy names.)
 
 use serde_json::Value;
 
@@ -51,6 +51,8 @@ pub struct Strategy {
     pub strategic_merge: bool,
     /// Objects created in the same transaction as a new one (tenant, name) → writes.
     pub companions: Option<fn(&str, &str) -> Vec<store::Op>>,
+    /// Fields a field selector may name besides `metadata.name` and `metadata.namespace`.
+    pub fields: &'static [&'static str],
 }
 
 const BASE: Strategy = Strategy {
@@ -64,6 +66,7 @@ const BASE: Strategy = Strategy {
     deletion: Deletion::Immediate,
     strategic_merge: true,
     companions: None,
+    fields: &[],
 };
 
 fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), String> {
@@ -83,11 +86,21 @@ static PODS: Strategy = Strategy {
     validate: Some(validate::pod),
     validate_update: Some(validate::pod_spec_update),
     deletion: Deletion::GracefulOnNode,
+    fields: &[
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ],
     ..BASE
 };
 static NODES: Strategy = Strategy {
     decode: Some(typed::<k::core::Node>),
     decode_status: Some(typed::<k::core::NodeStatus>),
+    fields: &["spec.unschedulable"],
     ..BASE
 };
 static NAMESPACES: Strategy = Strategy {
@@ -96,6 +109,7 @@ static NAMESPACES: Strategy = Strategy {
     defaults: Some(namespace_defaults),
     deletion: Deletion::Lifecycle,
     companions: Some(namespace_companions),
+    fields: &["status.phase"],
     ..BASE
 };
 static CONFIGMAPS: Strategy = Strategy {
@@ -108,6 +122,7 @@ static SECRETS: Strategy = Strategy {
     defaults: Some(secret_defaults),
     defaults_on_update: true,
     validate: Some(validate::secret),
+    fields: &["type"],
     ..BASE
 };
 static SERVICEACCOUNTS: Strategy = Strategy {
@@ -117,6 +132,19 @@ static SERVICEACCOUNTS: Strategy = Strategy {
 static EVENTS: Strategy = Strategy {
     decode: Some(typed::<k::core::Event>),
     validate: Some(validate::event),
+    fields: &[
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ],
     ..BASE
 };
 static LEASES: Strategy = Strategy {
@@ -206,6 +234,8 @@ mod tests {
         }
         let pods = RESOURCES.iter().find(|r| r.plural == "pods").expect("pods");
         assert_eq!(of(pods).deletion, Deletion::GracefulOnNode);
+        // The agents watch their node's pods by field selector.
+        assert!(of(pods).fields.contains(&"spec.nodeName"));
         assert!((of(pods).decode.expect("decode"))(
             &serde_json::json!({"spec": {"containers": 5}})
         )

@@ -134,41 +134,10 @@ pub struct FieldSelector(pub Vec<FieldReq>);
 /// Fields every resource supports.
 const COMMON_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
 
-/// Extra selectable fields per resource (plural).
-fn resource_fields(plural: &str) -> &'static [&'static str] {
-    match plural {
-        "pods" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        "events" => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        "secrets" => &["type"],
-        "nodes" => &["spec.unschedulable"],
-        "namespaces" => &["status.phase"],
-        _ => &[],
-    }
-}
-
 impl FieldSelector {
-    /// Parse `--field-selector` syntax, rejecting fields the resource does not support.
-    pub fn parse(s: &str, plural: &str) -> Result<Self, String> {
+    /// Parse `--field-selector` syntax, rejecting fields other than `metadata.name`,
+    /// `metadata.namespace` and the kind's own `fields` (its strategy names them).
+    pub fn parse(s: &str, fields: &[&str]) -> Result<Self, String> {
         let mut reqs = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector(reqs));
@@ -187,7 +156,7 @@ impl FieldSelector {
                 ));
             };
             let field = field.trim();
-            if !COMMON_FIELDS.contains(&field) && !resource_fields(plural).contains(&field) {
+            if !COMMON_FIELDS.contains(&field) && !fields.contains(&field) {
                 return Err(format!("field label not supported: {field}"));
             }
             reqs.push(FieldReq {
@@ -386,29 +355,32 @@ mod tests {
         assert!(LabelSelector::parse("a=1,,b=2").is_err());
     }
 
+    const POD_FIELDS: &[&str] = &["spec.nodeName", "status.phase"];
+    const EVENT_FIELDS: &[&str] = &["involvedObject.kind", "involvedObject.name", "source"];
+
     #[test]
     fn field_selector_forms() {
         let p = json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         assert!(
-            FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", "pods")
+            FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", POD_FIELDS)
                 .unwrap()
                 .matches(&p)
         );
-        assert!(!FieldSelector::parse("metadata.name=b", "pods")
+        assert!(!FieldSelector::parse("metadata.name=b", POD_FIELDS)
             .unwrap()
             .matches(&p));
-        assert!(FieldSelector::parse("spec.nodeName=", "pods")
+        assert!(FieldSelector::parse("spec.nodeName=", POD_FIELDS)
             .unwrap()
             .matches(&json!({"spec": {}})));
         assert_eq!(
-            FieldSelector::parse("spec.bogus=1", "pods").unwrap_err(),
+            FieldSelector::parse("spec.bogus=1", POD_FIELDS).unwrap_err(),
             "field label not supported: spec.bogus"
         );
-        assert!(FieldSelector::parse("spec.nodeName=n1", "configmaps").is_err());
+        assert!(FieldSelector::parse("spec.nodeName=n1", &[]).is_err());
         let e = json!({"involvedObject": {"kind": "Pod", "name": "a", "uid": "u"}, "source": {"component": "kubelet"}});
         assert!(FieldSelector::parse(
             "involvedObject.kind=Pod,involvedObject.name=a,source=kubelet",
-            "events"
+            EVENT_FIELDS
         )
         .unwrap()
         .matches(&e));

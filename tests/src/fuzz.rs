@@ -214,8 +214,9 @@ pub fn selectors(data: &[u8]) {
     if let Ok(ls) = proto::selectors::LabelSelector::parse(&s) {
         let _ = ls.matches(&obj);
     }
-    for plural in ["pods", "events", "nodes", "secrets"] {
-        if let Ok(fs) = proto::selectors::FieldSelector::parse(&s, plural) {
+    for r in apiserver::resources::RESOURCES {
+        let fields = apiserver::kinds::of(r).fields;
+        if let Ok(fs) = proto::selectors::FieldSelector::parse(&s, fields) {
             let _ = fs.matches(&obj);
         }
     }

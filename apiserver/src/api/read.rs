@@ -56,8 +56,11 @@ impl Api {
     ) -> ApiResult<(LabelSelector, FieldSelector)> {
         let ls = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
             .map_err(ApiError::bad_request)?;
-        let fs = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), t.res.plural)
-            .map_err(ApiError::bad_request)?;
+        let fs = FieldSelector::parse(
+            q.get("fieldSelector").unwrap_or(""),
+            crate::kinds::of(t.res).fields,
+        )
+        .map_err(ApiError::bad_request)?;
         Ok((ls, fs))
     }
 
