@@ -1,8 +1,8 @@
 //! What each kind does, in one place: its strategy. The API, its validation and its delete and
 //! patch paths ask a kind's [`Strategy`] instead of naming kinds; adding a kind means adding a
 //! row to [`resources`](crate::resources) and, when it has rules of its own, a strategy here.
-//! (Tables — the columns of `kubectl get` — live in [`table`](crate::table); field selector
-//! parsing and matching, being pure, in `proto::selectors`, given the fields a strategy names.)
+//! (The tables' cell code lives in [`table`](crate::table); field selector parsing and matching,
+//! being pure, in `proto::selectors`, given the fields a strategy names.)
 
 use serde_json::Value;
 
@@ -12,7 +12,7 @@ use crate::api::{
 };
 use crate::error::Cause;
 use crate::resources::Resource;
-use crate::validate;
+use crate::{table, validate};
 
 /// Typed decoding: `Err` carries the decoder's message.
 pub type Decode = fn(&Value) -> Result<(), String>;
@@ -53,6 +53,8 @@ pub struct Strategy {
     pub companions: Option<fn(&str, &str) -> Vec<store::Op>>,
     /// Fields a field selector may name besides `metadata.name` and `metadata.namespace`.
     pub fields: &'static [&'static str],
+    /// The `kubectl get` table.
+    pub table: &'static table::Table,
 }
 
 const BASE: Strategy = Strategy {
@@ -67,6 +69,7 @@ const BASE: Strategy = Strategy {
     strategic_merge: true,
     companions: None,
     fields: &[],
+    table: &table::DEFAULT,
 };
 
 fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), String> {
@@ -95,12 +98,14 @@ static PODS: Strategy = Strategy {
         "status.podIP",
         "status.nominatedNodeName",
     ],
+    table: &table::PODS,
     ..BASE
 };
 static NODES: Strategy = Strategy {
     decode: Some(typed::<k::core::Node>),
     decode_status: Some(typed::<k::core::NodeStatus>),
     fields: &["spec.unschedulable"],
+    table: &table::NODES,
     ..BASE
 };
 static NAMESPACES: Strategy = Strategy {
@@ -110,11 +115,13 @@ static NAMESPACES: Strategy = Strategy {
     deletion: Deletion::Lifecycle,
     companions: Some(namespace_companions),
     fields: &["status.phase"],
+    table: &table::LIFECYCLE,
     ..BASE
 };
 static CONFIGMAPS: Strategy = Strategy {
     decode: Some(typed::<k::core::ConfigMap>),
     validate: Some(validate::configmap),
+    table: &table::CONFIGMAPS,
     ..BASE
 };
 static SECRETS: Strategy = Strategy {
@@ -123,10 +130,12 @@ static SECRETS: Strategy = Strategy {
     defaults_on_update: true,
     validate: Some(validate::secret),
     fields: &["type"],
+    table: &table::SECRETS,
     ..BASE
 };
 static SERVICEACCOUNTS: Strategy = Strategy {
     decode: Some(typed::<k::core::ServiceAccount>),
+    table: &table::SERVICEACCOUNTS,
     ..BASE
 };
 static EVENTS: Strategy = Strategy {
@@ -145,10 +154,12 @@ static EVENTS: Strategy = Strategy {
         "source",
         "type",
     ],
+    table: &table::EVENTS,
     ..BASE
 };
 static LEASES: Strategy = Strategy {
     decode: Some(typed::<k::coord::Lease>),
+    table: &table::LEASES,
     ..BASE
 };
 static TENANTS: Strategy = Strategy {
@@ -158,12 +169,14 @@ static TENANTS: Strategy = Strategy {
     deletion: Deletion::Lifecycle,
     strategic_merge: false,
     companions: Some(tenant_companions),
+    table: &table::LIFECYCLE,
     ..BASE
 };
 static EDGESITES: Strategy = Strategy {
     label_name: true,
     decode: Some(typed::<proto::EdgeSite>),
     strategic_merge: false,
+    table: &table::EDGESITES,
     ..BASE
 };
 static DEPLOYMENTS: Strategy = Strategy {
@@ -172,6 +185,7 @@ static DEPLOYMENTS: Strategy = Strategy {
     defaults_on_update: true,
     validate: Some(validate::deployment),
     validate_update: Some(validate::workload_update),
+    table: &table::DEPLOYMENTS,
     ..BASE
 };
 static REPLICASETS: Strategy = Strategy {
@@ -180,6 +194,7 @@ static REPLICASETS: Strategy = Strategy {
     defaults_on_update: true,
     validate: Some(validate::replicaset),
     validate_update: Some(validate::workload_update),
+    table: &table::REPLICASETS,
     ..BASE
 };
 static DAEMONSETS: Strategy = Strategy {
@@ -188,10 +203,12 @@ static DAEMONSETS: Strategy = Strategy {
     defaults_on_update: true,
     validate: Some(validate::daemonset),
     validate_update: Some(validate::workload_update),
+    table: &table::DAEMONSETS,
     ..BASE
 };
 static CONTROLLERREVISIONS: Strategy = Strategy {
     decode: Some(typed::<k::apps::ControllerRevision>),
+    table: &table::CONTROLLERREVISIONS,
     ..BASE
 };
 static OTHER: Strategy = BASE;
@@ -230,6 +247,18 @@ mod tests {
             assert!(s.decode.is_some(), "{} has no typed decoding", r.plural);
             if s.defaults_on_update {
                 assert!(s.defaults.is_some(), "{}", r.plural);
+            }
+        }
+        // Every table's rows have as many cells as it has columns, whatever the object holds.
+        let now = chrono::Utc::now();
+        for obj in [
+            serde_json::json!({}),
+            serde_json::json!({"metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {}}),
+        ] {
+            for r in RESOURCES {
+                let t = of(r).table;
+                assert_eq!((t.cells)(&obj, now).len(), t.columns.len(), "{}", r.plural);
             }
         }
         let pods = RESOURCES.iter().find(|r| r.plural == "pods").expect("pods");

@@ -6,114 +6,6 @@ use serde_json::{json, Value};
 /// A column: (name, type, format, priority). Priority 1 columns show with `-o wide`.
 type Col = (&'static str, &'static str, &'static str, u8);
 
-fn columns(plural: &str) -> &'static [Col] {
-    match plural {
-        "pods" => &[
-            ("Name", "string", "name", 0),
-            ("Ready", "string", "", 0),
-            ("Status", "string", "", 0),
-            ("Restarts", "string", "", 0),
-            ("Age", "string", "", 0),
-            ("IP", "string", "", 1),
-            ("Node", "string", "", 1),
-            ("Nominated Node", "string", "", 1),
-            ("Readiness Gates", "string", "", 1),
-        ],
-        "nodes" => &[
-            ("Name", "string", "name", 0),
-            ("Status", "string", "", 0),
-            ("Roles", "string", "", 0),
-            ("Age", "string", "", 0),
-            ("Version", "string", "", 0),
-            ("Internal-IP", "string", "", 1),
-            ("External-IP", "string", "", 1),
-            ("OS-Image", "string", "", 1),
-            ("Kernel-Version", "string", "", 1),
-            ("Container-Runtime", "string", "", 1),
-        ],
-        "namespaces" | "tenants" => &[
-            ("Name", "string", "name", 0),
-            ("Status", "string", "", 0),
-            ("Age", "string", "", 0),
-        ],
-        "configmaps" => &[
-            ("Name", "string", "name", 0),
-            ("Data", "integer", "", 0),
-            ("Age", "string", "", 0),
-        ],
-        "secrets" => &[
-            ("Name", "string", "name", 0),
-            ("Type", "string", "", 0),
-            ("Data", "integer", "", 0),
-            ("Age", "string", "", 0),
-        ],
-        "serviceaccounts" => &[
-            ("Name", "string", "name", 0),
-            ("Secrets", "integer", "", 0),
-            ("Age", "string", "", 0),
-        ],
-        "events" => &[
-            ("Last Seen", "string", "", 0),
-            ("Type", "string", "", 0),
-            ("Reason", "string", "", 0),
-            ("Object", "string", "", 0),
-            ("Message", "string", "", 0),
-        ],
-        "leases" => &[
-            ("Name", "string", "name", 0),
-            ("Holder", "string", "", 0),
-            ("Age", "string", "", 0),
-        ],
-        "edgesites" => &[
-            ("Name", "string", "name", 0),
-            ("Connected", "string", "", 0),
-            ("Nodes", "integer", "", 0),
-            ("Last-Seen", "string", "", 0),
-            ("Age", "string", "", 0),
-        ],
-        "deployments" => &[
-            ("Name", "string", "name", 0),
-            ("Ready", "string", "", 0),
-            ("Up-to-date", "integer", "", 0),
-            ("Available", "integer", "", 0),
-            ("Age", "string", "", 0),
-            ("Containers", "string", "", 1),
-            ("Images", "string", "", 1),
-            ("Selector", "string", "", 1),
-        ],
-        "replicasets" => &[
-            ("Name", "string", "name", 0),
-            ("Desired", "integer", "", 0),
-            ("Current", "integer", "", 0),
-            ("Ready", "integer", "", 0),
-            ("Age", "string", "", 0),
-            ("Containers", "string", "", 1),
-            ("Images", "string", "", 1),
-            ("Selector", "string", "", 1),
-        ],
-        "daemonsets" => &[
-            ("Name", "string", "name", 0),
-            ("Desired", "integer", "", 0),
-            ("Current", "integer", "", 0),
-            ("Ready", "integer", "", 0),
-            ("Up-to-date", "integer", "", 0),
-            ("Available", "integer", "", 0),
-            ("Node Selector", "string", "", 0),
-            ("Age", "string", "", 0),
-            ("Containers", "string", "", 1),
-            ("Images", "string", "", 1),
-            ("Selector", "string", "", 1),
-        ],
-        "controllerrevisions" => &[
-            ("Name", "string", "name", 0),
-            ("Controller", "string", "", 0),
-            ("Revision", "integer", "", 0),
-            ("Age", "string", "", 0),
-        ],
-        _ => &[("Name", "string", "name", 0), ("Age", "string", "", 0)],
-    }
-}
-
 fn int(o: &Value, ptr: &str) -> Value {
     json!(o.pointer(ptr).and_then(Value::as_i64).unwrap_or(0))
 }
@@ -341,157 +233,370 @@ fn count(o: &Value, ptr: &str) -> Value {
         .map_or_else(|| v.as_array().map_or(0, Vec::len), |m| m.len())))
 }
 
-fn cells(plural: &str, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+/// A kind's `kubectl get` table: its columns, and the cells of one object's row.
+pub struct Table {
+    /// The columns, in order.
+    pub columns: &'static [Col],
+    /// One object's cells (as many as `columns`).
+    pub cells: fn(&Value, DateTime<Utc>) -> Vec<Value>,
+}
+
+/// The table of pods.
+pub static PODS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Ready", "string", "", 0),
+        ("Status", "string", "", 0),
+        ("Restarts", "string", "", 0),
+        ("Age", "string", "", 0),
+        ("IP", "string", "", 1),
+        ("Node", "string", "", 1),
+        ("Nominated Node", "string", "", 1),
+        ("Readiness Gates", "string", "", 1),
+    ],
+    cells: pod_cells,
+};
+
+/// The table of nodes.
+pub static NODES: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Status", "string", "", 0),
+        ("Roles", "string", "", 0),
+        ("Age", "string", "", 0),
+        ("Version", "string", "", 0),
+        ("Internal-IP", "string", "", 1),
+        ("External-IP", "string", "", 1),
+        ("OS-Image", "string", "", 1),
+        ("Kernel-Version", "string", "", 1),
+        ("Container-Runtime", "string", "", 1),
+    ],
+    cells: node_cells,
+};
+
+/// The table of namespaces and tenants.
+pub static LIFECYCLE: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Status", "string", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: lifecycle_cells,
+};
+
+/// The table of configmaps.
+pub static CONFIGMAPS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Data", "integer", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: configmaps_cells,
+};
+
+/// The table of secrets.
+pub static SECRETS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Type", "string", "", 0),
+        ("Data", "integer", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: secrets_cells,
+};
+
+/// The table of serviceaccounts.
+pub static SERVICEACCOUNTS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Secrets", "integer", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: serviceaccounts_cells,
+};
+
+/// The table of events.
+pub static EVENTS: Table = Table {
+    columns: &[
+        ("Last Seen", "string", "", 0),
+        ("Type", "string", "", 0),
+        ("Reason", "string", "", 0),
+        ("Object", "string", "", 0),
+        ("Message", "string", "", 0),
+    ],
+    cells: events_cells,
+};
+
+/// The table of leases.
+pub static LEASES: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Holder", "string", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: leases_cells,
+};
+
+/// The table of controllerrevisions.
+pub static CONTROLLERREVISIONS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Controller", "string", "", 0),
+        ("Revision", "integer", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: controllerrevisions_cells,
+};
+
+/// The table of deployments.
+pub static DEPLOYMENTS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Ready", "string", "", 0),
+        ("Up-to-date", "integer", "", 0),
+        ("Available", "integer", "", 0),
+        ("Age", "string", "", 0),
+        ("Containers", "string", "", 1),
+        ("Images", "string", "", 1),
+        ("Selector", "string", "", 1),
+    ],
+    cells: deployments_cells,
+};
+
+/// The table of replicasets.
+pub static REPLICASETS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Desired", "integer", "", 0),
+        ("Current", "integer", "", 0),
+        ("Ready", "integer", "", 0),
+        ("Age", "string", "", 0),
+        ("Containers", "string", "", 1),
+        ("Images", "string", "", 1),
+        ("Selector", "string", "", 1),
+    ],
+    cells: replicasets_cells,
+};
+
+/// The table of daemonsets.
+pub static DAEMONSETS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Desired", "integer", "", 0),
+        ("Current", "integer", "", 0),
+        ("Ready", "integer", "", 0),
+        ("Up-to-date", "integer", "", 0),
+        ("Available", "integer", "", 0),
+        ("Node Selector", "string", "", 0),
+        ("Age", "string", "", 0),
+        ("Containers", "string", "", 1),
+        ("Images", "string", "", 1),
+        ("Selector", "string", "", 1),
+    ],
+    cells: daemonsets_cells,
+};
+
+/// The table of edgesites.
+pub static EDGESITES: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Connected", "string", "", 0),
+        ("Nodes", "integer", "", 0),
+        ("Last-Seen", "string", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: edgesites_cells,
+};
+
+/// The table of any other kind: name and age.
+pub static DEFAULT: Table = Table {
+    columns: &[("Name", "string", "name", 0), ("Age", "string", "", 0)],
+    cells: default_cells,
+};
+
+fn lifecycle_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let name = json!(s(o, "/metadata/name"));
     let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
-    match plural {
-        "pods" => pod_cells(o, now),
-        "nodes" => node_cells(o, now),
-        "namespaces" | "tenants" => {
-            let phase = if o.pointer("/metadata/deletionTimestamp").is_some() {
-                "Terminating"
+    let phase = if o.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating"
+    } else {
+        s(o, "/status/phase")
+    };
+    vec![
+        name,
+        json!(if phase.is_empty() { "Active" } else { phase }),
+        created,
+    ]
+}
+
+fn configmaps_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    let n = count(o, "/data").as_u64().unwrap_or(0) + count(o, "/binaryData").as_u64().unwrap_or(0);
+    vec![name, json!(n), created]
+}
+
+fn secrets_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    vec![
+        name,
+        json!(if s(o, "/type").is_empty() {
+            "Opaque"
+        } else {
+            s(o, "/type")
+        }),
+        count(o, "/data"),
+        created,
+    ]
+}
+
+fn serviceaccounts_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    vec![name, count(o, "/secrets"), created]
+}
+
+fn events_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let last = o
+        .get("lastTimestamp")
+        .filter(|v| !v.is_null())
+        .or_else(|| o.get("eventTime"))
+        .or_else(|| o.pointer("/metadata/creationTimestamp"));
+    let obj = format!(
+        "{}/{}",
+        s(o, "/involvedObject/kind").to_lowercase(),
+        s(o, "/involvedObject/name")
+    );
+    vec![
+        json!(age(last, now)),
+        json!(s(o, "/type")),
+        json!(s(o, "/reason")),
+        json!(obj),
+        json!(s(o, "/message")),
+    ]
+}
+
+fn leases_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    vec![name, or_none(s(o, "/spec/holderIdentity")), created]
+}
+
+fn controllerrevisions_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    let owner = o
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|refs| {
+            refs.iter()
+                .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        })
+        .map(|r| {
+            let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
+            let kind = s(r, "/kind").to_lowercase();
+            let kind = if group.is_empty() {
+                kind
             } else {
-                s(o, "/status/phase")
+                format!("{kind}.{group}")
             };
-            vec![
-                name,
-                json!(if phase.is_empty() { "Active" } else { phase }),
-                created,
-            ]
-        }
-        "configmaps" => {
-            let n = count(o, "/data").as_u64().unwrap_or(0)
-                + count(o, "/binaryData").as_u64().unwrap_or(0);
-            vec![name, json!(n), created]
-        }
-        "secrets" => vec![
-            name,
-            json!(if s(o, "/type").is_empty() {
-                "Opaque"
-            } else {
-                s(o, "/type")
-            }),
-            count(o, "/data"),
-            created,
-        ],
-        "serviceaccounts" => vec![name, count(o, "/secrets"), created],
-        "events" => {
-            let last = o
-                .get("lastTimestamp")
-                .filter(|v| !v.is_null())
-                .or_else(|| o.get("eventTime"))
-                .or_else(|| o.pointer("/metadata/creationTimestamp"));
-            let obj = format!(
-                "{}/{}",
-                s(o, "/involvedObject/kind").to_lowercase(),
-                s(o, "/involvedObject/name")
-            );
-            vec![
-                json!(age(last, now)),
-                json!(s(o, "/type")),
-                json!(s(o, "/reason")),
-                json!(obj),
-                json!(s(o, "/message")),
-            ]
-        }
-        "leases" => vec![name, or_none(s(o, "/spec/holderIdentity")), created],
-        "controllerrevisions" => {
-            let owner = o
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .and_then(|refs| {
-                    refs.iter()
-                        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
-                })
-                .map(|r| {
-                    let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
-                    let kind = s(r, "/kind").to_lowercase();
-                    let kind = if group.is_empty() {
-                        kind
-                    } else {
-                        format!("{kind}.{group}")
-                    };
-                    format!("{kind}/{}", s(r, "/name"))
-                })
-                .unwrap_or_default();
-            vec![name, or_none(&owner), int(o, "/revision"), created]
-        }
-        "deployments" => {
-            let mut c = vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    o.pointer("/status/readyReplicas")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0),
-                    o.pointer("/spec/replicas")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0)
-                )),
-                int(o, "/status/updatedReplicas"),
-                int(o, "/status/availableReplicas"),
-                created,
-            ];
-            c.extend(workload_wide(o));
-            c
-        }
-        "replicasets" => {
-            let mut c = vec![
-                name,
-                int(o, "/spec/replicas"),
-                int(o, "/status/replicas"),
-                int(o, "/status/readyReplicas"),
-                created,
-            ];
-            c.extend(workload_wide(o));
-            c
-        }
-        "daemonsets" => {
-            let sel = o
-                .pointer("/spec/template/spec/nodeSelector")
-                .map(|m| proto::selectors::selector_string(&json!({"matchLabels": m})))
-                .unwrap_or_default();
-            let mut c = vec![
-                name,
-                int(o, "/status/desiredNumberScheduled"),
-                int(o, "/status/currentNumberScheduled"),
-                int(o, "/status/numberReady"),
-                int(o, "/status/updatedNumberScheduled"),
-                int(o, "/status/numberAvailable"),
-                or_none(&sel),
-                created,
-            ];
-            c.extend(workload_wide(o));
-            c
-        }
-        "edgesites" => {
-            let connected = o
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|c| {
-                    c.iter()
-                        .find(|c| c.get("type").and_then(Value::as_str) == Some("Connected"))
-                })
-                .and_then(|c| c.get("status"))
-                .and_then(Value::as_str)
-                .unwrap_or("Unknown");
-            let seen = o.pointer("/status/lastSeen").map_or_else(
-                || "<never>".to_string(),
-                |t| format!("{} ago", age(Some(t), now)),
-            );
-            vec![
-                name,
-                json!(connected),
-                json!(o
-                    .pointer("/status/nodeCount")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)),
-                json!(seen),
-                created,
-            ]
-        }
-        _ => vec![name, created],
-    }
+            format!("{kind}/{}", s(r, "/name"))
+        })
+        .unwrap_or_default();
+    vec![name, or_none(&owner), int(o, "/revision"), created]
+}
+
+fn deployments_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    let mut c = vec![
+        name,
+        json!(format!(
+            "{}/{}",
+            o.pointer("/status/readyReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            o.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        )),
+        int(o, "/status/updatedReplicas"),
+        int(o, "/status/availableReplicas"),
+        created,
+    ];
+    c.extend(workload_wide(o));
+    c
+}
+
+fn replicasets_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    let mut c = vec![
+        name,
+        int(o, "/spec/replicas"),
+        int(o, "/status/replicas"),
+        int(o, "/status/readyReplicas"),
+        created,
+    ];
+    c.extend(workload_wide(o));
+    c
+}
+
+fn daemonsets_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    let sel = o
+        .pointer("/spec/template/spec/nodeSelector")
+        .map(|m| proto::selectors::selector_string(&json!({"matchLabels": m})))
+        .unwrap_or_default();
+    let mut c = vec![
+        name,
+        int(o, "/status/desiredNumberScheduled"),
+        int(o, "/status/currentNumberScheduled"),
+        int(o, "/status/numberReady"),
+        int(o, "/status/updatedNumberScheduled"),
+        int(o, "/status/numberAvailable"),
+        or_none(&sel),
+        created,
+    ];
+    c.extend(workload_wide(o));
+    c
+}
+
+fn edgesites_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    let connected = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Connected"))
+        })
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or("Unknown");
+    let seen = o.pointer("/status/lastSeen").map_or_else(
+        || "<never>".to_string(),
+        |t| format!("{} ago", age(Some(t), now)),
+    );
+    vec![
+        name,
+        json!(connected),
+        json!(o
+            .pointer("/status/nodeCount")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)),
+        json!(seen),
+        created,
+    ]
+}
+
+fn default_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let name = json!(s(o, "/metadata/name"));
+    let created = json!(age(o.pointer("/metadata/creationTimestamp"), now));
+    vec![name, created]
 }
 
 /// How much of each object a row carries (`includeObject`).
@@ -520,8 +625,8 @@ impl Include {
 }
 
 /// One row for an object.
-pub fn row(plural: &str, o: &Value, include: Include, now: DateTime<Utc>) -> Value {
-    let mut r = json!({"cells": cells(plural, o, now)});
+pub fn row(t: &Table, o: &Value, include: Include, now: DateTime<Utc>) -> Value {
+    let mut r = json!({"cells": (t.cells)(o, now)});
     match include {
         Include::None => {}
         Include::Metadata => {
@@ -534,21 +639,19 @@ pub fn row(plural: &str, o: &Value, include: Include, now: DateTime<Utc>) -> Val
 
 /// A `Table` of `objects` at list version `rv`.
 pub fn table(
-    plural: &str,
+    t: &Table,
     objects: &[&Value],
     rv: &str,
     cont: Option<&str>,
     include: Include,
 ) -> Value {
     let now = Utc::now();
-    let defs: Vec<Value> = columns(plural)
+    let defs: Vec<Value> = t
+        .columns
         .iter()
         .map(|(n, t, f, p)| json!({"name": n, "type": t, "format": f, "description": n, "priority": p}))
         .collect();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| row(plural, o, include, now))
-        .collect();
+    let rows: Vec<Value> = objects.iter().map(|o| row(t, o, include, now)).collect();
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
@@ -583,7 +686,7 @@ mod tests {
             "status": {"phase": "Running", "podIP": "10.0.0.2", "containerStatuses": [
                 {"name": "a", "ready": true, "restartCount": 2},
                 {"name": "b", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
-        let c = cells("pods", &pod, Utc::now());
+        let c = (PODS.cells)(&pod, Utc::now());
         assert_eq!(c[0], "web");
         assert_eq!(c[1], "1/2");
         assert_eq!(c[2], "CrashLoopBackOff");
@@ -597,7 +700,7 @@ mod tests {
         let d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
             "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
             "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
-        let c = cells("deployments", &d, Utc::now());
+        let c = (DEPLOYMENTS.cells)(&d, Utc::now());
         assert_eq!(c[1], "2/3");
         assert_eq!((c[2].as_i64(), c[3].as_i64()), (Some(3), Some(2)));
         assert_eq!(
@@ -606,8 +709,8 @@ mod tests {
         );
         let ds = json!({"metadata": {"name": "agent"}, "spec": {"template": {"spec": {"nodeSelector": {"atoll.io/site": "s1"}}}},
             "status": {"desiredNumberScheduled": 2}});
-        let c = cells("daemonsets", &ds, Utc::now());
-        assert_eq!(c.len(), columns("daemonsets").len());
+        let c = (DAEMONSETS.cells)(&ds, Utc::now());
+        assert_eq!(c.len(), DAEMONSETS.columns.len());
         assert_eq!(
             (c[1].as_i64(), c[6].as_str()),
             (Some(2), Some("atoll.io/site=s1"))
@@ -619,7 +722,7 @@ mod tests {
         let node = json!({"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/edge": ""}},
             "spec": {"unschedulable": true},
             "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.32.0-atoll"}}});
-        let c = cells("nodes", &node, Utc::now());
+        let c = (NODES.cells)(&node, Utc::now());
         assert_eq!(
             (c[1].as_str(), c[2].as_str(), c[4].as_str()),
             (

@@ -13,7 +13,7 @@ impl Api {
                 let include = Include::parse(req.query.get("includeObject"))
                     .map_err(ApiError::bad_request)?;
                 let tbl = table::table(
-                    t.res.plural,
+                    crate::kinds::of(t.res).table,
                     &[&*obj],
                     meta_str(&obj, "resourceVersion"),
                     None,
@@ -102,7 +102,7 @@ impl Api {
                 Ok(Reply::json(
                     StatusCode::OK,
                     &table::table(
-                        t.res.plural,
+                        crate::kinds::of(t.res).table,
                         &refs,
                         &list_rv.to_string(),
                         cont.as_deref(),

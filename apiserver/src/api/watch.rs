@@ -56,7 +56,7 @@ impl Api {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let ctx = WatchCtx {
-            plural: t.res.plural,
+            table: crate::kinds::of(t.res).table,
             kind: t.res.kind,
             api_version: t.res.api_version(),
             scope,
@@ -78,7 +78,7 @@ impl Api {
 }
 
 struct WatchCtx {
-    plural: &'static str,
+    table: &'static table::Table,
     kind: &'static str,
     api_version: String,
     scope: Scope,
@@ -99,7 +99,7 @@ impl WatchCtx {
     fn line(&self, ty: &str, obj: &Value) -> Bytes {
         let object = match self.acc {
             Accept::Table if ty != "BOOKMARK" && ty != "ERROR" => table::table(
-                self.plural,
+                self.table,
                 &[obj],
                 meta_str(obj, "resourceVersion"),
                 None,
