@@ -99,6 +99,13 @@ pub fn decode_status(res: &Resource, status: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// A new status as a status write stores it: quantities normalised, decoded as its typed form.
+pub fn checked_status(res: &Resource, mut status: Value) -> Result<Value, ApiError> {
+    crate::openapi::normalize_quantities(&mut status);
+    decode_status(res, &status)?;
+    Ok(status)
+}
+
 fn data_keys(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
     if let Some(m) = obj.get(field).and_then(Value::as_object) {
         for k in m.keys() {

@@ -19,17 +19,13 @@ use controllers::sched_cache::{
     self, finished, node_name, spec_of, take, PodCache, Scheduler, Tally, TIMING,
 };
 use k8s_openapi::api::core::v1::Taint;
-use serde_json::{json, Value};
+use serde_json::Value;
 use store::{Key, Scope};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::placed_site;
 
 const EDGESITES: &str = "edgesites.edge.atoll.io";
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
 
 /// Where a candidate puts the pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -523,19 +519,7 @@ async fn unschedulable(w: &Writer, key: &Key, pod: &Value, msg: &str) {
 
 /// An event about `pod`, to commit with the write it reports.
 fn event(key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> (Key, Value) {
-    let name = format!("{}.{:x}", key.name, rand::random::<u64>());
-    let ts = now();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": name, "namespace": key.namespace, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": ts},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": key.namespace, "name": key.name,
-            "uid": pod.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)},
-        "type": ty, "reason": reason, "message": msg,
-        "source": {"component": "atoll-scheduler"},
-        "reportingComponent": "atoll-scheduler", "reportingInstance": "cloud-core",
-        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
-    });
-    (Key::new("events", &key.tenant, &key.namespace, &name), ev)
+    sched::pod_event(key, pod, (ty, reason, msg), "cloud-core", None)
 }
 
 /// Run until cancelled (see [`controllers::sched_cache::run`]).

@@ -263,14 +263,13 @@ impl Judging<'_> {
             )));
         }
         let v = parse(up)?;
-        let mut status = v.get("status").cloned().unwrap_or(Value::Null);
+        let status = v.get("status").cloned().unwrap_or(Value::Null);
         let mut n = c.clone();
         if !status.is_null() {
             // The rest of the stored object stays as it is (and valid): the status is checked
             // on its own, which is much cheaper than the whole object.
-            apiserver::openapi::normalize_quantities(&mut status);
-            apiserver::validate::decode_status(res, &status).map_err(|e| refuse(e.message))?;
-            n["status"] = status;
+            n["status"] =
+                apiserver::validate::checked_status(res, status).map_err(|e| refuse(e.message))?;
         } else if let Some(o) = n.as_object_mut() {
             o.remove("status");
         }

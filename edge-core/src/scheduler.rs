@@ -16,8 +16,8 @@ use std::time::Duration;
 use apiserver::api::{component, Api, Writer};
 use controllers::sched;
 use controllers::sched_cache::{self, node_name, spec_of, take, PodCache, Scheduler, TIMING};
-use serde_json::{json, Value};
-use store::{Key, Scope, Store};
+use serde_json::Value;
+use store::{Key, Scope};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,13 +28,8 @@ pub const SUMMARY_EVERY: Duration = Duration::from_secs(2);
 
 const EDGESITES: &str = "edgesites.edge.atoll.io";
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// The site scheduler: the pod cache over the site's nodes, and the last summary sent up.
 pub struct EdgeScheduler {
-    store: Store,
     writer: Writer,
     hooks: Arc<EdgeHooks>,
     cache: PodCache,
@@ -48,7 +43,6 @@ impl EdgeScheduler {
     /// A scheduler for the site of `hooks` (its cache fills when [`run`] starts it).
     pub fn new(api: &Arc<Api>, hooks: Arc<EdgeHooks>) -> Self {
         EdgeScheduler {
-            store: api.store.clone(),
             writer: Writer::new(api.clone(), component("atoll-scheduler")),
             hooks,
             cache: PodCache::default(),
@@ -102,20 +96,8 @@ impl EdgeScheduler {
     /// An event about `pod` (the site's own object: it goes up like any edge write), to commit
     /// with the write it reports.
     fn event(&self, key: &Key, pod: &Value, ty: &str, reason: &str, msg: &str) -> (Key, Value) {
-        let name = format!("{}.{:x}", key.name, rand::random::<u64>());
-        let ts = now();
-        let ev = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": key.namespace, "uid": uuid::Uuid::new_v4().to_string(),
-                "creationTimestamp": ts},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": key.namespace, "name": key.name,
-                "uid": pod.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)},
-            "type": ty, "reason": reason, "message": msg,
-            "source": {"component": "atoll-scheduler", "host": self.hooks.site()},
-            "reportingComponent": "atoll-scheduler", "reportingInstance": self.hooks.site(),
-            "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
-        });
-        (Key::new("events", &key.tenant, &key.namespace, &name), ev)
+        let site = self.hooks.site();
+        sched::pod_event(key, pod, (ty, reason, msg), site, Some(site))
     }
 }
 
@@ -204,7 +186,8 @@ impl Scheduler for EdgeScheduler {
         let key = Key::new(EDGESITES, "", "", self.hooks.site());
         let body = serde_json::to_value(&s).ok()?;
         if self
-            .store
+            .writer
+            .store()
             .commit(vec![self.hooks.record("Summary", &key, Some(&body))])
             .await
             .is_ok()

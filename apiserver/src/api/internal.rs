@@ -45,11 +45,6 @@ impl Writer {
         Writer { api, who }
     }
 
-    /// Who writes.
-    pub fn identity(&self) -> &Identity {
-        &self.who
-    }
-
     /// The store the API serves (reads only; writes go through the writer).
     pub fn store(&self) -> &Store {
         &self.api.store
@@ -175,9 +170,8 @@ impl Writer {
         let new = if status {
             // As through the status subresource: only the status changes (the rest is the
             // stored, valid object), so only the status is checked.
-            let mut s = json!({ "status": new.get("status").cloned().unwrap_or(Value::Null) });
-            normalize_quantities(&mut s);
-            validate::decode_status(res, &s["status"])?;
+            let status =
+                validate::checked_status(res, new.get("status").cloned().unwrap_or(Value::Null))?;
             // `new` is usually `current` with another status: then it is used as it is (no
             // second copy of the object); otherwise only its status is taken.
             let mut n = if same_but_status(current, &new) {
@@ -185,11 +179,25 @@ impl Writer {
             } else {
                 current.clone()
             };
-            n["status"] = s["status"].take();
+            n["status"] = status;
             n
         } else {
             self.api.finish_update(res, current, new, false)?
         };
+        self.replace(res, key, current, new, status, event).await
+    }
+
+    /// Commit `new` over `current` (a compare-and-swap on its version) with the hooks' writes
+    /// and `event`'s, in one transaction.
+    async fn replace(
+        &self,
+        res: &Resource,
+        key: &Key,
+        current: &Value,
+        new: Value,
+        status: bool,
+        event: Option<(Key, Value)>,
+    ) -> ApiResult<Arc<Value>> {
         let pre = store::object_rv(current).map_or(Precondition::Exists, Precondition::Version);
         let also = self.event_ops(event);
         let ev = self
@@ -240,18 +248,7 @@ impl Writer {
         if res.plural != "pods" || !current.is_object() {
             return Err(ApiError::bad_request("only pods are placed on sites"));
         }
-        if let Some(n) = current
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(ApiError::conflict(
-                "",
-                "pods",
-                &key.name,
-                &format!("pod {} is already assigned to node {n:?}", key.name),
-            ));
-        }
+        unbound(&key.name, current)?;
         if !validate::is_dns1123_label(site) {
             return Err(ApiError::bad_request(format!("invalid site name {site:?}")));
         }
@@ -274,23 +271,7 @@ impl Writer {
         {
             c.retain(|c| c["type"] != "PodScheduled");
         }
-        let pre = store::object_rv(current).map_or(Precondition::Exists, Precondition::Version);
-        let also = self.event_ops(event);
-        let ev = self
-            .api
-            .write_as(
-                res,
-                key.clone(),
-                current,
-                Some(new),
-                pre,
-                false,
-                false,
-                also,
-            )
-            .await
-            .map_err(|e| store_err(res, &key.name, e))?;
-        Ok(ev.object.clone())
+        self.replace(res, key, current, new, false, event).await
     }
 
     /// Delete the object `current` is (its uid is the precondition) as a `DELETE` would:

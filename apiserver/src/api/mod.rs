@@ -34,6 +34,7 @@ use delete::*;
 pub use internal::{component, Writer};
 pub use objects::*;
 use read::*;
+use subresources::unbound;
 
 /// Internal resource holding edge join tokens by hash (never served).
 pub const JOIN_TOKENS: &str = "jointokens";

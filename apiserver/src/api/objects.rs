@@ -264,7 +264,7 @@ pub(crate) fn namespace_companions(tenant: &str, name: &str) -> Vec<Op> {
 /// A new tenant's companions: its system namespaces, each with its `default` ServiceAccount.
 pub(crate) fn tenant_companions(_tenant: &str, name: &str) -> Vec<Op> {
     let mut ops = Vec::new();
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+    for ns in crate::bootstrap::SYSTEM_NAMESPACES {
         ops.push(Op::Put {
             key: Key::new("namespaces", name, "", ns),
             value: namespace_object(name, ns),

@@ -31,6 +31,23 @@ impl Api {
     }
 }
 
+/// A pod that is bound already cannot be bound (or placed) again: 409, as kube-apiserver says it.
+pub(super) fn unbound(name: &str, pod: &Value) -> ApiResult<()> {
+    match pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        Some(n) => Err(ApiError::conflict(
+            "",
+            "pods",
+            name,
+            &format!("pod {name} is already assigned to node {n:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Api {
     /// Bind the pod `current` (as read) to `node`: refused when it is bound already, admitted
     /// by the hooks as a binding, a compare-and-swap on the version read; `also` commits with it.
@@ -43,18 +60,7 @@ impl Api {
         also: Vec<Op>,
     ) -> ApiResult<Arc<Value>> {
         let name = key.name.as_str();
-        if let Some(n) = current
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(ApiError::conflict(
-                "",
-                "pods",
-                name,
-                &format!("pod {name} is already assigned to node {n:?}"),
-            ));
-        }
+        unbound(name, current)?;
         self.admit(res, Write::Bind { current, node })?;
         let rv = store::object_rv(current).unwrap_or(0);
         let mut new = current.clone();

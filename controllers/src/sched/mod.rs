@@ -664,6 +664,38 @@ pub fn site_candidates(site: &str, summary: &SiteSummary, site_taints: &[Taint])
         .collect()
 }
 
+/// A scheduler's Event about `pod` (`Scheduled`, `FailedScheduling`), reported by `instance`
+/// (the site, for a site's scheduler: also its `source.host`), as the key and object to create.
+pub fn pod_event(
+    key: &store::Key,
+    pod: &serde_json::Value,
+    (ty, reason, msg): (&str, &str, &str),
+    instance: &str,
+    host: Option<&str>,
+) -> (store::Key, serde_json::Value) {
+    let name = format!("{}.{:x}", key.name, rand::random::<u64>());
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut source = serde_json::json!({"component": "atoll-scheduler"});
+    if let Some(h) = host {
+        source["host"] = serde_json::json!(h);
+    }
+    let ev = serde_json::json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": key.namespace, "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": ts},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": key.namespace, "name": key.name,
+            "uid": pod.pointer("/metadata/uid").cloned().unwrap_or(serde_json::Value::Null)},
+        "type": ty, "reason": reason, "message": msg,
+        "source": source,
+        "reportingComponent": "atoll-scheduler", "reportingInstance": instance,
+        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+    });
+    (
+        store::Key::new("events", &key.tenant, &key.namespace, &name),
+        ev,
+    )
+}
+
 /// Set a pod's `PodScheduled` condition (and phase Pending when it has none), as both
 /// schedulers report placements and failures.
 pub fn set_scheduled(
