@@ -95,7 +95,7 @@ pub async fn start(
     sans.extend(cfg.tls_sans.iter().cloned());
     let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
     let (kubelet_cert, kubelet_key) = pki.kubelet_client(&cfg.data_dir.join("pki"))?;
-    let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?;
+    let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window).await?;
     apiserver::bootstrap::system_namespaces(&store).await?;
     let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
     let (token, fresh) = apiserver::bootstrap::admin_token(&store, &kubeconfig_path, None).await?;

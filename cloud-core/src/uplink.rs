@@ -419,10 +419,10 @@ mod tests {
     use super::*;
     use proto::sync::ObjectKey;
     use std::sync::Arc;
-    use store::{MemBackend, Store};
+    use store::Store;
 
     async fn api() -> Arc<Api> {
-        let store = Store::open(Box::new(MemBackend), 100).unwrap();
+        let store = Store::memory(100).await.unwrap();
         let api = Api::new(store.clone(), apiserver::api::ApiConfig::default());
         let node = |name: &str, site: &str| {
             json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "uid": format!("u-{name}"),

@@ -20,7 +20,7 @@ pub async fn on_changes<F, Fut>(
     Fut: std::future::Future<Output = ()>,
 {
     loop {
-        let mut live = match store.watch(store.current_rv()) {
+        let mut live = match store.watch(store.current_rv()).await {
             Ok(w) => w.live,
             Err(_) => {
                 tokio::select! {

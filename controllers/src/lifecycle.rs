@@ -247,7 +247,7 @@ pub async fn expire_events(store: Store, ttl: Duration, cancel: CancellationToke
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::{MemBackend, Op};
+    use store::Op;
 
     fn obj(name: &str, uid: &str, owner: Option<&str>, fins: &[&str], deleting: bool) -> Value {
         let mut v = json!({"metadata": {"name": name, "namespace": "ns", "uid": uid}});
@@ -265,7 +265,7 @@ mod tests {
     }
 
     async fn setup(owner_fins: &[&str], owner_deleted: bool) -> Store {
-        let s = Store::open(Box::new(MemBackend), 100).expect("store");
+        let s = Store::memory(100).await.expect("store");
         let mut ops = vec![Op::Put {
             key: Key::new("configmaps", "", "ns", "dep"),
             value: obj("dep", "d1", Some("o1"), &[], false),
@@ -320,7 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn old_events_expire() {
-        let store = Store::open(Box::new(MemBackend), 100).unwrap();
+        let store = Store::memory(100).await.unwrap();
         let ev = |name: &str, last: &str| json!({"metadata": {"name": name, "namespace": "default"}, "lastTimestamp": last, "reason": "x"});
         store
             .put(

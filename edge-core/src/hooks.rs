@@ -260,11 +260,10 @@ mod tests {
     use super::*;
     use apiserver::api::{component, Api, ApiConfig, Writer};
     use std::sync::Arc;
-    use store::MemBackend;
 
     /// The site's API with one node of its own (`n1`) and one of another site (`x1`).
     async fn site() -> (Store, Writer) {
-        let s = Store::open(Box::new(MemBackend), 1000).expect("store");
+        let s = Store::memory(1000).await.expect("store");
         apiserver::bootstrap::system_namespaces(&s)
             .await
             .expect("namespaces");

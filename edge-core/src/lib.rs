@@ -251,9 +251,9 @@ pub async fn start(
         }
     };
     let store = if cfg.in_memory {
-        Store::open(Box::new(store::MemBackend), cfg.watch_window)?
+        Store::memory(cfg.watch_window).await?
     } else {
-        Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window)?
+        Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window).await?
     };
     // The system namespaces exist before the cloud sends anything, so the site works from its
     // first offline minute; the cloud's copies replace them when they arrive.

@@ -1,31 +1,34 @@
-//! The store proper: the memory index that serves reads, lists and watches, the watch window,
-//! and the single writer thread that group-commits to the backend.
+//! The watch cache: the memory index that serves reads, lists and watches, fed by one watch on
+//! the [`Storage`] below it, with a window of recent events for watches to replay.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock, Weak};
 
 use serde_json::Value;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, watch};
 
-use crate::backend::{Backend, BackendError, SledBackend};
-use crate::{object_rv, set_rv, Event, EventType, Key, Op, Precondition, Scope, StoreError};
+use crate::local::LocalStorage;
+use crate::storage::{Feed, Storage};
+use crate::{set_rv, Event, EventType, Key, Op, Precondition, Scope, StoreError};
 
 struct State {
     objects: BTreeMap<Key, Arc<Value>>,
+    /// The revision the index has reached.
     rv: u64,
     /// Events with versions in `(window_start, rv]`.
     window: VecDeque<Arc<Event>>,
     window_start: u64,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Arc<Event>>, StoreError>>;
-
-/// The store: memory index + watch window + group-committing writer.
+/// The store: a [`Storage`] and the watch cache over it. Reads, lists and watches are served
+/// from memory; a commit returns once the cache has reached the revision it committed at, so a
+/// read after a write sees it.
 #[derive(Clone)]
 pub struct Store {
     state: Arc<RwLock<State>>,
-    tx: tokio::sync::mpsc::Sender<(Vec<Op>, Reply)>,
+    storage: Arc<dyn Storage>,
     events: broadcast::Sender<Arc<Event>>,
+    applied: watch::Receiver<u64>,
 }
 
 /// Objects of a list, in key order.
@@ -33,44 +36,72 @@ pub type Listing = Vec<(Key, Arc<Value>)>;
 
 /// A watch: the events to replay first, then the live stream.
 pub struct Watch {
-    /// Events after the requested version already in the window.
+    /// Events after the requested version (from the window, or the storage's history).
     pub replay: Vec<Arc<Event>>,
     /// Live events (filter by scope on receipt).
     pub live: broadcast::Receiver<Arc<Event>>,
 }
 
-/// Largest number of transactions committed in one group.
-const MAX_GROUP: usize = 512;
+/// Objects read per page when the cache loads.
+const LOAD_PAGE: usize = 10_000;
+/// The most events a watch replays from the storage's history (older: 410, relist).
+const MAX_HISTORY_REPLAY: u64 = 100_000;
 
 impl Store {
-    /// Load the backend and start the writer. `window` is how many recent events a watch can
-    /// replay.
-    pub fn open(mut backend: Box<dyn Backend>, window: usize) -> Result<Self, StoreError> {
-        let (rv, objects) = backend.load().map_err(StoreError::Backend)?;
-        let objects = objects.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    /// Load the cache from `storage` and follow it. `window` is how many recent events a watch
+    /// replays from memory; the storage keeps as many revisions of history (compacted each time
+    /// it grows a tenth past that), so a watch resumes after a restart too.
+    pub async fn open(storage: Arc<dyn Storage>, window: usize) -> Result<Self, StoreError> {
+        let rev = storage.current_revision().await?;
+        let mut objects = BTreeMap::new();
+        let mut after: Option<Key> = None;
+        loop {
+            let page = storage.list(None, after.as_ref(), LOAD_PAGE, rev).await?;
+            after = page.items.last().map(|(k, _)| k.clone());
+            objects.extend(page.items);
+            if !page.more {
+                break;
+            }
+        }
+        let feed = storage.watch(rev).await?;
         let state = Arc::new(RwLock::new(State {
             objects,
-            rv,
+            rv: rev,
             window: VecDeque::new(),
-            window_start: rv,
+            window_start: rev,
         }));
-        let (tx, rx) = tokio::sync::mpsc::channel::<(Vec<Op>, Reply)>(4096);
         let (events, _) = broadcast::channel(16384);
-        let writer_state = state.clone();
-        let writer_events = events.clone();
+        let (applied_tx, applied) = watch::channel(rev);
+        let applier = Applier {
+            state: state.clone(),
+            storage: Arc::downgrade(&storage),
+            events: events.clone(),
+            applied: applied_tx,
+            window: window.max(1),
+            history: window.max(1) as u64,
+            compacted_to: 0,
+            rt: tokio::runtime::Handle::current(),
+        };
         std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer(backend, rx, writer_state, writer_events, window.max(1)))
+            .name("store-apply".into())
+            .spawn(move || applier.run(feed))
             .map_err(|_| StoreError::Closed)?;
-        Ok(Store { state, tx, events })
+        Ok(Store {
+            state,
+            storage,
+            events,
+            applied,
+        })
     }
 
-    /// A store on the sled backend in `dir`.
-    pub fn open_sled(dir: &std::path::Path, window: usize) -> Result<Self, StoreError> {
-        Self::open(
-            Box::new(SledBackend::open(dir).map_err(StoreError::Backend)?),
-            window,
-        )
+    /// A store on sled in `dir`.
+    pub async fn open_sled(dir: &std::path::Path, window: usize) -> Result<Self, StoreError> {
+        Self::open(Arc::new(LocalStorage::sled(dir)?), window).await
+    }
+
+    /// A store in memory (not durable).
+    pub async fn memory(window: usize) -> Result<Self, StoreError> {
+        Self::open(Arc::new(LocalStorage::memory()?), window).await
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -82,7 +113,7 @@ impl Store {
         self.read().objects.get(key).cloned()
     }
 
-    /// The last committed version.
+    /// The revision the cache has reached.
     pub fn current_rv(&self) -> u64 {
         self.read().rv
     }
@@ -99,22 +130,35 @@ impl Store {
         self.list(&Scope::of(resource, tenant), None).1
     }
 
-    /// Watch everything after version `from`. Filter the events by scope on the caller's side.
-    pub fn watch(&self, from: u64) -> Result<Watch, StoreError> {
-        let st = self.read();
-        if from < st.window_start {
-            return Err(StoreError::Gone {
-                requested: from,
-                oldest: st.window_start,
-            });
+    /// Watch everything after version `from`: replayed from the window, or from the storage's
+    /// history when the window no longer reaches back that far (after a restart, say). Filter
+    /// the events by scope on the caller's side.
+    pub async fn watch(&self, from: u64) -> Result<Watch, StoreError> {
+        let mut replay = Vec::new();
+        let mut at = from;
+        loop {
+            let target = {
+                let st = self.read();
+                if at >= st.window_start {
+                    // The window is in version order: find the first newer event by bisection.
+                    let first = st.window.partition_point(|e| e.rv <= at);
+                    replay.extend(st.window.range(first..).cloned());
+                    // Subscribing under the read lock: the applier publishes under the write
+                    // lock, so no event can fall between the replay and the live stream.
+                    let live = self.events.subscribe();
+                    return Ok(Watch { replay, live });
+                }
+                if st.window_start - from > MAX_HISTORY_REPLAY {
+                    return Err(StoreError::Gone {
+                        requested: from,
+                        oldest: st.window_start,
+                    });
+                }
+                st.window_start
+            };
+            replay.extend(self.storage.history(at, target).await?);
+            at = target;
         }
-        // The window is in version order: find the first newer event by bisection.
-        let first = st.window.partition_point(|e| e.rv <= from);
-        let replay = st.window.range(first..).cloned().collect();
-        // Subscribing under the read lock: the writer publishes under the write lock, so no
-        // event can fall between the replay and the live stream.
-        let live = self.events.subscribe();
-        Ok(Watch { replay, live })
     }
 
     /// List `scope` and subscribe to later changes under one lock: the live stream starts
@@ -151,15 +195,18 @@ impl Store {
         (st.rv, items, live)
     }
 
-    /// Commit a transaction: all ops apply or none. Returns the committed events in order.
+    /// Commit a transaction: all ops apply or none. Returns the committed events in order
+    /// (without `prev`), once the cache has them.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Arc<Event>>, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        // The channel is bounded: a full queue makes writers wait rather than grow memory.
-        self.tx
-            .send((ops, reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let evs = self.storage.txn(ops).await?;
+        if let Some(last) = evs.last() {
+            let mut applied = self.applied.clone();
+            applied
+                .wait_for(|r| *r >= last.rv)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+        }
+        Ok(evs)
     }
 
     /// Put one object.
@@ -173,10 +220,123 @@ impl Store {
         ev.pop().ok_or(StoreError::Closed)
     }
 
-    /// Delete one object.
+    /// Delete one object (deleting what is not there is [`StoreError::NotFound`]).
     pub async fn delete(&self, key: Key, pre: Precondition) -> Result<Arc<Event>, StoreError> {
-        let mut ev = self.commit(vec![Op::Delete { key, pre }]).await?;
-        ev.pop().ok_or(StoreError::Closed)
+        let mut ev = self
+            .commit(vec![Op::Delete {
+                key: key.clone(),
+                pre,
+            }])
+            .await?;
+        ev.pop().ok_or(StoreError::NotFound(key))
+    }
+
+    /// Forget the storage's history up to `revision` (watches from before it get 410).
+    pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        self.storage.compact(revision).await
+    }
+}
+
+/// The thread that applies the storage's feed to the cache.
+struct Applier {
+    state: Arc<RwLock<State>>,
+    storage: Weak<dyn Storage>,
+    events: broadcast::Sender<Arc<Event>>,
+    applied: watch::Sender<u64>,
+    window: usize,
+    history: u64,
+    compacted_to: u64,
+    rt: tokio::runtime::Handle,
+}
+
+impl Applier {
+    fn run(mut self, mut feed: Feed) {
+        loop {
+            match feed.blocking_recv() {
+                Some(batch) => self.apply(batch),
+                None => {
+                    // The storage closed, or its feed broke: follow it again from where the
+                    // cache is, unless the store is gone.
+                    let Some(storage) = self.storage.upgrade() else {
+                        return;
+                    };
+                    let from = self.state.read().unwrap_or_else(|p| p.into_inner()).rv;
+                    match self.rt.block_on(storage.watch(from)) {
+                        Ok(f) => feed = f,
+                        Err(StoreError::Closed) => return,
+                        Err(e) => {
+                            tracing::error!(error = %e, from, "store feed lost");
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, batch: Vec<Arc<Event>>) {
+        let rev = {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for e in batch {
+                let prev = st.objects.get(&e.key).cloned();
+                let ev = match e.kind {
+                    EventType::Deleted => {
+                        let object = match (&prev, e.object.is_null()) {
+                            (Some(p), true) => {
+                                let mut last = (**p).clone();
+                                set_rv(&mut last, e.rv);
+                                Arc::new(last)
+                            }
+                            _ => e.object.clone(),
+                        };
+                        st.objects.remove(&e.key);
+                        Event {
+                            rv: e.rv,
+                            kind: EventType::Deleted,
+                            key: e.key.clone(),
+                            object,
+                            prev,
+                        }
+                    }
+                    _ => {
+                        st.objects.insert(e.key.clone(), e.object.clone());
+                        Event {
+                            rv: e.rv,
+                            kind: if prev.is_some() {
+                                EventType::Modified
+                            } else {
+                                EventType::Added
+                            },
+                            key: e.key.clone(),
+                            object: e.object.clone(),
+                            prev,
+                        }
+                    }
+                };
+                let ev = Arc::new(ev);
+                st.window.push_back(ev.clone());
+                while st.window.len() > self.window {
+                    if let Some(old) = st.window.pop_front() {
+                        st.window_start = old.rv;
+                    }
+                }
+                st.rv = ev.rv;
+                let _ = self.events.send(ev);
+            }
+            st.rv
+        };
+        self.applied.send_replace(rev);
+        if rev > self.compacted_to + self.history + (self.history / 10).max(1) {
+            let target = rev - self.history;
+            self.compacted_to = target;
+            if let Some(storage) = self.storage.upgrade() {
+                self.rt.spawn(async move {
+                    if let Err(e) = storage.compact(target).await {
+                        tracing::warn!(error = %e, target, "store compaction failed");
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -209,150 +369,4 @@ fn list_locked(st: &State, scope: &Scope, after: Option<&Key>) -> Vec<(Key, Arc<
         }
     }
     out
-}
-
-fn check(pre: Precondition, current: Option<&Arc<Value>>, key: &Key) -> Result<(), StoreError> {
-    match (pre, current) {
-        (Precondition::Any, _) => Ok(()),
-        (Precondition::Absent, None) => Ok(()),
-        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
-        (_, None) => Err(StoreError::NotFound(key.clone())),
-        (Precondition::Exists, Some(_)) => Ok(()),
-        (Precondition::Version(v), Some(cur)) => {
-            if object_rv(cur) == Some(v) {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(key.clone()))
-            }
-        }
-    }
-}
-
-fn writer(
-    mut backend: Box<dyn Backend>,
-    mut rx: tokio::sync::mpsc::Receiver<(Vec<Op>, Reply)>,
-    state: Arc<RwLock<State>>,
-    events: broadcast::Sender<Arc<Event>>,
-    window: usize,
-) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(t) => group.push(t),
-                Err(_) => break,
-            }
-        }
-        // Stage every transaction against the committed state plus what earlier transactions
-        // of this group staged.
-        let mut rv = state.read().unwrap_or_else(|p| p.into_inner()).rv;
-        let mut staged: HashMap<Key, Option<Arc<Value>>> = HashMap::new();
-        let mut writes: Vec<(Key, Option<Arc<Value>>)> = Vec::new();
-        let mut results: Vec<(Reply, Result<Vec<Event>, StoreError>)> = Vec::new();
-        {
-            let st = state.read().unwrap_or_else(|p| p.into_inner());
-            for (ops, reply) in group {
-                let base_rv = rv;
-                let mut local: HashMap<Key, Option<Arc<Value>>> = HashMap::new();
-                let mut evs = Vec::new();
-                let mut failed = None;
-                for op in ops {
-                    let key = op.key().clone();
-                    let current = match local.get(&key).or_else(|| staged.get(&key)) {
-                        Some(v) => v.clone(),
-                        None => st.objects.get(&key).cloned(),
-                    };
-                    let (pre, new) = match op {
-                        Op::Put { value, pre, .. } => (pre, Some(value)),
-                        Op::Delete { pre, .. } => (pre, None),
-                    };
-                    if let Err(e) = check(pre, current.as_ref(), &key) {
-                        failed = Some(e);
-                        break;
-                    }
-                    rv += 1;
-                    let (kind, object, stored) = match new {
-                        Some(mut value) => {
-                            set_rv(&mut value, rv);
-                            let value = Arc::new(value);
-                            let kind = if current.is_some() {
-                                EventType::Modified
-                            } else {
-                                EventType::Added
-                            };
-                            (kind, value.clone(), Some(value))
-                        }
-                        None => {
-                            let mut last = current.as_deref().cloned().unwrap_or(Value::Null);
-                            set_rv(&mut last, rv);
-                            (EventType::Deleted, Arc::new(last), None)
-                        }
-                    };
-                    local.insert(key.clone(), stored);
-                    evs.push(Event {
-                        rv,
-                        kind,
-                        key,
-                        object,
-                        prev: current,
-                    });
-                }
-                match failed {
-                    Some(e) => {
-                        rv = base_rv;
-                        results.push((reply, Err(e)));
-                    }
-                    None => {
-                        for ev in &evs {
-                            let stored = local.get(&ev.key).cloned().flatten();
-                            staged.insert(ev.key.clone(), stored.clone());
-                            writes.push((ev.key.clone(), stored));
-                        }
-                        results.push((reply, Ok(evs)));
-                    }
-                }
-            }
-        }
-        // A failed transaction rolled `rv` back, so committed versions stay dense.
-        let next = rv;
-        if writes.is_empty() {
-            for (reply, res) in results {
-                let _ = reply.send(res.map(|_| Vec::new()));
-            }
-            continue;
-        }
-        if let Err(e) = backend.commit(&writes, next) {
-            tracing::error!(error = %e, "store commit failed");
-            for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Backend(BackendError::Corrupt(
-                    "commit failed".into(),
-                ))));
-            }
-            continue;
-        }
-        let mut st = state.write().unwrap_or_else(|p| p.into_inner());
-        for (reply, res) in results {
-            let res = res.map(|evs| {
-                evs.into_iter()
-                    .map(|e| {
-                        match e.kind {
-                            EventType::Deleted => st.objects.remove(&e.key),
-                            _ => st.objects.insert(e.key.clone(), e.object.clone()),
-                        };
-                        let e = Arc::new(e);
-                        st.window.push_back(e.clone());
-                        while st.window.len() > window {
-                            if let Some(old) = st.window.pop_front() {
-                                st.window_start = old.rv;
-                            }
-                        }
-                        let _ = events.send(e.clone());
-                        e
-                    })
-                    .collect()
-            });
-            let _ = reply.send(res);
-        }
-        st.rv = next;
-    }
 }

@@ -1,27 +1,33 @@
-//! Storage: a durable [`Backend`] (sled by default) under an in-memory index that serves reads,
-//! lists and watches, and a single writer thread that group-commits.
+//! Storage: a revision-based [`Storage`] (etcd-shaped: reads at a revision, transactions that
+//! compare modification revisions, watches from a revision, compaction) and the watch cache
+//! over it ([`Store`]) that serves reads, lists and watches from memory.
 //!
-//! This crate knows keys, versions and JSON values, nothing of kinds, tenants' rules, defaults
+//! This crate knows keys, revisions and JSON values, nothing of kinds, tenants' rules, defaults
 //! or validation: those are the API's. Modules: the key layout and the change types here,
-//! [`backend`] (the durable backends), [`cache`] (the memory index, watch window and writer).
+//! [`storage`] (the contract), [`local`] (sled and memory storage with a group-committing
+//! writer), `cache` (the watch cache and its window).
 //!
 //! Invariants:
-//! - one `resourceVersion` counter per store, strictly increasing, persisted atomically with the
-//!   writes it numbers;
-//! - a write is visible to readers and watchers only after the backend has made it durable;
-//! - every write is a compare-and-swap on the version the caller read ([`Precondition`]);
-//! - watchers see events in version order with no gap and no duplicate; a watch from a version
-//!   older than the window gets [`StoreError::Gone`].
+//! - one revision counter per storage, strictly increasing, persisted atomically with the
+//!   writes it numbers; an object's `resourceVersion` is its modification revision;
+//! - a write is visible to readers and watchers only after the storage has made it durable;
+//!   a commit returns only after the cache has applied it (read-your-writes);
+//! - every write is a compare-and-swap on the revision the caller read ([`Precondition`]);
+//! - watchers see events in revision order with no gap and no duplicate; a watch from a
+//!   revision the window no longer holds is replayed from the storage's history, and one from
+//!   before the compaction point gets [`StoreError::Gone`].
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-pub mod backend;
 mod cache;
+pub mod local;
+pub mod storage;
 
-pub use backend::{Backend, BackendError, MemBackend, SledBackend};
 pub use cache::{Listing, Store, Watch};
+pub use local::{BackendError, LocalStorage};
+pub use storage::{Page, Storage};
 
 /// The identity of an object: (resource, tenant, namespace, name). The system space is
 /// tenant `""`; cluster-scoped objects have namespace `""`.
@@ -254,7 +260,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn cas_and_versions() {
-        let s = Store::open(Box::new(MemBackend), 100).unwrap();
+        let s = Store::memory(100).await.unwrap();
         let k = Key::new("pods", "", "default", "a");
         let e = s
             .put(k.clone(), obj("a"), Precondition::Absent)
@@ -282,7 +288,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn failed_transaction_applies_nothing() {
-        let s = Store::open(Box::new(MemBackend), 100).unwrap();
+        let s = Store::memory(100).await.unwrap();
         let a = Key::new("pods", "", "ns", "a");
         let b = Key::new("pods", "", "ns", "b");
         s.put(b.clone(), obj("b"), Precondition::Absent)
@@ -308,8 +314,8 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn watch_replays_window_and_expires() {
-        let s = Store::open(Box::new(MemBackend), 3).unwrap();
+    async fn watch_replays_window_then_history_then_expires() {
+        let s = Store::memory(3).await.unwrap();
         for i in 0..5 {
             s.put(
                 Key::new("cm", "", "ns", &format!("c{i}")),
@@ -319,13 +325,19 @@ mod tests {
             .await
             .unwrap();
         }
-        let w = s.watch(3).unwrap();
-        assert_eq!(
-            w.replay.iter().map(|e| e.rv).collect::<Vec<_>>(),
-            vec![4, 5]
-        );
-        assert!(matches!(s.watch(1), Err(StoreError::Gone { .. })));
-        let mut live = s.watch(5).unwrap().live;
+        let rvs = |w: &Watch| w.replay.iter().map(|e| e.rv).collect::<Vec<_>>();
+        assert_eq!(rvs(&s.watch(3).await.unwrap()), vec![4, 5]);
+        // Older than the window: the storage's history replays it, with what came before.
+        let w = s.watch(1).await.unwrap();
+        assert_eq!(rvs(&w), vec![2, 3, 4, 5]);
+        assert!(w
+            .replay
+            .iter()
+            .all(|e| e.kind == EventType::Added && e.prev.is_none()));
+        s.compact(3).await.unwrap();
+        assert!(matches!(s.watch(1).await, Err(StoreError::Gone { .. })));
+        assert_eq!(rvs(&s.watch(3).await.unwrap()), vec![4, 5]);
+        let mut live = s.watch(5).await.unwrap().live;
         s.put(
             Key::new("cm", "", "ns", "x"),
             obj("x"),
@@ -340,7 +352,7 @@ mod tests {
     async fn sled_persists_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open_sled(dir.path(), 10).unwrap();
+            let s = Store::open_sled(dir.path(), 10).await.unwrap();
             s.put(
                 Key::new("pods", "t", "ns", "a"),
                 obj("a"),
@@ -362,7 +374,7 @@ mod tests {
         // The writer thread holds the db until its channel closes; wait for the lock to go.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let s = loop {
-            match Store::open_sled(dir.path(), 10) {
+            match Store::open_sled(dir.path(), 10).await {
                 Ok(s) => break s,
                 Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
                 Err(e) => panic!("reopen: {e}"),
@@ -376,11 +388,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn scope_list_is_tenant_and_namespace_bounded() {
-        let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
-        rt.block_on(async {
-            let s = Store::open(Box::new(MemBackend), 10).unwrap();
+    #[tokio::test(flavor = "multi_thread")]
+    async fn scope_list_is_tenant_and_namespace_bounded() {
+        {
+            let s = Store::memory(10).await.unwrap();
             for (t, ns, n) in [
                 ("", "default", "a"),
                 ("acme", "default", "a"),
@@ -416,6 +427,6 @@ mod tests {
                 namespace: Some("default".into()),
             };
             assert_eq!(s.list(&scope, None).1.len(), 3);
-        });
+        }
     }
 }

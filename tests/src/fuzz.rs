@@ -11,7 +11,7 @@ use apiserver::auth::{self, Identity};
 use bytes::Bytes;
 use proto::sync::{ChangeKind, Frame, ObjectKey, Up};
 use serde_json::{json, Value};
-use store::{Key, MemBackend, Op, Precondition, Store};
+use store::{Key, Op, Precondition, Store};
 
 /// A target body.
 pub type Target = fn(&[u8]);
@@ -94,7 +94,7 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .expect("runtime");
-        let store = Store::open(Box::new(MemBackend), 1000).expect("store");
+        let store = rt.block_on(Store::memory(1000)).expect("store");
         let api = Api::new(store.clone(), ApiConfig::default());
         let mut rec = auth::token_record(&Identity::system_admin(), None, None);
         rec["metadata"]["name"] = json!(auth::hash_token(TOKEN));

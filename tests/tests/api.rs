@@ -484,25 +484,33 @@ async fn kube_client_crud_conflict_pagination_and_watch() {
         1
     );
 
-    // Outside the window: 410 Gone, as a watch ERROR event.
+    // Outside the window and the storage's history: 410 Gone, as a watch ERROR event.
     for i in 0..25 {
         let c: ConfigMap =
             serde_json::from_value(json!({"metadata": {"name": format!("q{i}")}})).unwrap();
         cms.create(&PostParams::default(), &c).await.unwrap();
     }
-    let mut w = cms
-        .watch(&WatchParams::default(), &rv0.to_string())
-        .await
-        .unwrap()
-        .boxed();
-    match tokio::time::timeout(Duration::from_secs(10), w.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-    {
-        WatchEvent::Error(e) => assert_eq!(e.code, 410),
-        other => panic!("expected 410, got {other:?}"),
+    // The store compacts its history behind the window as it grows: wait for that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut w = cms
+            .watch(&WatchParams::default(), &rv0.to_string())
+            .await
+            .unwrap()
+            .boxed();
+        match tokio::time::timeout(Duration::from_secs(10), w.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Error(e) => {
+                assert_eq!(e.code, 410);
+                break;
+            }
+            other if std::time::Instant::now() < deadline => drop(other),
+            other => panic!("expected 410, got {other:?}"),
+        }
     }
     // Bookmarks are sent when asked for.
     let rv = cms
@@ -760,6 +768,15 @@ fn bad_input_gets_clear_status_errors() {
 async fn acknowledged_writes_survive_sigkill() {
     let mut cc = CloudCore::start();
     let client = cc.client().await;
+    let marker: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "marker"}})).unwrap();
+    let rv0 = Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &marker)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut tasks = Vec::new();
     for w in 0..8 {
@@ -811,6 +828,26 @@ async fn acknowledged_writes_survive_sigkill() {
         acked.len(),
         &lost[..lost.len().min(10)]
     );
+    // History survives too: a watch from before the kill replays every acknowledged create.
+    let mut w = cms
+        .watch(&WatchParams::default(), &rv0)
+        .await
+        .unwrap()
+        .boxed();
+    let mut unseen: std::collections::HashSet<&String> = acked.iter().collect();
+    while !unseen.is_empty() {
+        match tokio::time::timeout(Duration::from_secs(30), w.try_next())
+            .await
+            .expect("replay stalled")
+            .unwrap()
+            .expect("watch ended")
+        {
+            WatchEvent::Added(c) => {
+                unseen.remove(&c.metadata.name.unwrap());
+            }
+            other => panic!("expected the replayed creates, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -491,7 +491,7 @@ impl Api {
             ("get", Some("status")) => self.get(&t, &req),
             ("get", Some("log")) => self.pod_log(&t, &req).await,
             ("list", _) => self.list(&t, &req),
-            ("watch", _) => self.watch(&t, &req),
+            ("watch", _) => self.watch(&t, &req).await,
             ("create", None) => {
                 if t.name.is_some() {
                     return Err(ApiError::method_not_allowed("POST", &req.path));

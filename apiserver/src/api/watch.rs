@@ -4,7 +4,7 @@
 use super::*;
 
 impl Api {
-    pub(super) fn watch(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
+    pub(super) async fn watch(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
         let (ls, mut fs) = self.selectors(t, &req.query)?;
         if let Some(n) = &t.name {
             fs.0.push(proto::selectors::FieldReq {
@@ -37,7 +37,7 @@ impl Api {
             let from: u64 = rv
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-            match self.store.watch(from) {
+            match self.store.watch(from).await {
                 Ok(w) => (Vec::new(), w.replay, from, w.live),
                 Err(StoreError::Gone { requested, oldest }) => {
                     // Kubernetes answers 200 with an ERROR event carrying the 410 Status.

@@ -582,7 +582,7 @@ pub async fn run(api: Arc<Api>, cancel: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::{MemBackend, Precondition};
+    use store::Precondition;
 
     /// The controllers' writers over an API on `s`, with the system namespaces in place.
     async fn writers(s: &Store) -> Writers {
@@ -656,7 +656,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn rolling_update_respects_surge_and_unavailability() {
-        let s = Store::open(Box::new(MemBackend), 10_000).expect("store");
+        let s = Store::memory(10_000).await.expect("store");
         let ws = writers(&s).await;
         let k = Key::new(DEPLOYMENTS, "", "default", "web");
         let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -729,7 +729,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn controllers_write_through_the_api_rules() {
-        let s = Store::open(Box::new(MemBackend), 1000).expect("store");
+        let s = Store::memory(1000).await.expect("store");
         let ws = writers(&s).await;
         // A namespace being terminated takes no new pods, from a controller either.
         let nk = Key::new("namespaces", "", "", "default");
@@ -771,7 +771,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn replicaset_converges_adopts_and_scales_down() {
-        let s = Store::open(Box::new(MemBackend), 1000).expect("store");
+        let s = Store::memory(1000).await.expect("store");
         let ws = writers(&s).await;
         let k = Key::new(REPLICASETS, "", "default", "web");
         s.put(k.clone(), rs(3), Precondition::Absent)
