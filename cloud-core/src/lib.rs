@@ -132,7 +132,7 @@ pub async fn start(
     ));
     tracker.spawn(scheduler::run(api.clone(), cancel.child_token()));
     tracker.spawn(controllers::lifecycle::run(
-        store.clone(),
+        api.clone(),
         cancel.child_token(),
     ));
     tracker.spawn(controllers::workloads::run(

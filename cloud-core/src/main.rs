@@ -32,7 +32,8 @@ enum Cmd {
         /// Extra DNS names or IPs for the serving certificate.
         #[arg(long = "tls-san", env = "ATOLL_TLS_SANS", value_delimiter = ',')]
         tls_sans: Vec<String>,
-        /// Recent events a watch can resume from (older versions get 410 Gone).
+        /// Recent events watches resume from memory; as many revisions of history stay on disk
+        /// (watches from before them get 410 Gone).
         #[arg(long, env = "ATOLL_WATCH_WINDOW", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
         watch_window: u64,
         /// Lifetime of site certificates; sites renew them at two thirds of it.

@@ -1,20 +1,23 @@
 //! Built-in controllers every Atoll API server runs: namespace and tenant lifecycle
 //! (Terminating until the contents are gone), and garbage collection by ownerReferences
-//! (background, foreground and orphan propagation).
+//! (background, foreground and orphan propagation). They write through the API's rules
+//! (`api::Writer`) under their own identities; event expiry is the store's own (as etcd leases
+//! are kube-apiserver's) and deletes directly.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use apiserver::api::owned_by;
+use apiserver::api::{component, owned_by, Api, Writer};
 use apiserver::auth::TOKENS;
+use apiserver::error::ApiResult;
 use apiserver::resources::RESOURCES;
 
 use crate::changes::on_changes;
-use store::{Key, Precondition, Scope, Store, StoreError};
+use store::{Key, Precondition, Scope, Store};
 
 fn terminating(v: &Value) -> bool {
     v.pointer("/metadata/deletionTimestamp").is_some()
@@ -31,61 +34,129 @@ fn finalizers(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn delete_quiet(store: &Store, key: Key) {
-    match store.delete(key, Precondition::Exists).await {
-        Ok(_) | Err(StoreError::NotFound(_)) => {}
-        Err(e) => tracing::warn!(error = %e, "controller delete failed"),
+/// The lifecycle controllers' writers, each under its own identity (kube-controller-manager's
+/// names; the tenant controller is Arktos').
+pub struct Writers {
+    namespaces: Writer,
+    tenants: Writer,
+    gc: Writer,
+}
+
+impl Writers {
+    /// The lifecycle controllers writing through `api`.
+    pub fn new(api: &Arc<Api>) -> Self {
+        let w = |name| Writer::new(api.clone(), component(name));
+        Writers {
+            namespaces: w("namespace-controller"),
+            tenants: w("tenant-controller"),
+            gc: w("generic-garbage-collector"),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.namespaces.store()
     }
 }
 
-/// One pass over everything; returns whether it changed anything.
-pub async fn reconcile(store: &Store) -> bool {
+/// Whether a write went through; a refusal is logged (the next pass retries), an object gone
+/// meanwhile is no failure.
+fn wrote<T>(what: &str, key: &Key, r: ApiResult<T>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(e) if e.code == 404 || e.code == 409 => false,
+        Err(e) => {
+            tracing::warn!(key = ?key, error = %e.message, "{what} failed");
+            false
+        }
+    }
+}
+
+/// Delete `v` as a `DELETE` with background propagation would, unless it is already going. A
+/// pod bound to a node that does not exist is deleted at once (grace 0, as kube's pod garbage
+/// collector does): no agent will ever stop it.
+async fn delete_content(w: &Writer, key: &Key, v: &Value) -> bool {
+    if terminating(v) {
+        return false;
+    }
+    let node = v
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let grace = (key.resource == "pods"
+        && !node.is_empty()
+        && w.store().get(&Key::new("nodes", "", "", node)).is_none())
+    .then_some(0);
+    wrote(
+        "delete",
+        key,
+        w.delete(key, v, grace, Some("Background")).await,
+    )
+}
+
+/// One pass over everything; returns whether it wrote anything.
+pub async fn reconcile(ws: &Writers) -> bool {
+    let store = ws.store();
     let mut changed = false;
-    // Tenants being deleted: remove their whole space, their tokens, then the tenant.
+    // Tenants being deleted: delete their whole space (namespaces go through their own
+    // termination below); once it is empty, their tokens, then the tenant.
     for (tkey, tenant) in store.list_of("tenants", Some("")) {
         if !terminating(&tenant) {
             continue;
         }
         let name = tkey.name.clone();
+        let mut left = 0;
         for r in RESOURCES {
-            for (k, _) in store.list_of(&r.store_name(), Some(&name)) {
-                delete_quiet(store, k).await;
+            for (k, v) in store.list_of(&r.store_name(), Some(&name)) {
+                left += 1;
+                changed |= delete_content(&ws.tenants, &k, &v).await;
             }
         }
+        if left > 0 || !finalizers(&tenant).is_empty() {
+            continue;
+        }
+        // Tokens are credentials the API never serves as objects: the store's own records.
         for (k, rec) in store.list_of(TOKENS, Some("")) {
             if rec.get("tenant").and_then(Value::as_str) == Some(name.as_str()) {
-                delete_quiet(store, k).await;
+                let _ = store.delete(k, Precondition::Exists).await;
             }
         }
-        delete_quiet(store, tkey).await;
-        tracing::info!(tenant = %name, "tenant removed");
-        changed = true;
+        if wrote("remove", &tkey, ws.tenants.remove(&tkey, &tenant).await) {
+            tracing::info!(tenant = %name, "tenant removed");
+            changed = true;
+        }
     }
-    // Namespaces being deleted: remove their contents, then the namespace.
+    // Namespaces being deleted: delete their contents; once none is left, the namespace.
     for (nkey, ns) in store.list_of("namespaces", None) {
         if !terminating(&ns) {
             continue;
         }
+        let mut left = 0;
         for r in RESOURCES.iter().filter(|r| r.namespaced) {
             let scope = Scope {
                 resource: r.store_name(),
                 tenant: Some(nkey.tenant.clone()),
                 namespace: Some(nkey.name.clone()),
             };
-            for (k, _) in store.list(&scope, None).1 {
-                delete_quiet(store, k).await;
+            for (k, v) in store.list(&scope, None).1 {
+                left += 1;
+                changed |= delete_content(&ws.namespaces, &k, &v).await;
             }
         }
-        delete_quiet(store, nkey.clone()).await;
-        tracing::info!(tenant = %nkey.tenant, namespace = %nkey.name, "namespace removed");
-        changed = true;
+        if left > 0 || !finalizers(&ns).is_empty() {
+            continue;
+        }
+        if wrote("remove", &nkey, ws.namespaces.remove(&nkey, &ns).await) {
+            tracing::info!(tenant = %nkey.tenant, namespace = %nkey.name, "namespace removed");
+            changed = true;
+        }
     }
-    changed |= collect_garbage(store).await;
+    changed |= collect_garbage(&ws.gc).await;
     changed
 }
 
 /// Garbage collection by ownerReferences.
-async fn collect_garbage(store: &Store) -> bool {
+async fn collect_garbage(gc: &Writer) -> bool {
+    let store = gc.store();
     let mut objects = Vec::new();
     for r in RESOURCES {
         objects.extend(store.list_of(&r.store_name(), None));
@@ -115,28 +186,20 @@ async fn collect_garbage(store: &Store) -> bool {
             .collect();
         let done = if fins.iter().any(|f| f == "orphan") {
             for (k, d) in &dependents {
-                let mut d = (**d).clone();
-                if let Some(refs) = d
+                let mut n = (**d).clone();
+                if let Some(refs) = n
                     .pointer_mut("/metadata/ownerReferences")
                     .and_then(Value::as_array_mut)
                 {
                     refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
                 }
-                let _ = store.put(k.clone(), d, Precondition::Exists).await;
+                wrote("orphan", k, gc.update(k, d, n, false).await);
             }
             Some("orphan")
         } else if fins.iter().any(|f| f == "foregroundDeletion") {
             for (k, d) in &dependents {
                 if !terminating(d) {
-                    let mut d = (**d).clone();
-                    d["metadata"]["deletionTimestamp"] = json!(
-                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    );
-                    if finalizers(&d).is_empty() {
-                        delete_quiet(store, k.clone()).await;
-                    } else {
-                        let _ = store.put(k.clone(), d, Precondition::Exists).await;
-                    }
+                    wrote("delete", k, gc.delete(k, d, None, Some("Background")).await);
                 }
             }
             dependents.is_empty().then_some("foregroundDeletion")
@@ -151,13 +214,8 @@ async fn collect_garbage(store: &Store) -> bool {
             {
                 list.retain(|x| x.as_str() != Some(f));
             }
-            let rest = finalizers(&o);
-            if rest.is_empty() && !matches!(key.resource.as_str(), "namespaces" | "tenants") {
-                delete_quiet(store, key.clone()).await;
-            } else {
-                let _ = store.put(key.clone(), o, Precondition::Exists).await;
-            }
-            changed = true;
+            // The update removing the last finalizer removes the object, as through the API.
+            changed |= wrote("finalize", key, gc.update(key, owner, o, false).await);
         }
     }
     // Dependents whose owners are all gone (background deletion).
@@ -176,8 +234,11 @@ async fn collect_garbage(store: &Store) -> bool {
                 .and_then(Value::as_str)
                 .is_none_or(|u| !uids.contains(u))
         }) {
-            delete_quiet(store, key.clone()).await;
-            changed = true;
+            changed |= wrote(
+                "delete",
+                key,
+                gc.delete(key, o, None, Some("Background")).await,
+            );
         }
     }
     changed
@@ -185,14 +246,15 @@ async fn collect_garbage(store: &Store) -> bool {
 
 /// Run the controllers until cancelled: a pass at start, then after every deletion-related
 /// change (and every few seconds as a safety net).
-pub async fn run(store: Store, cancel: CancellationToken) {
+pub async fn run(api: Arc<Api>, cancel: CancellationToken) {
+    let ws = Writers::new(&api);
     on_changes(
-        &store,
+        ws.store(),
         Duration::from_secs(5),
         Duration::ZERO,
         &cancel,
         |e| e.kind == store::EventType::Deleted || terminating(&e.object),
-        || async { while reconcile(&store).await {} },
+        || async { while reconcile(&ws).await {} },
     )
     .await
 }
@@ -247,6 +309,7 @@ pub async fn expire_events(store: Store, ttl: Duration, cancel: CancellationToke
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use store::Op;
 
     fn obj(name: &str, uid: &str, owner: Option<&str>, fins: &[&str], deleting: bool) -> Value {
@@ -264,8 +327,9 @@ mod tests {
         v
     }
 
-    async fn setup(owner_fins: &[&str], owner_deleted: bool) -> Store {
+    async fn setup(owner_fins: &[&str], owner_deleted: bool) -> (Store, Writers) {
         let s = Store::memory(100).await.expect("store");
+        let ws = Writers::new(&Api::new(s.clone(), apiserver::api::ApiConfig::default()));
         let mut ops = vec![Op::Put {
             key: Key::new("configmaps", "", "ns", "dep"),
             value: obj("dep", "d1", Some("o1"), &[], false),
@@ -279,20 +343,20 @@ mod tests {
             });
         }
         s.commit(ops).await.expect("commit");
-        s
+        (s, ws)
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn background_deletes_orphaned_dependents() {
-        let s = setup(&[], true).await;
-        while reconcile(&s).await {}
+        let (s, ws) = setup(&[], true).await;
+        while reconcile(&ws).await {}
         assert!(s.get(&Key::new("configmaps", "", "ns", "dep")).is_none());
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn orphan_keeps_dependents_without_the_reference() {
-        let s = setup(&["orphan"], false).await;
-        while reconcile(&s).await {}
+        let (s, ws) = setup(&["orphan"], false).await;
+        while reconcile(&ws).await {}
         assert!(
             s.get(&Key::new("configmaps", "", "ns", "owner")).is_none(),
             "owner finalized and gone"
@@ -310,12 +374,76 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn foreground_removes_dependents_before_the_owner() {
-        let s = setup(&["foregroundDeletion"], false).await;
+        let (s, ws) = setup(&["foregroundDeletion"], false).await;
         // First pass deletes the dependent; the owner stays until a later pass sees none left.
-        reconcile(&s).await;
+        reconcile(&ws).await;
         assert!(s.get(&Key::new("configmaps", "", "ns", "dep")).is_none());
-        while reconcile(&s).await {}
+        while reconcile(&ws).await {}
         assert!(s.get(&Key::new("configmaps", "", "ns", "owner")).is_none());
+    }
+
+    /// Namespace termination deletes through the API's rules: a pod on a node is given its
+    /// grace period for the agent to stop it, a pod on a node that does not exist goes at once,
+    /// and the namespace goes only once nothing is left in it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn namespace_termination_deletes_as_the_api_does() {
+        let s = Store::memory(100).await.expect("store");
+        let ws = Writers::new(&Api::new(s.clone(), apiserver::api::ApiConfig::default()));
+        let pod = |name: &str, node: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns", "uid": name},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
+        };
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "ns", "uid": "n", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": "Terminating"}});
+        let (on_node, orphan) = (
+            Key::new("pods", "", "ns", "a"),
+            Key::new("pods", "", "ns", "b"),
+        );
+        s.commit(vec![
+            Op::Put {
+                key: Key::new("namespaces", "", "", "ns"),
+                value: ns,
+                pre: Precondition::Absent,
+            },
+            Op::Put {
+                key: Key::new("nodes", "", "", "n1"),
+                value: json!({"metadata": {"name": "n1"}}),
+                pre: Precondition::Absent,
+            },
+            Op::Put {
+                key: on_node.clone(),
+                value: pod("a", "n1"),
+                pre: Precondition::Absent,
+            },
+            Op::Put {
+                key: orphan.clone(),
+                value: pod("b", "gone"),
+                pre: Precondition::Absent,
+            },
+        ])
+        .await
+        .expect("commit");
+        while reconcile(&ws).await {}
+        let a = s
+            .get(&on_node)
+            .expect("the pod on a node waits for its agent");
+        assert!(a.pointer("/metadata/deletionTimestamp").is_some());
+        assert_eq!(
+            a.pointer("/metadata/deletionGracePeriodSeconds"),
+            Some(&json!(30))
+        );
+        assert!(
+            s.get(&orphan).is_none(),
+            "a pod on a missing node goes at once"
+        );
+        assert!(s.get(&Key::new("namespaces", "", "", "ns")).is_some());
+        // The agent finishes; then the namespace goes.
+        s.delete(on_node, Precondition::Exists)
+            .await
+            .expect("agent");
+        while reconcile(&ws).await {}
+        assert!(s.get(&Key::new("namespaces", "", "", "ns")).is_none());
     }
 
     #[tokio::test]

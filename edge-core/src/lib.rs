@@ -282,13 +282,6 @@ pub async fn start(
         controllers::lifecycle::EVENT_TTL,
         cancel.child_token(),
     ));
-    if cfg.judge_nodes {
-        tracker.spawn(nodes::run(
-            store.clone(),
-            edge_hooks.clone(),
-            cancel.child_token(),
-        ));
-    }
     let hooks: Arc<dyn apiserver::api::Hooks> = edge_hooks.clone();
     let api = Api::with_hooks(
         store.clone(),
@@ -298,6 +291,9 @@ pub async fn start(
         },
         Some(hooks),
     );
+    if cfg.judge_nodes {
+        tracker.spawn(nodes::run(api.clone(), cancel.child_token()));
+    }
     tracker.spawn(scheduler::run(
         api.clone(),
         edge_hooks,

@@ -6,13 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apiserver::api::Hooks;
+use apiserver::api::{component, Api, Writer};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use store::{Key, Op, Precondition, Scope, Store};
+use store::{Key, Scope};
 use tokio_util::sync::CancellationToken;
-
-use crate::hooks::EdgeHooks;
 
 /// How long a node may go without renewing its Lease before it is NotReady.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -25,11 +23,13 @@ fn time(v: Option<&Value>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// One pass: returns the nodes it marked.
-pub async fn check(store: &Store, hooks: &EdgeHooks, now: DateTime<Utc>) -> Vec<String> {
-    let Some(res) = apiserver::resources::find("", "v1", "nodes") else {
-        return Vec::new();
-    };
+/// The identity the site's node lifecycle writes under (kube-controller-manager's name).
+pub const IDENTITY: &str = "node-controller";
+
+/// One pass: returns the nodes it marked. Marks go through the site's API as status writes
+/// (the hooks put them in the outbox for the cloud).
+pub async fn check(writer: &Writer, now: DateTime<Utc>) -> Vec<String> {
+    let store = writer.store();
     let (_, nodes) = store.list(
         &Scope {
             resource: "nodes".into(),
@@ -82,37 +82,24 @@ pub async fn check(store: &Store, hooks: &EdgeHooks, now: DateTime<Utc>) -> Vec<
             new_conds.push(json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet never posted node status.", "lastTransitionTime": ts}));
         }
         n["status"]["conditions"] = json!(new_conds);
-        let rv = store::object_rv(&node).unwrap_or(0);
-        let mut ops = hooks.also(
-            res,
-            &apiserver::api::Committing {
-                key: &key,
-                old: Some(&node),
-                new: Some(&n),
-                status: true,
-                bind: false,
-            },
-        );
-        ops.insert(
-            0,
-            Op::Put {
-                key: key.clone(),
-                value: n,
-                pre: Precondition::Version(rv),
-            },
-        );
-        if store.commit(ops).await.is_ok() {
-            tracing::warn!(node = %key.name, "node stopped renewing its lease: marked NotReady");
-            marked.push(key.name.clone());
+        match writer.update(&key, &node, n, true).await {
+            Ok(_) => {
+                tracing::warn!(node = %key.name, "node stopped renewing its lease: marked NotReady");
+                marked.push(key.name.clone());
+            }
+            Err(e) => {
+                tracing::debug!(node = %key.name, error = %e.message, "node mark not written")
+            }
         }
     }
     marked
 }
 
 /// Run until cancelled.
-pub async fn run(store: Store, hooks: Arc<EdgeHooks>, cancel: CancellationToken) {
+pub async fn run(api: Arc<Api>, cancel: CancellationToken) {
+    let writer = Writer::new(api, component(IDENTITY));
     loop {
         tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(PERIOD) => {} }
-        check(&store, &hooks, Utc::now()).await;
+        check(&writer, Utc::now()).await;
     }
 }

@@ -182,9 +182,60 @@ impl Writer {
             n["status"] = status;
             n
         } else {
-            self.api.finish_update(res, current, new, false)?
+            let new = self.api.finish_update(res, current, new, false)?;
+            if write::finalized(res, current, &new) {
+                // As a `PUT` removing the last finalizer of a terminating object: it goes.
+                return self.commit_removal(res, key, current).await;
+            }
+            new
         };
         self.replace(res, key, current, new, status, event).await
+    }
+
+    /// Remove `current`, a terminating object with no finalizers left, whose deletion waits on
+    /// what it holds rather than on finalizers (a namespace or tenant, once its controller has
+    /// seen it empty). Anything else: 409.
+    pub async fn remove(&self, key: &Key, current: &Value) -> ApiResult<Arc<Value>> {
+        let res = self.resource(key)?;
+        self.authorize("delete", res, key)?;
+        let pending = current
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if current.pointer("/metadata/deletionTimestamp").is_none() || pending {
+            return Err(ApiError::conflict(
+                res.group,
+                res.plural,
+                &key.name,
+                "only a terminating object with no finalizers left can be removed",
+            ));
+        }
+        self.commit_removal(res, key, current).await
+    }
+
+    async fn commit_removal(
+        &self,
+        res: &Resource,
+        key: &Key,
+        current: &Value,
+    ) -> ApiResult<Arc<Value>> {
+        self.api.admit(res, Write::Delete { current })?;
+        let pre = store::object_rv(current).map_or(Precondition::Exists, Precondition::Version);
+        let ev = self
+            .api
+            .write_as(
+                res,
+                key.clone(),
+                current,
+                None,
+                pre,
+                false,
+                false,
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| store_err(res, &key.name, e))?;
+        Ok(ev.object.clone())
     }
 
     /// Commit `new` over `current` (a compare-and-swap on its version) with the hooks' writes

@@ -494,7 +494,7 @@ impl Api {
     }
 
     /// Commit `new` over `current` (at version `pre`), finishing a deletion whose finalizers
-    /// are gone.
+    /// are gone (see [`finalized`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn commit_update(
         &self,
@@ -516,22 +516,7 @@ impl Api {
         if same || dry {
             return Ok(if dry { new } else { current.clone() });
         }
-        let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
-            && new
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty)
-            && !(crate::kinds::of(t.res).deletion == Deletion::GracefulOnNode
-                && new
-                    .pointer("/spec/nodeName")
-                    .is_some_and(|n| n.as_str() != Some(""))
-                && current
-                    .pointer("/metadata/deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    > 0)
-            && crate::kinds::of(t.res).deletion != Deletion::Lifecycle;
-        let ev = if finalized {
+        let ev = if finalized(t.res, current, &new) {
             self.write(t.res, key, current, None, pre, false).await
         } else {
             self.write(t.res, key, current, Some(new), pre, status)
@@ -657,4 +642,26 @@ pub(super) fn check_type_meta(res: &Resource, obj: &mut Value) -> ApiResult<()> 
     obj["apiVersion"] = json!(want_av);
     obj["kind"] = json!(res.kind);
     Ok(())
+}
+
+/// Whether an update of `current` to `new` finishes a deletion: `new` is terminating with no
+/// finalizers left — unless it is a pod its node's agent is still stopping, or a namespace or
+/// tenant (whose deletion waits on its contents: their controller removes it).
+pub(super) fn finalized(res: &Resource, current: &Value, new: &Value) -> bool {
+    let deletion = crate::kinds::of(res).deletion;
+    new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        && !(deletion == Deletion::GracefulOnNode
+            && new
+                .pointer("/spec/nodeName")
+                .is_some_and(|n| n.as_str() != Some(""))
+            && current
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0)
+        && deletion != Deletion::Lifecycle
 }
