@@ -29,6 +29,8 @@ pub struct Store {
     storage: Arc<dyn Storage>,
     events: broadcast::Sender<Arc<Event>>,
     applied: watch::Receiver<u64>,
+    notify: Arc<watch::Sender<u64>>,
+    window: usize,
 }
 
 /// Objects of a list, in key order.
@@ -72,25 +74,26 @@ impl Store {
         }));
         let (events, _) = broadcast::channel(16384);
         let (applied_tx, applied) = watch::channel(rev);
+        let notify = Arc::new(applied_tx);
         let applier = Applier {
             state: state.clone(),
             storage: Arc::downgrade(&storage),
             events: events.clone(),
-            applied: applied_tx,
+            applied: notify.clone(),
             window: window.max(1),
             history: window.max(1) as u64,
             compacted_to: 0,
-            rt: tokio::runtime::Handle::current(),
         };
-        std::thread::Builder::new()
-            .name("store-apply".into())
-            .spawn(move || applier.run(feed))
-            .map_err(|_| StoreError::Closed)?;
+        // A task, not a thread: committers usually apply their own changes, and a task's wake
+        // costs no context switch.
+        tokio::spawn(applier.run(feed));
         Ok(Store {
             state,
             storage,
             events,
             applied,
+            notify,
+            window: window.max(1),
         })
     }
 
@@ -199,7 +202,24 @@ impl Store {
     /// (without `prev`), once the cache has them.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Arc<Event>>, StoreError> {
         let evs = self.storage.txn(ops).await?;
-        if let Some(last) = evs.last() {
+        if let (Some(first), Some(last)) = (evs.first(), evs.last()) {
+            // When this transaction comes right after what the cache holds, apply it here
+            // rather than wait for the feed to bring it (the feed then skips it).
+            if *self.applied.borrow() < first.rv {
+                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                if st.rv + 1 == first.rv {
+                    apply_locked(&mut st, &evs, self.window, &self.events);
+                    let rev = st.rv;
+                    drop(st);
+                    self.notify.send_if_modified(|r| {
+                        let newer = rev > *r;
+                        if newer {
+                            *r = rev;
+                        }
+                        newer
+                    });
+                }
+            }
             let mut applied = self.applied.clone();
             applied
                 .wait_for(|r| *r >= last.rv)
@@ -237,22 +257,21 @@ impl Store {
     }
 }
 
-/// The thread that applies the storage's feed to the cache.
+/// The task that applies the storage's feed to the cache.
 struct Applier {
     state: Arc<RwLock<State>>,
     storage: Weak<dyn Storage>,
     events: broadcast::Sender<Arc<Event>>,
-    applied: watch::Sender<u64>,
+    applied: Arc<watch::Sender<u64>>,
     window: usize,
     history: u64,
     compacted_to: u64,
-    rt: tokio::runtime::Handle,
 }
 
 impl Applier {
-    fn run(mut self, mut feed: Feed) {
+    async fn run(mut self, mut feed: Feed) {
         loop {
-            match feed.blocking_recv() {
+            match feed.recv().await {
                 Some(batch) => self.apply(batch),
                 None => {
                     // The storage closed, or its feed broke: follow it again from where the
@@ -261,12 +280,13 @@ impl Applier {
                         return;
                     };
                     let from = self.state.read().unwrap_or_else(|p| p.into_inner()).rv;
-                    match self.rt.block_on(storage.watch(from)) {
+                    match storage.watch(from).await {
                         Ok(f) => feed = f,
                         Err(StoreError::Closed) => return,
                         Err(e) => {
+                            drop(storage);
                             tracing::error!(error = %e, from, "store feed lost");
-                            std::thread::sleep(std::time::Duration::from_secs(1));
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         }
                     }
                 }
@@ -275,68 +295,95 @@ impl Applier {
     }
 
     fn apply(&mut self, batch: Vec<Arc<Event>>) {
-        let rev = {
+        // Usually the committers applied it already.
+        let done = batch
+            .last()
+            .is_none_or(|last| last.rv <= *self.applied.borrow());
+        let rev = if done {
+            *self.applied.borrow()
+        } else {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for e in batch {
-                let prev = st.objects.get(&e.key).cloned();
-                let ev = match e.kind {
-                    EventType::Deleted => {
-                        let object = match (&prev, e.object.is_null()) {
-                            (Some(p), true) => {
-                                let mut last = (**p).clone();
-                                set_rv(&mut last, e.rv);
-                                Arc::new(last)
-                            }
-                            _ => e.object.clone(),
-                        };
-                        st.objects.remove(&e.key);
-                        Event {
-                            rv: e.rv,
-                            kind: EventType::Deleted,
-                            key: e.key.clone(),
-                            object,
-                            prev,
-                        }
-                    }
-                    _ => {
-                        st.objects.insert(e.key.clone(), e.object.clone());
-                        Event {
-                            rv: e.rv,
-                            kind: if prev.is_some() {
-                                EventType::Modified
-                            } else {
-                                EventType::Added
-                            },
-                            key: e.key.clone(),
-                            object: e.object.clone(),
-                            prev,
-                        }
-                    }
-                };
-                let ev = Arc::new(ev);
-                st.window.push_back(ev.clone());
-                while st.window.len() > self.window {
-                    if let Some(old) = st.window.pop_front() {
-                        st.window_start = old.rv;
-                    }
-                }
-                st.rv = ev.rv;
-                let _ = self.events.send(ev);
-            }
+            apply_locked(&mut st, &batch, self.window, &self.events);
             st.rv
         };
-        self.applied.send_replace(rev);
+        self.applied.send_if_modified(|r| {
+            let newer = rev > *r;
+            if newer {
+                *r = rev;
+            }
+            newer
+        });
         if rev > self.compacted_to + self.history + (self.history / 10).max(1) {
             let target = rev - self.history;
             self.compacted_to = target;
             if let Some(storage) = self.storage.upgrade() {
-                self.rt.spawn(async move {
+                tokio::spawn(async move {
                     if let Err(e) = storage.compact(target).await {
                         tracing::warn!(error = %e, target, "store compaction failed");
                     }
                 });
             }
         }
+    }
+}
+
+/// Apply committed changes the cache has not yet seen (a revision is always applied whole, by
+/// the feed or by its committer, so skipping what is at or before the cache's revision loses
+/// nothing): the index, the window, the broadcast.
+fn apply_locked(
+    st: &mut State,
+    batch: &[Arc<Event>],
+    window: usize,
+    events: &broadcast::Sender<Arc<Event>>,
+) {
+    for e in batch {
+        if e.rv <= st.rv {
+            continue;
+        }
+        let prev = st.objects.get(&e.key).cloned();
+        let ev = match e.kind {
+            EventType::Deleted => {
+                let object = match (&prev, e.object.is_null()) {
+                    (Some(p), true) => {
+                        let mut last = (**p).clone();
+                        set_rv(&mut last, e.rv);
+                        Arc::new(last)
+                    }
+                    _ => e.object.clone(),
+                };
+                st.objects.remove(&e.key);
+                Event {
+                    rv: e.rv,
+                    kind: EventType::Deleted,
+                    key: e.key.clone(),
+                    object,
+                    prev,
+                }
+            }
+            _ => {
+                st.objects.insert(e.key.clone(), e.object.clone());
+                Event {
+                    rv: e.rv,
+                    kind: if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
+                    key: e.key.clone(),
+                    object: e.object.clone(),
+                    prev,
+                }
+            }
+        };
+        let ev = Arc::new(ev);
+        st.window.push_back(ev.clone());
+        while st.window.len() > window {
+            if let Some(old) = st.window.pop_front() {
+                st.window_start = old.rv;
+            }
+        }
+        st.rv = ev.rv;
+        let _ = events.send(ev);
     }
 }
 

@@ -12,238 +12,26 @@
 //! versions no read at or after the compaction point can see, and the log up to it.
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::{BoxFuture, Feed, Page, Storage, StorageResult};
-use crate::{object_rv, set_rv, Event, EventType, Key, Op, Precondition, Scope, StoreError};
+use crate::{set_rv, Event, EventType, Key, Op, Precondition, Scope, StoreError};
 
-/// Map failures.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// sled reported an error.
-    #[error("sled")]
-    Sled(#[from] sled::Error),
-    /// Stored bytes could not be decoded.
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-    /// A file operation failed.
-    #[error("{0}")]
-    Io(std::path::PathBuf, #[source] std::io::Error),
-}
+mod map;
+#[cfg(test)]
+mod tests;
 
-/// One write of a batch: `Some` puts, `None` removes.
-pub type Write = (Vec<u8>, Option<Vec<u8>>);
+pub use map::{BackendError, Entry, Map, MemMap, SledMap, Write};
 
-/// One entry of a map: key and value.
-pub type Entry = (Vec<u8>, Vec<u8>);
-
-/// An ordered byte map with atomic batches: what [`LocalStorage`] keeps its records in.
-pub trait Map: Send + Sync + 'static {
-    /// The value under `key`.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
-    /// Visit the entries with keys in `[from, to)` in order until `f` returns false.
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), BackendError>;
-    /// The last entry with a key in `[from, to)`.
-    fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<Entry>, BackendError>;
-    /// Apply `writes` atomically; if `durable`, on stable storage before returning.
-    fn apply(&self, writes: Vec<Write>, durable: bool) -> Result<(), BackendError>;
-}
-
-/// The in-memory map (not durable).
-#[derive(Default)]
-pub struct MemMap(RwLock<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>);
-
-impl Map for MemMap {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self
-            .0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned())
-    }
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), BackendError> {
-        let m = self.0.read().unwrap_or_else(|p| p.into_inner());
-        for (k, v) in m.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to))) {
-            if !f(k, v) {
-                break;
-            }
-        }
-        Ok(())
-    }
-    fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<Entry>, BackendError> {
-        let m = self.0.read().unwrap_or_else(|p| p.into_inner());
-        Ok(
-            m.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
-                .next_back()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        )
-    }
-    fn apply(&self, writes: Vec<Write>, _durable: bool) -> Result<(), BackendError> {
-        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
-        for (k, v) in writes {
-            match v {
-                Some(v) => m.insert(k, v),
-                None => m.remove(&k),
-            };
-        }
-        Ok(())
-    }
-}
-
-/// The sled map: one tree.
-///
-/// Durability: sled's `flush` ends in `sync_file_range`, which persists neither the file-size
-/// metadata of appended log segments nor the device's write cache (Linux documents it as unfit
-/// for data integrity). So after every durable batch we `fdatasync` the log file ourselves; one
-/// per group commit.
-pub struct SledMap {
-    db: sled::Db,
-    tree: sled::Tree,
-    log: std::fs::File,
-    dir: std::path::PathBuf,
-}
-
-/// The tree of the layout before revisions were the storage's (key → object JSON with its
-/// resourceVersion, and the counter under [`OLD_RV_KEY`]); migrated on open.
-const OLD_TREE: &str = "objects";
-const OLD_RV_KEY: &[u8] = b"\xff\xffrv";
-
-impl SledMap {
-    /// Open (or create) the map under `dir`, migrating a store of the earlier layout.
-    pub fn open(dir: &std::path::Path) -> Result<Self, BackendError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let tree = db.open_tree("mvcc")?;
-        let log =
-            std::fs::File::open(dir.join("db")).map_err(|e| BackendError::Io(dir.join("db"), e))?;
-        // The directory entries of a fresh store must be durable too.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        let map = SledMap {
-            db,
-            tree,
-            log,
-            dir: dir.to_path_buf(),
-        };
-        map.migrate()?;
-        Ok(map)
-    }
-
-    /// Move objects of the earlier layout into this one: each at its resourceVersion, history
-    /// before the counter compacted (its events were never kept).
-    fn migrate(&self) -> Result<(), BackendError> {
-        if !self
-            .db
-            .tree_names()
-            .iter()
-            .any(|n| &**n == OLD_TREE.as_bytes())
-        {
-            return Ok(());
-        }
-        let old = self.db.open_tree(OLD_TREE)?;
-        if self.tree.get(META_REV)?.is_none() {
-            let mut rev = 0;
-            let mut writes = Vec::new();
-            for item in old.iter() {
-                let (k, v) = item?;
-                if &*k == OLD_RV_KEY {
-                    let b: [u8; 8] = v
-                        .as_ref()
-                        .try_into()
-                        .map_err(|_| BackendError::Corrupt("version counter".into()))?;
-                    rev = u64::from_be_bytes(b);
-                    continue;
-                }
-                let value: Value = serde_json::from_slice(&v)
-                    .map_err(|e| BackendError::Corrupt(format!("migrating {k:?}: {e}")))?;
-                let r = object_rv(&value).unwrap_or(0);
-                writes.push((version_key(&k, r), Some(put_record(&value)?)));
-            }
-            writes.push((META_REV.to_vec(), Some(rev.to_be_bytes().to_vec())));
-            writes.push((META_COMPACTED.to_vec(), Some(rev.to_be_bytes().to_vec())));
-            tracing::info!(
-                objects = writes.len() - 2,
-                revision = rev,
-                "migrating store layout"
-            );
-            self.apply(writes, true)?;
-        }
-        self.db.drop_tree(OLD_TREE)?;
-        self.db.flush()?;
-        Ok(())
-    }
-}
-
-impl Map for SledMap {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
-    }
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), BackendError> {
-        for item in self.tree.range(from..to) {
-            let (k, v) = item?;
-            if !f(&k, &v) {
-                break;
-            }
-        }
-        Ok(())
-    }
-    fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<Entry>, BackendError> {
-        match self.tree.range(from..to).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(Some((k.to_vec(), v.to_vec())))
-            }
-            None => Ok(None),
-        }
-    }
-    fn apply(&self, writes: Vec<Write>, durable: bool) -> Result<(), BackendError> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in writes {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        self.tree.apply_batch(batch)?;
-        if durable {
-            self.db.flush()?;
-            self.log
-                .sync_data()
-                .map_err(|e| BackendError::Io(self.dir.join("db"), e))?;
-        }
-        Ok(())
-    }
-}
-
-const META_REV: &[u8] = b"m/rev";
-const META_COMPACTED: &[u8] = b"m/compacted";
+pub(super) const META_REV: &[u8] = b"m/rev";
+pub(super) const META_COMPACTED: &[u8] = b"m/compacted";
 
 /// `v` key `\0` revision.
-fn version_key(key: &[u8], rev: u64) -> Vec<u8> {
+pub(super) fn version_key(key: &[u8], rev: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 10);
     out.push(b'v');
     out.extend_from_slice(key);
@@ -305,7 +93,7 @@ fn scope_bounds(scope: Option<&Scope>) -> (Vec<u8>, Vec<u8>, bool) {
     (from, to, filter)
 }
 
-fn put_record(v: &Value) -> Result<Vec<u8>, BackendError> {
+pub(super) fn put_record(v: &Value) -> Result<Vec<u8>, BackendError> {
     let mut out = vec![b'P'];
     serde_json::to_writer(&mut out, v).map_err(|e| BackendError::Corrupt(e.to_string()))?;
     Ok(out)
@@ -382,6 +170,8 @@ impl LocalStorage {
         });
         let (tx, rx) = mpsc::channel(4096);
         let writer = Writer {
+            // Built by the writer thread before its first message, while the opener lists.
+            index: KeyIndex::new(),
             map: map.clone(),
             revs: revs.clone(),
             watchers: Vec::new(),
@@ -659,8 +449,30 @@ impl Storage for LocalStorage {
     }
 }
 
+/// The newest revision of every key and whether it is live (a deletion otherwise), as etcd
+/// keeps its key index in memory: a compare is a lookup, not a read of the map.
+type KeyIndex = HashMap<Vec<u8>, (u64, bool)>;
+
+fn key_index(map: &dyn Map) -> Result<KeyIndex, BackendError> {
+    let mut index = KeyIndex::new();
+    map.scan(b"v", b"w", &mut |k, v| {
+        if let Some((enc, rev)) = split_version(k) {
+            // Versions of a key come in revision order: the last one seen is the newest.
+            match index.get_mut(enc) {
+                Some(e) => *e = (rev, v != b"D"),
+                None => {
+                    index.insert(enc.to_vec(), (rev, v != b"D"));
+                }
+            }
+        }
+        true
+    })?;
+    Ok(index)
+}
+
 /// The writer thread's state.
 struct Writer {
+    index: KeyIndex,
     map: Arc<dyn Map>,
     revs: Arc<Revisions>,
     watchers: Vec<mpsc::Sender<Vec<Arc<Event>>>>,
@@ -671,6 +483,14 @@ type Latest = Option<(u64, Option<Arc<Value>>)>;
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        match key_index(&*self.map) {
+            Ok(index) => self.index = index,
+            Err(e) => {
+                // Without its index the writer cannot check a compare: it takes no writes.
+                tracing::error!(error = %e, "store index unreadable");
+                return;
+            }
+        }
         let mut next: Option<Msg> = None;
         loop {
             let msg = match next.take() {
@@ -719,16 +539,18 @@ impl Writer {
 
     /// The newest version of `enc` (`None`: never written or compacted away).
     fn latest(&self, enc: &[u8], need_value: bool) -> Result<Latest, BackendError> {
-        let (from, to) = versions_of(enc);
-        let Some((k, rec)) = self.map.last(&from, &to)? else {
-            return Ok(None);
-        };
-        let rev = split_version(&k).map(|(_, r)| r).unwrap_or(0);
-        match rec.first() {
-            Some(b'D') => Ok(Some((rev, None))),
-            _ if need_value => Ok(Some((rev, decode_record(enc, &rec)?.map(Arc::new)))),
+        match self.index.get(enc) {
+            None => Ok(None),
+            Some(&(rev, false)) => Ok(Some((rev, None))),
+            Some(&(rev, true)) if need_value => {
+                let rec = self
+                    .map
+                    .get(&version_key(enc, rev))?
+                    .ok_or_else(|| BackendError::Corrupt("index names a missing version".into()))?;
+                Ok(Some((rev, decode_record(enc, &rec)?.map(Arc::new))))
+            }
             // Present; the value is not needed (a put's compare only reads the revision).
-            _ => Ok(Some((rev, Some(Arc::new(Value::Null))))),
+            Some(&(rev, true)) => Ok(Some((rev, Some(Arc::new(Value::Null))))),
         }
     }
 
@@ -847,6 +669,11 @@ impl Writer {
             }
             return;
         }
+        for (enc, latest) in staged {
+            if let Some((r, v)) = latest {
+                self.index.insert(enc, (r, v.is_some()));
+            }
+        }
         self.revs.current.store(rev, Ordering::Release);
         let batch: Vec<Arc<Event>> = results
             .iter()
@@ -904,6 +731,12 @@ impl Writer {
                 if let Some((newest, tombstone)) = upto_target.pop() {
                     writes.extend(upto_target.into_iter().map(|(k, _)| (k, None)));
                     if tombstone {
+                        // Nothing newer: the key is gone from the index too.
+                        if self.index.get(&enc).is_some_and(|(r, _)| {
+                            split_version(&newest).is_some_and(|(_, n)| n == *r)
+                        }) {
+                            self.index.remove(&enc);
+                        }
                         writes.push((newest, None));
                     }
                 }
@@ -936,245 +769,5 @@ fn check(pre: Precondition, current: Option<u64>, key: &Key) -> Result<(), Store
                 Err(StoreError::Conflict(key.clone()))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use std::collections::BTreeMap;
-
-    fn obj(name: &str, n: u64) -> Value {
-        json!({"metadata": {"name": name}, "n": n})
-    }
-
-    fn put(key: &Key, n: u64, pre: Precondition) -> Op {
-        Op::Put {
-            key: key.clone(),
-            value: obj(&key.name, n),
-            pre,
-        }
-    }
-
-    /// A tiny deterministic generator (xorshift64*).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-        }
-    }
-
-    /// Random transactions against the storage and a model that keeps every revision's state;
-    /// reads at random revisions, pages, history and compaction must agree with the model.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn reads_at_revisions_match_a_model_through_compaction() {
-        for seed in 1..=20u64 {
-            let s = LocalStorage::memory().unwrap();
-            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let keys: Vec<Key> = (0..12)
-                .map(|i| {
-                    Key::new(
-                        ["pods", "secrets"][i % 2],
-                        ["", "t"][i / 6],
-                        "ns",
-                        &format!("k{i}"),
-                    )
-                })
-                .collect();
-            // model[rev] = state after rev.
-            let mut model: Vec<BTreeMap<Key, u64>> = vec![BTreeMap::new()];
-            let mut compacted = 0;
-            for step in 0..300u64 {
-                let state = model.last().cloned().unwrap_or_default();
-                let n = 1 + rng.next(3) as usize;
-                let mut ops = Vec::new();
-                let mut used = Vec::new();
-                for _ in 0..n {
-                    let k = &keys[rng.next(keys.len() as u64) as usize];
-                    if used.contains(k) {
-                        continue;
-                    }
-                    used.push(k.clone());
-                    let live = state.contains_key(k);
-                    ops.push(match (rng.next(4), live) {
-                        (0, true) => Op::Delete {
-                            key: k.clone(),
-                            pre: Precondition::Exists,
-                        },
-                        (1, _) => put(k, step, Precondition::Absent),
-                        _ => put(k, step, Precondition::Any),
-                    });
-                }
-                let expect_ok = ops.iter().all(|op| match op {
-                    Op::Put {
-                        key,
-                        pre: Precondition::Absent,
-                        ..
-                    } => !state.contains_key(key),
-                    _ => true,
-                });
-                let res = s.txn(ops.clone()).await;
-                assert_eq!(
-                    res.is_ok(),
-                    expect_ok,
-                    "seed {seed} step {step}: {:?} {ops:?}",
-                    res.as_ref().err()
-                );
-                if let Ok(evs) = res {
-                    let mut st = state;
-                    for (op, ev) in ops.iter().zip(&evs) {
-                        assert_eq!(ev.rv as usize, model.len(), "dense revisions");
-                        match op {
-                            Op::Put { key, .. } => {
-                                assert_eq!(ev.kind == EventType::Added, !st.contains_key(key));
-                                st.insert(key.clone(), step);
-                            }
-                            Op::Delete { key, .. } => {
-                                st.remove(key);
-                            }
-                        }
-                        model.push(st.clone());
-                    }
-                }
-                if step % 50 == 49 {
-                    compacted = model.len() as u64 - 1 - rng.next(20);
-                    s.compact(compacted).await.unwrap();
-                }
-            }
-            let current = s.current_revision().await.unwrap();
-            assert_eq!(current as usize, model.len() - 1);
-            for _ in 0..200 {
-                let rev = compacted + rng.next(current - compacted + 1);
-                let want: Vec<(Key, u64)> = model[rev as usize]
-                    .iter()
-                    .filter(|(k, _)| k.resource == "pods")
-                    .map(|(k, n)| (k.clone(), *n))
-                    .collect();
-                // Paged by 2 at one revision.
-                let mut got = Vec::new();
-                let mut after = None;
-                loop {
-                    let scope = Scope::of("pods", None);
-                    let page = s.list(Some(&scope), after.as_ref(), 2, rev).await.unwrap();
-                    assert_eq!(page.revision, rev);
-                    after = page.items.last().map(|(k, _)| k.clone());
-                    got.extend(
-                        page.items
-                            .into_iter()
-                            .map(|(k, v)| (k, v["n"].as_u64().unwrap())),
-                    );
-                    if !page.more {
-                        break;
-                    }
-                }
-                assert_eq!(got, want, "seed {seed} list at {rev}");
-                let k = &keys[rng.next(keys.len() as u64) as usize];
-                let (_, v) = s.get(k, rev).await.unwrap();
-                assert_eq!(
-                    v.map(|v| v["n"].as_u64().unwrap()),
-                    model[rev as usize].get(k).copied(),
-                    "seed {seed} get {k:?} at {rev}"
-                );
-            }
-            // History from the compaction point replays to the current state.
-            let mut replayed = model[compacted as usize].clone();
-            for e in s.history(compacted, current).await.unwrap() {
-                assert_eq!(
-                    e.kind == EventType::Modified,
-                    replayed.contains_key(&e.key) && e.kind != EventType::Deleted
-                );
-                match e.kind {
-                    EventType::Deleted => replayed.remove(&e.key),
-                    _ => replayed.insert(e.key.clone(), e.object["n"].as_u64().unwrap()),
-                };
-            }
-            assert_eq!(&replayed, model.last().unwrap());
-            if compacted > 0 {
-                assert!(matches!(
-                    s.get(&keys[0], compacted - 1).await,
-                    Err(StoreError::Gone { .. })
-                ));
-                assert!(matches!(
-                    s.history(compacted - 1, current).await,
-                    Err(StoreError::Gone { .. })
-                ));
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_watch_replays_from_a_revision_then_follows() {
-        let s = LocalStorage::memory().unwrap();
-        let a = Key::new("pods", "", "ns", "a");
-        s.txn(vec![put(&a, 1, Precondition::Absent)]).await.unwrap();
-        s.txn(vec![put(&a, 2, Precondition::Version(1))])
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.txn(vec![put(&a, 3, Precondition::Version(1))]).await,
-            Err(StoreError::Conflict(_))
-        ));
-        let mut feed = s.watch(1).await.unwrap();
-        let first = feed.recv().await.unwrap();
-        assert_eq!((first[0].rv, first[0].kind), (2, EventType::Modified));
-        s.txn(vec![Op::Delete {
-            key: a.clone(),
-            pre: Precondition::Version(2),
-        }])
-        .await
-        .unwrap();
-        let next = feed.recv().await.unwrap();
-        assert_eq!((next[0].rv, next[0].kind), (3, EventType::Deleted));
-        assert_eq!(next[0].object["n"], 2, "a deletion carries the last state");
-        // Deleting what is not there changes nothing.
-        assert!(s
-            .txn(vec![Op::Delete {
-                key: a.clone(),
-                pre: Precondition::Any
-            }])
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(s.current_revision().await.unwrap(), 3);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn the_earlier_sled_layout_is_migrated() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let old = db.open_tree(OLD_TREE).unwrap();
-            let k = Key::new("pods", "t", "ns", "a");
-            old.insert(
-                k.encode(),
-                serde_json::to_vec(&json!({"metadata": {"name": "a", "resourceVersion": "7"}}))
-                    .unwrap(),
-            )
-            .unwrap();
-            old.insert(OLD_RV_KEY, &9u64.to_be_bytes()).unwrap();
-            db.flush().unwrap();
-        }
-        let s = LocalStorage::sled(dir.path()).unwrap();
-        assert_eq!(s.current_revision().await.unwrap(), 9);
-        let (_, v) = s.get(&Key::new("pods", "t", "ns", "a"), 0).await.unwrap();
-        assert_eq!(v.unwrap()["metadata"]["resourceVersion"], "7");
-        // Its events were never kept: history before the migration is gone.
-        assert!(matches!(
-            s.history(8, 9).await,
-            Err(StoreError::Gone { .. })
-        ));
-        let evs = s
-            .txn(vec![put(
-                &Key::new("pods", "t", "ns", "b"),
-                1,
-                Precondition::Absent,
-            )])
-            .await
-            .unwrap();
-        assert_eq!(evs[0].rv, 10);
     }
 }
