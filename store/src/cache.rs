@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock, Weak};
 
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::local::LocalStorage;
 use crate::storage::{Feed, Storage};
@@ -28,9 +28,69 @@ pub struct Store {
     state: Arc<RwLock<State>>,
     storage: Arc<dyn Storage>,
     events: broadcast::Sender<Arc<Event>>,
-    applied: watch::Receiver<u64>,
-    notify: Arc<watch::Sender<u64>>,
+    applied: Arc<Applied>,
     window: usize,
+}
+
+/// The revision the cache has applied, and the committers waiting for a later one: each is
+/// woken once, when its revision is reached (not at every step on the way).
+#[derive(Default)]
+struct Applied(std::sync::Mutex<AppliedState>);
+
+#[derive(Default)]
+struct AppliedState {
+    rev: u64,
+    closed: bool,
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+}
+
+impl Applied {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AppliedState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn rev(&self) -> u64 {
+        self.lock().rev
+    }
+
+    /// The cache has reached `rev`: wake who waited for it or less.
+    fn advance(&self, rev: u64) {
+        let ready = {
+            let mut a = self.lock();
+            if rev <= a.rev {
+                return;
+            }
+            a.rev = rev;
+            let later = a.waiters.split_off(&(rev + 1));
+            std::mem::replace(&mut a.waiters, later)
+        };
+        for tx in ready.into_values().flatten() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// No more progress (the applier ended): waiters get [`StoreError::Closed`].
+    fn close(&self) {
+        let mut a = self.lock();
+        a.closed = true;
+        a.waiters.clear();
+    }
+
+    async fn wait(&self, rev: u64) -> Result<(), StoreError> {
+        let rx = {
+            let mut a = self.lock();
+            if a.rev >= rev {
+                return Ok(());
+            }
+            if a.closed {
+                return Err(StoreError::Closed);
+            }
+            let (tx, rx) = oneshot::channel();
+            a.waiters.entry(rev).or_default().push(tx);
+            rx
+        };
+        rx.await.map_err(|_| StoreError::Closed)
+    }
 }
 
 /// Objects of a list, in key order.
@@ -73,13 +133,13 @@ impl Store {
             window_start: rev,
         }));
         let (events, _) = broadcast::channel(16384);
-        let (applied_tx, applied) = watch::channel(rev);
-        let notify = Arc::new(applied_tx);
+        let applied = Arc::new(Applied::default());
+        applied.advance(rev);
         let applier = Applier {
             state: state.clone(),
             storage: Arc::downgrade(&storage),
             events: events.clone(),
-            applied: notify.clone(),
+            applied: applied.clone(),
             window: window.max(1),
             history: window.max(1) as u64,
             compacted_to: 0,
@@ -92,7 +152,6 @@ impl Store {
             storage,
             events,
             applied,
-            notify,
             window: window.max(1),
         })
     }
@@ -205,26 +264,17 @@ impl Store {
         if let (Some(first), Some(last)) = (evs.first(), evs.last()) {
             // When this transaction comes right after what the cache holds, apply it here
             // rather than wait for the feed to bring it (the feed then skips it).
-            if *self.applied.borrow() < first.rv {
+            // Only the committer that is next takes the write lock (readers wait on it).
+            if self.applied.rev() + 1 == first.rv {
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
                 if st.rv + 1 == first.rv {
                     apply_locked(&mut st, &evs, self.window, &self.events);
                     let rev = st.rv;
                     drop(st);
-                    self.notify.send_if_modified(|r| {
-                        let newer = rev > *r;
-                        if newer {
-                            *r = rev;
-                        }
-                        newer
-                    });
+                    self.applied.advance(rev);
                 }
             }
-            let mut applied = self.applied.clone();
-            applied
-                .wait_for(|r| *r >= last.rv)
-                .await
-                .map_err(|_| StoreError::Closed)?;
+            self.applied.wait(last.rv).await?;
         }
         Ok(evs)
     }
@@ -262,14 +312,26 @@ struct Applier {
     state: Arc<RwLock<State>>,
     storage: Weak<dyn Storage>,
     events: broadcast::Sender<Arc<Event>>,
-    applied: Arc<watch::Sender<u64>>,
+    applied: Arc<Applied>,
     window: usize,
     history: u64,
     compacted_to: u64,
 }
 
 impl Applier {
-    async fn run(mut self, mut feed: Feed) {
+    async fn run(self, feed: Feed) {
+        // However the task ends (the storage closed, the runtime shut down), waiters are told.
+        struct CloseOnDrop(Arc<Applied>);
+        impl Drop for CloseOnDrop {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _guard = CloseOnDrop(self.applied.clone());
+        self.follow(feed).await;
+    }
+
+    async fn follow(mut self, mut feed: Feed) {
         loop {
             match feed.recv().await {
                 Some(batch) => self.apply(batch),
@@ -298,21 +360,15 @@ impl Applier {
         // Usually the committers applied it already.
         let done = batch
             .last()
-            .is_none_or(|last| last.rv <= *self.applied.borrow());
+            .is_none_or(|last| last.rv <= self.applied.rev());
         let rev = if done {
-            *self.applied.borrow()
+            self.applied.rev()
         } else {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
             apply_locked(&mut st, &batch, self.window, &self.events);
             st.rv
         };
-        self.applied.send_if_modified(|r| {
-            let newer = rev > *r;
-            if newer {
-                *r = rev;
-            }
-            newer
-        });
+        self.applied.advance(rev);
         if rev > self.compacted_to + self.history + (self.history / 10).max(1) {
             let target = rev - self.history;
             self.compacted_to = target;
