@@ -189,7 +189,8 @@ impl Writer {
             }
             new
         };
-        self.replace(res, key, current, new, status, event).await
+        self.replace(res, key, current, Some(new), status, event)
+            .await
     }
 
     /// Remove `current`, a terminating object with no finalizers left, whose deletion waits on
@@ -213,6 +214,7 @@ impl Writer {
         self.commit_removal(res, key, current).await
     }
 
+    /// The last step of a deletion, admitted as one: `current` goes (see [`Writer::replace`]).
     async fn commit_removal(
         &self,
         res: &Resource,
@@ -220,32 +222,17 @@ impl Writer {
         current: &Value,
     ) -> ApiResult<Arc<Value>> {
         self.api.admit(res, Write::Delete { current })?;
-        let pre = store::object_rv(current).map_or(Precondition::Exists, Precondition::Version);
-        let ev = self
-            .api
-            .write_as(
-                res,
-                key.clone(),
-                current,
-                None,
-                pre,
-                false,
-                false,
-                Vec::new(),
-            )
-            .await
-            .map_err(|e| store_err(res, &key.name, e))?;
-        Ok(ev.object.clone())
+        self.replace(res, key, current, None, false, None).await
     }
 
-    /// Commit `new` over `current` (a compare-and-swap on its version) with the hooks' writes
-    /// and `event`'s, in one transaction.
+    /// Commit `new` over `current` (a compare-and-swap on its version; `None` removes it) with
+    /// the hooks' writes and `event`'s, in one transaction.
     async fn replace(
         &self,
         res: &Resource,
         key: &Key,
         current: &Value,
-        new: Value,
+        new: Option<Value>,
         status: bool,
         event: Option<(Key, Value)>,
     ) -> ApiResult<Arc<Value>> {
@@ -253,16 +240,7 @@ impl Writer {
         let also = self.event_ops(event);
         let ev = self
             .api
-            .write_as(
-                res,
-                key.clone(),
-                current,
-                Some(new),
-                pre,
-                status,
-                false,
-                also,
-            )
+            .write_as(res, key.clone(), current, new, pre, status, false, also)
             .await
             .map_err(|e| store_err(res, &key.name, e))?;
         Ok(ev.object.clone())
@@ -322,7 +300,8 @@ impl Writer {
         {
             c.retain(|c| c["type"] != "PodScheduled");
         }
-        self.replace(res, key, current, new, false, event).await
+        self.replace(res, key, current, Some(new), false, event)
+            .await
     }
 
     /// Delete the object `current` is (its uid is the precondition) as a `DELETE` would:

@@ -320,10 +320,6 @@ impl LocalStorage {
         Ok(page)
     }
 
-    fn history_of(&self, from: u64, to: u64) -> StorageResult<Vec<Arc<Event>>> {
-        history(&*self.map, &self.revs, from, to)
-    }
-
     async fn send(&self, msg: Msg) -> StorageResult<()> {
         self.tx.send(msg).await.map_err(|_| StoreError::Closed)
     }
@@ -437,7 +433,7 @@ impl Storage for LocalStorage {
     }
 
     fn history(&self, from: u64, to: u64) -> BoxFuture<'_, StorageResult<Vec<Arc<Event>>>> {
-        Box::pin(async move { self.history_of(from, to) })
+        Box::pin(async move { history(&*self.map, &self.revs, from, to) })
     }
 
     fn compact(&self, revision: u64) -> BoxFuture<'_, StorageResult<()>> {
