@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use; installed only when missing.
 need=()
 # runc, CNI plugins, busybox (the test image), a registry and skopeo/umoci (to build and push it),
-# iproute2 (network namespaces) and nftables (tenant isolation) for the node agent's tests.
-for pkg in ca-certificates runc containernetworking-plugins busybox-static docker-registry skopeo umoci iproute2 nftables; do
+# iproute2 (network namespaces) and nftables (tenant isolation) for the node agent's tests;
+# etcd (server and etcdctl) for the region on etcd; protoc to build the etcd client.
+for pkg in ca-certificates runc containernetworking-plugins busybox-static docker-registry skopeo umoci iproute2 nftables etcd-server etcd-client protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,6 +32,9 @@ cargo build --workspace --bins --locked
 if cargo nextest --version >/dev/null 2>&1; then
   # Each end-to-end test starts its own servers; keep concurrency modest on small machines.
   cargo nextest run --workspace --locked --no-fail-fast --test-threads 4
+  # The API end-to-end tests once more with the region on etcd (one etcd per server).
+  ATOLL_TEST_STORAGE=etcd cargo nextest run -p tests --test api --locked --no-fail-fast --test-threads 4
 else
   cargo test --workspace --locked --no-fail-fast -- --test-threads 4
+  ATOLL_TEST_STORAGE=etcd cargo test -p tests --test api --locked --no-fail-fast -- --test-threads 4
 fi

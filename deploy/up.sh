@@ -57,7 +57,8 @@ fi
 # The node agent runs containers with runc, networks them with the CNI plugins, and the first
 # image is built here from busybox-static with umoci and skopeo. Installed only when missing.
 need=()
-for pkg in ca-certificates runc containernetworking-plugins busybox-static skopeo umoci iproute2 nftables; do
+# protoc builds the etcd client cloud-core links.
+for pkg in ca-certificates runc containernetworking-plugins busybox-static skopeo umoci iproute2 nftables protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -180,6 +180,16 @@ impl ApiError {
     /// 503.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
+            .with_details(json!({"retryAfterSeconds": crate::server::RETRY_AFTER_SECS}))
+    }
+    /// 413 for an object over the storage's limit.
+    pub fn object_too_large(size: usize, limit: usize) -> Self {
+        let message = if size > 0 {
+            format!("the object is {size} bytes, larger than the limit of {limit} bytes")
+        } else {
+            format!("the request is larger than the storage's limit of {limit} bytes")
+        };
+        Self::new(413, "RequestEntityTooLarge", message)
     }
 
     /// An error with `code` and the standard reason for it (used for answers relayed from

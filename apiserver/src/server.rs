@@ -109,6 +109,9 @@ pub fn tls_config_swappable(cert: Arc<SwapCert>) -> Result<Arc<rustls::ServerCon
     Ok(Arc::new(cfg))
 }
 
+/// The `Retry-After` of a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
 fn full(
     status: http::StatusCode,
     ct: &str,
@@ -118,6 +121,11 @@ fn full(
     let mut b = http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, ct);
+    // A 503 (the storage unreachable, the server shutting down) is worth retrying shortly; the
+    // Status carries the same advice in details.retryAfterSeconds.
+    if status == http::StatusCode::SERVICE_UNAVAILABLE {
+        b = b.header(http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string());
+    }
     for w in warnings {
         let v = format!("299 - {}", serde_json::Value::String(w.clone()));
         b = b.header("Warning", v);

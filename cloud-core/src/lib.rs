@@ -39,6 +39,9 @@ pub enum Error {
     /// The listen address could not be bound.
     #[error("binding {0}")]
     Bind(SocketAddr, #[source] std::io::Error),
+    /// The etcd configuration is not usable.
+    #[error(transparent)]
+    Etcd(#[from] store::EtcdConfigError),
     /// The sync endpoint could not start.
     #[error("sync endpoint on {0}")]
     Sync(SocketAddr, #[source] sync::quic::QuicError),
@@ -61,6 +64,51 @@ pub struct ServeConfig {
     pub watch_window: usize,
     /// Largest request body.
     pub max_body: usize,
+    /// Where the region's objects live.
+    pub storage: StorageConfig,
+}
+
+/// The storage of a region.
+#[derive(Clone, Debug, Default)]
+pub enum StorageConfig {
+    /// sled under the data directory.
+    #[default]
+    Embedded,
+    /// An etcd cluster.
+    Etcd(store::EtcdConfig),
+}
+
+/// Open the region's store; an etcd cluster not reachable yet is waited for (it may be
+/// starting beside this process), until `cancel`.
+async fn open_store(cfg: &ServeConfig, cancel: &CancellationToken) -> Result<Store, Error> {
+    let window = cfg.watch_window;
+    let etcd = match &cfg.storage {
+        StorageConfig::Embedded => {
+            return Ok(Store::open_sled(&cfg.data_dir.join("store"), window).await?)
+        }
+        StorageConfig::Etcd(e) => e,
+    };
+    let storage = Arc::new(store::EtcdStorage::connect(etcd).await?);
+    let mut waited = false;
+    loop {
+        match Store::open(storage.clone(), window).await {
+            Ok(s) => {
+                tracing::info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "storage on etcd");
+                return Ok(s);
+            }
+            Err(store::StoreError::Unavailable(why)) => {
+                if !waited {
+                    tracing::warn!(error = %why, endpoints = ?etcd.endpoints, "waiting for etcd");
+                    waited = true;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(store::StoreError::Closed.into()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A running cloud-core.
@@ -95,7 +143,7 @@ pub async fn start(
     sans.extend(cfg.tls_sans.iter().cloned());
     let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
     let (kubelet_cert, kubelet_key) = pki.kubelet_client(&cfg.data_dir.join("pki"))?;
-    let store = Store::open_sled(&cfg.data_dir.join("store"), cfg.watch_window).await?;
+    let store = open_store(&cfg, &cancel).await?;
     apiserver::bootstrap::system_namespaces(&store).await?;
     let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
     let (token, fresh) = apiserver::bootstrap::admin_token(&store, &kubeconfig_path, None).await?;

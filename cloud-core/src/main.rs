@@ -42,6 +42,26 @@ enum Cmd {
         /// Largest accepted request body in bytes.
         #[arg(long, env = "ATOLL_MAX_BODY", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
         max_body: u64,
+        /// Keep the region's objects in this etcd cluster (client URLs, comma-separated)
+        /// instead of the embedded store under --data-dir.
+        #[arg(long = "etcd-servers", env = "ATOLL_ETCD_SERVERS", value_delimiter = ',', value_parser = etcd_url)]
+        etcd_servers: Vec<String>,
+        /// CA bundle that signed the etcd members' certificates.
+        #[arg(
+            long = "etcd-cafile",
+            env = "ATOLL_ETCD_CAFILE",
+            requires = "etcd_servers"
+        )]
+        etcd_cafile: Option<PathBuf>,
+        /// Client certificate for etcd (with --etcd-keyfile).
+        #[arg(long = "etcd-certfile", env = "ATOLL_ETCD_CERTFILE", requires_all = ["etcd_servers", "etcd_keyfile"])]
+        etcd_certfile: Option<PathBuf>,
+        /// Client key for etcd (with --etcd-certfile).
+        #[arg(long = "etcd-keyfile", env = "ATOLL_ETCD_KEYFILE", requires_all = ["etcd_servers", "etcd_certfile"])]
+        etcd_keyfile: Option<PathBuf>,
+        /// Key prefix of the region's objects in etcd.
+        #[arg(long = "etcd-prefix", env = "ATOLL_ETCD_PREFIX", default_value = "/atoll", value_parser = etcd_prefix)]
+        etcd_prefix: String,
     },
     /// Print a single-use join token for an edge site (creating the EdgeSite if absent).
     JoinToken {
@@ -153,6 +173,32 @@ async fn join_token(kubeconfig: PathBuf, site: String, ttl: Duration) -> anyhow:
     Ok(())
 }
 
+/// An etcd client URL: `http://` or `https://` with a host and port.
+fn etcd_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("{s:?} is not an http:// or https:// URL"))?;
+    let host_port = rest.trim_end_matches('/');
+    match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} needs a host and a port (http://127.0.0.1:2379)"
+        )),
+    }
+}
+
+/// An etcd key prefix: starts with `/`, does not end with one.
+fn etcd_prefix(s: &str) -> Result<String, String> {
+    if s.len() > 1 && s.starts_with('/') && !s.ends_with('/') && !s.contains('\0') {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: a prefix starts with / and does not end with one (/atoll)"
+        ))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match boot::parse_args::<Cli>() {
         Ok(c) => c,
@@ -173,7 +219,23 @@ fn main() -> ExitCode {
                 tls_sans,
                 watch_window,
                 max_body,
+                etcd_servers,
+                etcd_cafile,
+                etcd_certfile,
+                etcd_keyfile,
+                etcd_prefix,
             } => {
+                let storage = if etcd_servers.is_empty() {
+                    cloud_core::StorageConfig::Embedded
+                } else {
+                    cloud_core::StorageConfig::Etcd(store::EtcdConfig {
+                        endpoints: etcd_servers,
+                        ca_file: etcd_cafile,
+                        cert_file: etcd_certfile,
+                        key_file: etcd_keyfile,
+                        prefix: etcd_prefix,
+                    })
+                };
                 let cancel = CancellationToken::new();
                 tokio::spawn(boot::shutdown_signal(cancel.clone()));
                 let cfg = cloud_core::ServeConfig {
@@ -184,6 +246,7 @@ fn main() -> ExitCode {
                     tls_sans,
                     watch_window: watch_window as usize,
                     max_body: max_body as usize,
+                    storage,
                 };
                 cloud_core::serve(cfg, cancel, Duration::from_secs(10))
                     .await

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::local::LocalStorage;
-use crate::storage::{Feed, Storage};
+use crate::storage::{Batch, Feed, Storage};
 use crate::{set_rv, Event, EventType, Key, Op, Precondition, Scope, StoreError};
 
 struct State {
@@ -30,6 +30,32 @@ pub struct Store {
     events: broadcast::Sender<Arc<Event>>,
     applied: Arc<Applied>,
     window: usize,
+    fence: Arc<Fence>,
+}
+
+/// Barriers shared by the consistent reads that wait at the same time: a caller uses the first
+/// barrier started after it arrived (one that started earlier may precede a write it must see).
+#[derive(Default)]
+struct Fence {
+    /// Callers so far (each takes a ticket on arrival).
+    tickets: std::sync::atomic::AtomicU64,
+    /// The last barrier: the tickets it covers (those below) and its revision.
+    last: tokio::sync::Mutex<(u64, u64)>,
+}
+
+impl Fence {
+    async fn pass(&self, storage: &dyn Storage) -> Result<u64, StoreError> {
+        use std::sync::atomic::Ordering;
+        let ticket = self.tickets.fetch_add(1, Ordering::AcqRel);
+        let mut last = self.last.lock().await;
+        if ticket < last.0 {
+            return Ok(last.1);
+        }
+        let covers = self.tickets.load(Ordering::Acquire);
+        let rev = storage.barrier().await?;
+        *last = (covers, rev);
+        Ok(rev)
+    }
 }
 
 /// The revision the cache has applied, and the committers waiting for a later one: each is
@@ -104,6 +130,8 @@ pub struct Watch {
     pub live: broadcast::Receiver<Arc<Event>>,
 }
 
+/// How long a consistent read waits for the cache to catch up with the storage.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Objects read per page when the cache loads.
 const LOAD_PAGE: usize = 10_000;
 /// The most events a watch replays from the storage's history (older: 410, relist).
@@ -153,6 +181,7 @@ impl Store {
             events,
             applied,
             window: window.max(1),
+            fence: Arc::default(),
         })
     }
 
@@ -301,6 +330,23 @@ impl Store {
         ev.pop().ok_or(StoreError::NotFound(key))
     }
 
+    /// Wait until the cache holds every change the storage had committed when this was called
+    /// (a consistent read, as kube-apiserver's from its watch cache). Immediate on a storage
+    /// only this process writes; on a shared one (etcd) a barrier (shared by the callers that
+    /// arrive while one is in flight), then the feed reaching it.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        if !self.storage.shared() {
+            return Ok(());
+        }
+        let rev = self.fence.pass(&*self.storage).await?;
+        match tokio::time::timeout(SYNC_TIMEOUT, self.applied.wait(rev)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the watch cache did not reach revision {rev} in {SYNC_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     /// Forget the storage's history up to `revision` (watches from before it get 410).
     pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
         self.storage.compact(revision).await
@@ -356,16 +402,15 @@ impl Applier {
         }
     }
 
-    fn apply(&mut self, batch: Vec<Arc<Event>>) {
+    fn apply(&mut self, batch: Batch) {
         // Usually the committers applied it already.
-        let done = batch
-            .last()
-            .is_none_or(|last| last.rv <= self.applied.rev());
-        let rev = if done {
+        let rev = if batch.revision <= self.applied.rev() {
             self.applied.rev()
         } else {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            apply_locked(&mut st, &batch, self.window, &self.events);
+            apply_locked(&mut st, &batch.events, self.window, &self.events);
+            // Progress: revisions up to here changed nothing this cache holds.
+            st.rv = st.rv.max(batch.revision);
             st.rv
         };
         self.applied.advance(rev);
@@ -392,8 +437,11 @@ fn apply_locked(
     window: usize,
     events: &broadcast::Sender<Arc<Event>>,
 ) {
+    // Several changes may share a revision (one etcd transaction): skip by the revision the
+    // cache had before this batch, not by the one the batch has reached so far.
+    let base = st.rv;
     for e in batch {
-        if e.rv <= st.rv {
+        if e.rv <= base {
             continue;
         }
         let prev = st.objects.get(&e.key).cloned();

@@ -22,11 +22,19 @@ use std::sync::Arc;
 use serde_json::Value;
 
 mod cache;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod local;
 pub mod storage;
 
 pub use cache::{Listing, Store, Watch};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStorage};
 pub use local::{BackendError, LocalStorage};
+
+/// The largest object a storage keeps (its JSON): etcd's default request limit, 1.5 MiB, so a
+/// region behaves the same on either backend.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 pub use storage::{Page, Storage};
 
 /// The identity of an object: (resource, tenant, namespace, name). The system space is
@@ -223,6 +231,18 @@ pub enum StoreError {
     /// The backend failed to persist; nothing of the transaction was applied.
     #[error("storage backend failed")]
     Backend(#[source] BackendError),
+    /// The storage cannot be reached now (a remote store down, no quorum, a timeout); nothing
+    /// of the transaction was acknowledged. Worth retrying.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// An object is larger than the storage keeps.
+    #[error("object of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size (0: not known, the storage refused the request).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The writer is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
@@ -234,6 +254,24 @@ pub fn object_rv(v: &Value) -> Option<u64> {
         .as_str()?
         .parse()
         .ok()
+}
+
+/// Whether `pre` holds for an object at modification revision `current` (`None`: absent).
+pub(crate) fn check(pre: Precondition, current: Option<u64>, key: &Key) -> Result<(), StoreError> {
+    match (pre, current) {
+        (Precondition::Any, _) => Ok(()),
+        (Precondition::Absent, None) => Ok(()),
+        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
+        (_, None) => Err(StoreError::NotFound(key.clone())),
+        (Precondition::Exists, Some(_)) => Ok(()),
+        (Precondition::Version(v), Some(cur)) => {
+            if cur == v {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(key.clone()))
+            }
+        }
+    }
 }
 
 pub(crate) fn set_rv(v: &mut Value, rv: u64) {

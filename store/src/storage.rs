@@ -27,7 +27,18 @@ pub type StorageResult<T> = Result<T, StoreError>;
 /// in from its own state). The
 /// stream ends when the storage closes or can no longer follow (the watcher then re-watches from
 /// the last revision it saw, or relists if that is compacted).
-pub type Feed = mpsc::Receiver<Vec<Arc<Event>>>;
+pub type Feed = mpsc::Receiver<Batch>;
+
+/// One step of a [`Feed`]: every change up to `revision` has now been sent. A batch may carry
+/// no events (the revision changed a key that is not an object, such as a [`Storage::barrier`]'s),
+/// which lets a consistent read wait for a revision.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The revision the feed has reached.
+    pub revision: u64,
+    /// The changes after the previous batch, up to `revision`.
+    pub events: Vec<Arc<Event>>,
+}
 
 /// One page of a [`Storage::list`].
 #[derive(Debug, Default)]
@@ -80,4 +91,18 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Forget history up to `revision`: reads and watches before it get [`StoreError::Gone`].
     fn compact(&self, revision: u64) -> BoxFuture<'_, StorageResult<()>>;
+
+    /// Whether other processes write this storage too (etcd behind several replicas): a
+    /// consistent read must then first wait for the feed to pass a [`Storage::barrier`].
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Commit a change that no reader sees as an object but every feed delivers in order (as
+    /// a [`Batch`] at its revision); its revision. Once a feed reached it, the feed holds every
+    /// change committed before the barrier. (etcd's progress notifications would do, but
+    /// etcd 3.4 before 3.4.25 may send one ahead of events still queued.)
+    fn barrier(&self) -> BoxFuture<'_, StorageResult<u64>> {
+        self.current_revision()
+    }
 }

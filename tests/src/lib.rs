@@ -1,6 +1,7 @@
 //! Shared harness for Atoll's end-to-end tests: spawn the real binaries on free ports in temp
 //! dirs, drive them with stock kubectl and the `kube` crate, and clean up even on failure.
 
+pub mod etcd;
 pub mod fuzz;
 pub mod rawsite;
 pub mod registry;
@@ -167,6 +168,9 @@ pub struct CloudCore {
     pub extra: Vec<String>,
     /// Sync (QUIC) address; fixed across restarts so edges can reconnect.
     pub sync_addr: SocketAddr,
+    /// The etcd the region keeps its objects in, when the tests run on etcd
+    /// (`ATOLL_TEST_STORAGE=etcd`); stopped after the server.
+    pub etcd: Option<etcd::Etcd>,
 }
 
 impl CloudCore {
@@ -175,8 +179,15 @@ impl CloudCore {
         Self::start_with(&[])
     }
 
-    /// Start on a fresh data dir with extra flags.
+    /// Start on a fresh data dir with extra flags; on a fresh etcd of its own as well when
+    /// `ATOLL_TEST_STORAGE=etcd` (the API tests run once on each backend).
     pub fn start_with(extra: &[&str]) -> Self {
+        let etcd =
+            (std::env::var("ATOLL_TEST_STORAGE").as_deref() == Ok("etcd")).then(etcd::Etcd::start);
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(e) = &etcd {
+            extra.extend(["--etcd-servers".to_string(), e.url()]);
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         // Port 0: the server picks a free port and writes it into its kubeconfig, so parallel
         // tests never race for ports. Restarts reuse the port it picked.
@@ -185,8 +196,9 @@ impl CloudCore {
             proc: Proc::new("cloud-core", dir.path().join("cloud-core.log")),
             dir,
             addr,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             sync_addr: free_udp_addr(),
+            etcd,
         };
         cc.spawn();
         cc

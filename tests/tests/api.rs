@@ -76,7 +76,12 @@ fn serves_https_with_kubeconfig_and_keeps_identity_across_restarts() {
         "restart must reuse the CA"
     );
     cc.kill9();
-    for entry in walk(&cc.dir.path().join("store")) {
+    // Wherever the store keeps its files: under the data dir, or etcd's.
+    let store_dir = match &cc.etcd {
+        Some(e) => e.dir.path().to_path_buf(),
+        None => cc.dir.path().join("store"),
+    };
+    for entry in walk(&store_dir) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
             !bytes.windows(token.len()).any(|w| w == token.as_bytes()),

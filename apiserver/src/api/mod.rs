@@ -486,6 +486,19 @@ impl Api {
             }
             self.check_tenant(&t.tenant, verb)?;
         }
+        // A storage other replicas write too: serve from the cache only once it holds what the
+        // storage had committed (a read at an explicit resourceVersion may be served as is).
+        let explicit_rv = matches!(verb, "get" | "list" | "watch")
+            && req
+                .query
+                .get("resourceVersion")
+                .is_some_and(|v| !v.is_empty());
+        if !explicit_rv {
+            self.store
+                .sync()
+                .await
+                .map_err(|e| objects::store_err(res, t.name(), e))?;
+        }
         match (verb, t.sub.as_deref()) {
             ("get", None) => self.get(&t, &req),
             ("get", Some("status")) => self.get(&t, &req),

@@ -37,6 +37,11 @@ pub(super) fn store_err(res: &Resource, name: &str, e: StoreError) -> ApiError {
             ApiError::internal("storage")
         }
         StoreError::Closed => ApiError::unavailable("the server is shutting down"),
+        StoreError::Unavailable(why) => {
+            tracing::warn!(error = %why, "storage unavailable");
+            ApiError::unavailable("the storage is unavailable; retry shortly")
+        }
+        StoreError::TooLarge { size, limit } => ApiError::object_too_large(size, limit),
     }
 }
 

@@ -18,6 +18,9 @@ pub enum BackendError {
     /// Stored bytes could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A remote storage answered with an error.
+    #[error("{0}")]
+    Remote(String),
     /// A file operation failed.
     #[error("{0}")]
     Io(std::path::PathBuf, #[source] std::io::Error),

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{BoxFuture, Feed, Page, Storage, StorageResult};
-use crate::{set_rv, Event, EventType, Key, Op, Precondition, Scope, StoreError};
+use crate::storage::{Batch, BoxFuture, Feed, Page, Storage, StorageResult};
+use crate::{check, set_rv, Event, EventType, Key, Op, Scope, StoreError};
 
 mod map;
 #[cfg(test)]
@@ -131,11 +131,7 @@ type TxnReply = oneshot::Sender<StorageResult<Vec<Arc<Event>>>>;
 
 enum Msg {
     Txn(Vec<Op>, TxnReply),
-    Watch(
-        u64,
-        mpsc::Sender<Vec<Arc<Event>>>,
-        oneshot::Sender<StorageResult<()>>,
-    ),
+    Watch(u64, mpsc::Sender<Batch>, oneshot::Sender<StorageResult<()>>),
     Compact(u64, oneshot::Sender<StorageResult<()>>),
 }
 
@@ -471,7 +467,7 @@ struct Writer {
     index: KeyIndex,
     map: Arc<dyn Map>,
     revs: Arc<Revisions>,
-    watchers: Vec<mpsc::Sender<Vec<Arc<Event>>>>,
+    watchers: Vec<mpsc::Sender<Batch>>,
 }
 
 /// A key's newest version: its revision and whether it is live.
@@ -515,7 +511,13 @@ impl Writer {
                     let current = self.revs.current.load(Ordering::Acquire);
                     match history(&*self.map, &self.revs, from, current) {
                         Ok(replay) => {
-                            let ok = replay.is_empty() || tx.blocking_send(replay).is_ok();
+                            let ok = replay.is_empty()
+                                || tx
+                                    .blocking_send(Batch {
+                                        revision: current,
+                                        events: replay,
+                                    })
+                                    .is_ok();
                             if ok {
                                 self.watchers.push(tx);
                             }
@@ -600,6 +602,13 @@ impl Writer {
                     Some(mut value) => {
                         set_rv(&mut value, rev);
                         let record = match put_record(&value) {
+                            Ok(r) if r.len() > crate::MAX_OBJECT_BYTES + 1 => {
+                                failed = Some(StoreError::TooLarge {
+                                    size: r.len() - 1,
+                                    limit: crate::MAX_OBJECT_BYTES,
+                                });
+                                break;
+                            }
                             Ok(r) => r,
                             Err(e) => {
                                 failed = Some(backend(e));
@@ -678,8 +687,13 @@ impl Writer {
             .cloned()
             .collect();
         // A watcher that cannot keep up holds the writer back; one that is gone is dropped.
-        self.watchers
-            .retain(|w| w.blocking_send(batch.clone()).is_ok());
+        self.watchers.retain(|w| {
+            w.blocking_send(Batch {
+                revision: rev,
+                events: batch.clone(),
+            })
+            .is_ok()
+        });
         for (reply, res) in results {
             let _ = reply.send(res);
         }
@@ -749,21 +763,4 @@ impl Writer {
 
 fn current_rev(l: &Latest) -> u64 {
     l.as_ref().map(|(r, _)| *r).unwrap_or(0)
-}
-
-fn check(pre: Precondition, current: Option<u64>, key: &Key) -> Result<(), StoreError> {
-    match (pre, current) {
-        (Precondition::Any, _) => Ok(()),
-        (Precondition::Absent, None) => Ok(()),
-        (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
-        (_, None) => Err(StoreError::NotFound(key.clone())),
-        (Precondition::Exists, Some(_)) => Ok(()),
-        (Precondition::Version(v), Some(cur)) => {
-            if cur == v {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(key.clone()))
-            }
-        }
-    }
 }

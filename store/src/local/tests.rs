@@ -1,5 +1,6 @@
 use super::map::{OLD_RV_KEY, OLD_TREE};
 use super::*;
+use crate::Precondition;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -177,7 +178,7 @@ async fn a_watch_replays_from_a_revision_then_follows() {
         Err(StoreError::Conflict(_))
     ));
     let mut feed = s.watch(1).await.unwrap();
-    let first = feed.recv().await.unwrap();
+    let first = feed.recv().await.unwrap().events;
     assert_eq!((first[0].rv, first[0].kind), (2, EventType::Modified));
     s.txn(vec![Op::Delete {
         key: a.clone(),
@@ -185,7 +186,7 @@ async fn a_watch_replays_from_a_revision_then_follows() {
     }])
     .await
     .unwrap();
-    let next = feed.recv().await.unwrap();
+    let next = feed.recv().await.unwrap().events;
     assert_eq!((next[0].rv, next[0].kind), (3, EventType::Deleted));
     assert_eq!(next[0].object["n"], 2, "a deletion carries the last state");
     // Deleting what is not there changes nothing.

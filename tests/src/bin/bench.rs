@@ -1,5 +1,6 @@
-//! Benchmark: cloud-core's API over HTTPS vs Debian's etcd (fsync on) with the same value size
-//! and concurrency. Prints throughput and latency percentiles per phase, then the ratios.
+//! Benchmark: cloud-core's API over HTTPS, on its embedded store and on etcd, vs raw puts and
+//! gets to Debian's etcd (fsync on) with the same value size and concurrency. Prints
+//! throughput and latency percentiles per phase, then the ratios. `--no-etcd`: sled only.
 //!
 //!   cargo run --release -p tests --bin bench -- [--clients 32] [--ops 5000] [--value 1024]
 //!                                               [--watchers 100] [--no-etcd]
@@ -9,9 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
@@ -130,8 +129,12 @@ struct Results {
     get: Stats,
 }
 
-async fn bench_cloud(o: &Opts) -> anyhow::Result<Results> {
-    let cc = tests::CloudCore::start();
+/// The API benchmark against a fresh cloud-core (on `etcd` when given, else sled).
+async fn bench_cloud(o: &Opts, etcd: Option<&str>) -> anyhow::Result<Results> {
+    let cc = match etcd {
+        Some(url) => tests::CloudCore::start_with(&["--etcd-servers", url]),
+        None => tests::CloudCore::start(),
+    };
     let client = cc.client().await;
     let value = o.value;
     println!(
@@ -262,157 +265,46 @@ async fn bench_cloud(o: &Opts) -> anyhow::Result<Results> {
     Ok(Results { create, get })
 }
 
-/// A tiny etcd v3 gRPC client: hand-encoded protobuf over HTTP/2 (one connection, multiplexed).
-#[derive(Clone)]
-struct Etcd {
-    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-    authority: String,
-}
-
-fn pb_bytes(no: u8, data: &[u8], out: &mut Vec<u8>) {
-    out.push(no << 3 | 2);
-    let mut n = data.len();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(data);
-}
-
-impl Etcd {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await?;
-        tokio::spawn(conn);
-        Ok(Etcd {
-            send,
-            authority: addr.to_string(),
-        })
-    }
-
-    async fn call(&self, method: &str, msg: Vec<u8>) -> anyhow::Result<()> {
-        let mut body = vec![0u8];
-        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-        body.extend(msg);
-        let req = http::Request::post(format!(
-            "http://{}/etcdserverpb.KV/{method}",
-            self.authority
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from(body)))?;
-        let mut send = self.send.clone();
-        send.ready().await?;
-        let resp = send.send_request(req).await?;
-        let collected = resp.into_body().collect().await?;
-        let status = collected
-            .trailers()
-            .and_then(|t| t.get("grpc-status"))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("0")
-            .to_string();
-        anyhow::ensure!(status == "0", "etcd {method} failed: grpc-status {status}");
-        Ok(())
-    }
-
-    async fn put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        let mut m = Vec::new();
-        pb_bytes(1, key.as_bytes(), &mut m);
-        pb_bytes(2, value, &mut m);
-        self.call("Put", m).await
-    }
-
-    async fn get(&self, key: &str) -> anyhow::Result<()> {
-        let mut m = Vec::new();
-        pb_bytes(1, key.as_bytes(), &mut m);
-        self.call("Range", m).await
-    }
-}
-
 async fn bench_etcd(o: &Opts) -> anyhow::Result<Results> {
-    let dir = tempfile::tempdir()?;
-    let (cp, pp) = (tests::free_port(), tests::free_port());
-    let mut child = std::process::Command::new("etcd")
-        .args(["--data-dir"])
-        .arg(dir.path().join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{cp}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{cp}"),
-        ])
-        .args([
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("default=http://127.0.0.1:{pp}"),
-            "--log-level",
-            "error",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting etcd (apt-get install etcd-server)")?;
-    let addr = format!("127.0.0.1:{cp}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let etcd = loop {
-        match Etcd::connect(&addr).await {
-            Ok(e) if e.put("probe", b"x").await.is_ok() => break e,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-            _ => {
-                let _ = child.kill();
-                anyhow::bail!("etcd did not start");
-            }
-        }
-    };
+    let server = tests::etcd::Etcd::start();
+    let etcd = etcd_client::Client::connect([server.url()], None).await?;
     println!(
-        "etcd {} (fsync on; gRPC over one HTTP/2 connection; {} clients)",
+        "etcd {} (fsync on; the etcd-client crate, one channel; {} clients)",
         etcd_version(),
         o.clients
     );
     // Same value size as a pod object of the create phase.
-    let value = serde_json::to_vec(&pod("p0", o.value))?;
+    let v = Arc::new(serde_json::to_vec(&pod("p0", o.value))?);
     let e = etcd.clone();
-    let v = Arc::new(value);
     let put = drive(o.clients, o.ops, move |i| {
-        let (e, v) = (e.clone(), v.clone());
-        async move { e.put(&format!("/registry/pods/default/p{i}"), &v).await }
-    })
-    .await;
-    let e = etcd.clone();
-    let ops = o.ops;
-    let get = drive(o.clients, o.ops, move |i| {
-        let e = e.clone();
+        let (mut e, v) = (e.clone(), v.clone());
         async move {
-            e.get(&format!("/registry/pods/default/p{}", (i * 7919) % ops))
-                .await
+            e.put(format!("/registry/pods/default/p{i}"), v.as_slice(), None)
+                .await?;
+            Ok(())
         }
     })
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let (put, get) = (put?, get?);
+    .await?;
+    let ops = o.ops;
+    let get = drive(o.clients, o.ops, move |i| {
+        let mut e = etcd.clone();
+        async move {
+            e.get(
+                format!("/registry/pods/default/p{}", (i * 7919) % ops),
+                None,
+            )
+            .await?;
+            Ok(())
+        }
+    })
+    .await?;
     print("  put", put);
     print("  get", get);
     Ok(Results { create: put, get })
 }
 
 fn etcd_version() -> String {
-    std::process::Command::new("etcd")
+    std::process::Command::new(tests::etcd::etcd_bin())
         .arg("--version")
         .output()
         .ok()
@@ -424,13 +316,23 @@ fn etcd_version() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = parse()?;
-    let cloud = bench_cloud(&o).await?;
+    println!("cloud-core on its embedded store (sled)");
+    let cloud = bench_cloud(&o, None).await?;
     if o.etcd {
+        let server = tests::etcd::Etcd::start();
+        println!("cloud-core on etcd");
+        let on_etcd = bench_cloud(&o, Some(&server.url())).await?;
+        drop(server);
         let etcd = bench_etcd(&o).await?;
         println!(
-            "ratio cloud-core/etcd: create/put {:.2}   get/get {:.2}",
+            "ratio cloud-core(sled)/etcd: create/put {:.2}   get/get {:.2}",
             cloud.create.ops_per_s / etcd.create.ops_per_s,
             cloud.get.ops_per_s / etcd.get.ops_per_s
+        );
+        println!(
+            "ratio cloud-core(etcd)/etcd: create/put {:.2}   get/get {:.2}",
+            on_etcd.create.ops_per_s / etcd.create.ops_per_s,
+            on_etcd.get.ops_per_s / etcd.get.ops_per_s
         );
     }
     Ok(())

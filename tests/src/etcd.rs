@@ -1,0 +1,90 @@
+//! A real etcd for the tests: Debian's `etcd` server on loopback ports in a temp dir, killed on
+//! drop. Single-member by default.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{free_port, wait_for, Proc};
+
+/// The etcd server binary (`ATOLL_ETCD_BIN` overrides).
+pub fn etcd_bin() -> PathBuf {
+    std::env::var_os("ATOLL_ETCD_BIN").map_or_else(|| PathBuf::from("/usr/bin/etcd"), PathBuf::from)
+}
+
+/// Whether the etcd server is installed (`deploy/test.sh` installs it).
+pub fn available() -> bool {
+    etcd_bin().exists()
+}
+
+/// A running single-member etcd.
+pub struct Etcd {
+    proc: Proc,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+    /// Client port on 127.0.0.1.
+    pub client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// Start a fresh member and wait until it accepts clients.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Etcd {
+            proc: Proc::new("etcd", dir.path().join("etcd.log")),
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        e.spawn();
+        e
+    }
+
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new(etcd_bin());
+        cmd.arg("--name")
+            .arg("m0")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("m0={peer}")])
+            .args(["--initial-cluster-state", "new"])
+            // Tests are short: no periodic snapshots or metrics listeners to speak of.
+            .args(["--snapshot-count", "100000"])
+            .args(["--log-level", "warn"]);
+        self.proc.spawn(cmd);
+        let port = self.client_port;
+        wait_for("etcd to accept clients", Duration::from_secs(30), || {
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+                .is_ok()
+        });
+    }
+
+    /// SIGKILL the member.
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Start it again on the same data and ports.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The member's log so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
