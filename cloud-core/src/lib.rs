@@ -30,6 +30,9 @@ pub enum Error {
     /// Certificate generation failed.
     #[error("pki")]
     Pki(#[source] rcgen::Error),
+    /// The region CA's record in the store lacks its certificate or key.
+    #[error("the region CA record in the store is malformed")]
+    BadCaRecord,
     /// The store could not be opened or written.
     #[error("store")]
     Store(#[from] store::StoreError),
@@ -80,11 +83,17 @@ pub enum StorageConfig {
 
 /// Open the region's store; an etcd cluster not reachable yet is waited for (it may be
 /// starting beside this process), until `cancel`.
-async fn open_store(cfg: &ServeConfig, cancel: &CancellationToken) -> Result<Store, Error> {
+async fn open_store(
+    cfg: &ServeConfig,
+    cancel: &CancellationToken,
+) -> Result<(Store, Option<Arc<store::EtcdStorage>>), Error> {
     let window = cfg.watch_window;
     let etcd = match &cfg.storage {
         StorageConfig::Embedded => {
-            return Ok(Store::open_sled(&cfg.data_dir.join("store"), window).await?)
+            return Ok((
+                Store::open_sled(&cfg.data_dir.join("store"), window).await?,
+                None,
+            ))
         }
         StorageConfig::Etcd(e) => e,
     };
@@ -94,7 +103,7 @@ async fn open_store(cfg: &ServeConfig, cancel: &CancellationToken) -> Result<Sto
         match Store::open(storage.clone(), window).await {
             Ok(s) => {
                 tracing::info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "storage on etcd");
-                return Ok(s);
+                return Ok((s, Some(storage)));
             }
             Err(store::StoreError::Unavailable(why)) => {
                 if !waited {
@@ -141,9 +150,10 @@ pub async fn start(
         }
     }
     sans.extend(cfg.tls_sans.iter().cloned());
+    let (store, etcd) = open_store(&cfg, &cancel).await?;
+    pki::share_ca(&cfg.data_dir.join("pki"), &store).await?;
     let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
     let (kubelet_cert, kubelet_key) = pki.kubelet_client(&cfg.data_dir.join("pki"))?;
-    let store = open_store(&cfg, &cancel).await?;
     apiserver::bootstrap::system_namespaces(&store).await?;
     let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
     let (token, fresh) = apiserver::bootstrap::admin_token(&store, &kubeconfig_path, None).await?;
@@ -173,20 +183,33 @@ pub async fn start(
         Some(Arc::new(hooks::CloudHooks::new(store.clone()))),
     );
     let tls = apiserver::server::tls_config(&pki.cert_pem, &pki.key_pem)?;
-    tracker.spawn(controllers::lifecycle::expire_events(
-        store.clone(),
-        controllers::lifecycle::EVENT_TTL,
-        cancel.child_token(),
-    ));
-    tracker.spawn(scheduler::run(api.clone(), cancel.child_token()));
-    tracker.spawn(controllers::lifecycle::run(
-        api.clone(),
-        cancel.child_token(),
-    ));
-    tracker.spawn(controllers::workloads::run(
-        api.clone(),
-        cancel.child_token(),
-    ));
+    // The region's singletons: one replica runs them at a time.
+    let singletons = {
+        let (store, api) = (store.clone(), api.clone());
+        move |term: &CancellationToken, tracker: &TaskTracker| {
+            tracker.spawn(controllers::lifecycle::expire_events(
+                store.clone(),
+                controllers::lifecycle::EVENT_TTL,
+                term.child_token(),
+            ));
+            tracker.spawn(scheduler::run(api.clone(), term.child_token()));
+            tracker.spawn(controllers::lifecycle::run(api.clone(), term.child_token()));
+            tracker.spawn(controllers::workloads::run(api.clone(), term.child_token()));
+        }
+    };
+    match etcd {
+        None => singletons(&cancel, tracker),
+        Some(etcd) => {
+            let holder = format!(
+                "{}/{addr}/{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim(),
+                std::process::id()
+            );
+            tracker.spawn(lead(etcd, holder, cancel.child_token(), singletons));
+        }
+    }
     // The sync endpoint presents the serving certificate and the CA, so a joining edge can
     // check the CA against the hash pinned in its join token.
     let mut chain = pki.cert_pem.clone();
@@ -237,6 +260,45 @@ pub async fn start(
         store,
         admin_kubeconfig: kubeconfig_path,
     })
+}
+
+/// Run the singletons (`start`) while this replica holds the region's leadership on etcd:
+/// campaign, start them under a term token, stop them when the term is lost (their writes
+/// compare revisions, so a deposed leader's last writes fail rather than undo the next
+/// leader's), campaign again.
+async fn lead(
+    etcd: Arc<store::EtcdStorage>,
+    holder: String,
+    cancel: CancellationToken,
+    start: impl Fn(&CancellationToken, &TaskTracker),
+) {
+    loop {
+        let term = tokio::select! {
+            _ = cancel.cancelled() => return,
+            t = etcd.campaign("controllers", &holder) => t,
+        };
+        let mut term = match term {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "leader election failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let token = cancel.child_token();
+        let loops = TaskTracker::new();
+        start(&token, &loops);
+        loops.close();
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = term.lost() => {}
+        }
+        token.cancel();
+        loops.wait().await;
+        drop(term);
+    }
 }
 
 /// Run until `cancel`, then drain for at most `grace`.

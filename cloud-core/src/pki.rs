@@ -8,6 +8,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+use serde_json::json;
+use store::{Key, Precondition, Store, StoreError};
+
 use crate::Error;
 
 /// PEM material for serving.
@@ -155,16 +158,75 @@ fn ca_params() -> Result<CertificateParams, Error> {
     Ok(p)
 }
 
+/// The store record of the region CA (an internal resource: the API serves no such kind and
+/// no site's share includes it), so every replica on one etcd signs with the same CA.
+pub const CA_RESOURCE: &str = "regionpki";
+
+fn ca_key() -> Key {
+    Key::new(CA_RESOURCE, "", "", "ca")
+}
+
+/// A new CA: certificate and key, PEM.
+fn new_ca() -> Result<(String, String), Error> {
+    let key = KeyPair::generate().map_err(Error::Pki)?;
+    let cert = ca_params()?.self_signed(&key).map_err(Error::Pki)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Make the region CA under `dir` the one in the store: the first replica (or a region that
+/// predates this) puts its CA there, later ones (any `--data-dir`) take it from there. A CA
+/// written to `dir` from the store drops the certificates the old one had signed.
+pub async fn share_ca(dir: &Path, store: &Store) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
+    let p = |n: &str| -> PathBuf { dir.join(n) };
+    for _ in 0..2 {
+        if let Some(rec) = store.get(&ca_key()) {
+            let (Some(cert), Some(key)) = (rec["cert"].as_str(), rec["key"].as_str()) else {
+                return Err(Error::BadCaRecord);
+            };
+            if std::fs::read(p("ca.crt")).ok().as_deref() != Some(cert.as_bytes()) {
+                write_private(&p("ca.key"), key.as_bytes())?;
+                std::fs::write(p("ca.crt"), cert).map_err(|e| Error::Io(p("ca.crt"), e))?;
+                for f in [
+                    "apiserver.crt",
+                    "apiserver.key",
+                    "kubelet-client.crt",
+                    "kubelet-client.key",
+                ] {
+                    let _ = std::fs::remove_file(p(f));
+                }
+                tracing::info!(dir = %dir.display(), "took the region CA from the store");
+            }
+            return Ok(());
+        }
+        let (cert, key) = match (std::fs::read(p("ca.crt")), std::fs::read(p("ca.key"))) {
+            (Ok(c), Ok(k)) => (
+                String::from_utf8_lossy(&c).into_owned(),
+                String::from_utf8_lossy(&k).into_owned(),
+            ),
+            _ => new_ca()?,
+        };
+        let rec = json!({"metadata": {"name": "ca"}, "cert": cert, "key": key});
+        match store.put(ca_key(), rec, Precondition::Absent).await {
+            // Written to `dir` on the next pass, from the record.
+            Ok(_) => tracing::info!("region CA kept in the store"),
+            // Another replica was first: take its CA on the next pass.
+            Err(StoreError::AlreadyExists(_)) => store.sync().await?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict(ca_key()).into())
+}
+
 /// Load the PKI under `dir`, creating what is missing. `sans` are the serving cert's names.
 pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_path_buf(), e))?;
     let p = |n: &str| -> PathBuf { dir.join(n) };
     let read = |n: &str| std::fs::read(p(n)).map_err(|e| Error::Io(p(n), e));
     if !p("ca.crt").exists() || !p("ca.key").exists() {
-        let key = KeyPair::generate().map_err(Error::Pki)?;
-        let cert = ca_params()?.self_signed(&key).map_err(Error::Pki)?;
-        write_private(&p("ca.key"), key.serialize_pem().as_bytes())?;
-        std::fs::write(p("ca.crt"), cert.pem()).map_err(|e| Error::Io(p("ca.crt"), e))?;
+        let (cert, key) = new_ca()?;
+        write_private(&p("ca.key"), key.as_bytes())?;
+        std::fs::write(p("ca.crt"), cert).map_err(|e| Error::Io(p("ca.crt"), e))?;
         let _ = std::fs::remove_file(p("apiserver.crt"));
         tracing::info!(dir = %dir.display(), "created region CA");
     }

@@ -74,8 +74,34 @@ pub struct EtcdStorage {
     compacted: AtomicU64,
 }
 
-/// The barrier key under the root: `0xff` starts no encoded object key (no UTF-8 byte is 0xff).
+/// The barrier key under the root: `0xff` starts no encoded object key (no UTF-8 byte is 0xff),
+/// so it and the leader keys (`0xff leader/NAME`) are in the feed's range and in no list.
 const BARRIER: &[u8] = b"\xffbarrier";
+const LEADER: &[u8] = b"\xffleader/";
+
+/// How long a leader's lease lives without a keep-alive: another replica takes over within
+/// about this much after a leader dies.
+pub const LEADER_TTL: Duration = Duration::from_secs(10);
+
+/// A term as leader: ends (`lost` completes) when the lease can no longer be kept alive or
+/// another holder is seen; dropping it resigns.
+pub struct Term {
+    lost: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Term {
+    /// Completes when the term is over.
+    pub async fn lost(&mut self) {
+        let _ = self.lost.wait_for(|l| *l).await;
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 impl EtcdStorage {
     /// Connect (lazily: an unreachable cluster fails requests, not this) to `config`.
@@ -617,6 +643,114 @@ impl Storage for EtcdStorage {
 type WatchPair = (etcd_client::Watcher, etcd_client::WatchStream);
 
 impl EtcdStorage {
+    /// Become the holder of leadership `name` (as `holder`), waiting while another holds it:
+    /// a key under a lease of [`LEADER_TTL`], created only if absent. The term lasts while the
+    /// lease is kept alive; a holder that dies loses it when the lease expires.
+    pub async fn campaign(&self, name: &str, holder: &str) -> StorageResult<Term> {
+        let mut key = self.root.clone();
+        key.extend_from_slice(LEADER);
+        key.extend_from_slice(name.as_bytes());
+        let ttl = i64::try_from(LEADER_TTL.as_secs()).unwrap_or(10);
+        let mut c = self.client.clone();
+        loop {
+            let lease = c
+                .lease_grant(ttl, None)
+                .await
+                .map_err(|e| self.err(e, 0))?
+                .id();
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    holder.as_bytes().to_vec(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            let won = c.txn(txn).await.map_err(|e| self.err(e, 0))?.succeeded();
+            if won {
+                let (keeper, stream) = c
+                    .lease_keep_alive(lease)
+                    .await
+                    .map_err(|e| self.err(e, 0))?;
+                let (tx, lost) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(keep_alive(c.clone(), lease, keeper, stream, tx));
+                tracing::info!(name, holder, "leader");
+                return Ok(Term { lost, task });
+            }
+            let _ = c.lease_revoke(lease).await;
+            // Someone holds it: try again when its key goes (or a while later, whatever
+            // happens to the watch).
+            let (mut w, mut stream) = c
+                .watch(key.clone(), None)
+                .await
+                .map_err(|e| self.err(e, 0))?;
+            let _ = tokio::time::timeout(LEADER_TTL, async {
+                while let Ok(Some(resp)) = stream.message().await {
+                    if resp
+                        .events()
+                        .iter()
+                        .any(|e| e.event_type() == EtcdEventType::Delete)
+                    {
+                        return;
+                    }
+                }
+            })
+            .await;
+            let _ = w.cancel().await;
+        }
+    }
+}
+
+/// Keep a leader's lease alive at a third of its TTL; report the term lost when etcd says the
+/// lease is gone, or when no keep-alive has been answered for the TTL; revoke it on the way
+/// out (a resigning leader frees the key at once).
+async fn keep_alive(
+    mut c: Client,
+    lease: i64,
+    mut keeper: etcd_client::LeaseKeeper,
+    mut stream: etcd_client::LeaseKeepAliveStream,
+    lost: tokio::sync::watch::Sender<bool>,
+) {
+    struct Revoke(Option<(Client, i64)>);
+    impl Drop for Revoke {
+        fn drop(&mut self) {
+            if let Some((mut c, lease)) = self.0.take() {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = c.lease_revoke(lease).await;
+                    });
+                }
+            }
+        }
+    }
+    let _revoke = Revoke(Some((c.clone(), lease)));
+    let mut answered = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(LEADER_TTL / 3);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if answered.elapsed() >= LEADER_TTL || keeper.keep_alive().await.is_err() {
+                    break;
+                }
+            }
+            m = stream.message() => match m {
+                Ok(Some(r)) if r.ttl() > 0 => answered = tokio::time::Instant::now(),
+                Ok(Some(_)) => break,
+                // The stream broke: open another while the lease may still be alive.
+                _ => match c.lease_keep_alive(lease).await {
+                    Ok((k, s)) => {
+                        keeper = k;
+                        stream = s;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                },
+            },
+        }
+    }
+    tracing::warn!("leadership lost");
+    let _ = lost.send(true);
+}
+
+impl EtcdStorage {
     /// A watch of every object after revision `from`, with previous values; a `from` before
     /// the compaction point is [`StoreError::Gone`] here, not a canceled stream later.
     async fn open_watch(&self, from: u64) -> StorageResult<WatchPair> {
@@ -661,7 +795,8 @@ fn convert_events(root: &[u8], events: &[etcd_client::Event]) -> Vec<Arc<Event>>
     for e in events {
         let Some(kv) = e.kv() else { continue };
         let own = kv.key().strip_prefix(root);
-        if own == Some(BARRIER) {
+        // The barrier and leader keys.
+        if own.is_some_and(|k| k.first() == Some(&0xff)) {
             continue;
         }
         let Some(key) = own.and_then(Key::decode) else {

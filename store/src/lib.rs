@@ -29,7 +29,7 @@ pub mod storage;
 
 pub use cache::{Listing, Store, Watch};
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStorage};
+pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStorage, Term};
 pub use local::{BackendError, LocalStorage};
 
 /// The largest object a storage keeps (its JSON): etcd's default request limit, 1.5 MiB, so a

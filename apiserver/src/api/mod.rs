@@ -486,14 +486,12 @@ impl Api {
             }
             self.check_tenant(&t.tenant, verb)?;
         }
-        // A storage other replicas write too: serve from the cache only once it holds what the
-        // storage had committed (a read at an explicit resourceVersion may be served as is).
-        let explicit_rv = matches!(verb, "get" | "list" | "watch")
-            && req
-                .query
-                .get("resourceVersion")
-                .is_some_and(|v| !v.is_empty());
-        if !explicit_rv {
+        // A storage other replicas write too: a consistent read (no resourceVersion) is served
+        // from the cache only once it holds what the storage had committed. (Writes compare
+        // the revision they read, so a stale cache costs them a 409, never a lost update.)
+        let consistent_read = matches!(verb, "get" | "list" | "watch")
+            && req.query.get("resourceVersion").is_none_or(str::is_empty);
+        if consistent_read {
             self.store
                 .sync()
                 .await

@@ -1,0 +1,116 @@
+//! Two cloud-core replicas on one real etcd are one region: the same CA and credentials, a
+//! write through one is read and watched through the other, and the controllers run on one of
+//! them at a time, moving to the survivor when the leader is killed.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use tests::etcd::Etcd;
+use tests::CloudCore;
+
+fn replica(etcd: &Etcd) -> CloudCore {
+    CloudCore::start_with(&["--etcd-servers", &etcd.url()])
+}
+
+/// `kubeconfig` pointed at another server.
+fn retarget(kubeconfig: &std::path::Path, to: std::net::SocketAddr, out: &std::path::Path) {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let from = tests::server_addr(kubeconfig).unwrap();
+    std::fs::write(out, text.replace(&from.to_string(), &to.to_string())).unwrap();
+}
+
+fn leads(cc: &CloudCore) -> bool {
+    cc.log().lines().filter(|l| l.contains(" leader ")).count()
+        > cc.log()
+            .lines()
+            .filter(|l| l.contains("leadership lost"))
+            .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_one_etcd_are_one_region() {
+    let etcd = Etcd::start();
+    let a = replica(&etcd);
+    let b = replica(&etcd);
+    assert_eq!(
+        std::fs::read(a.dir.path().join("pki/ca.crt")).unwrap(),
+        std::fs::read(b.dir.path().join("pki/ca.crt")).unwrap(),
+        "a replica on a fresh data dir serves with the region's CA"
+    );
+    // A's kubeconfig is accepted by B.
+    let a_at_b = b.dir.path().join("a-at-b.kubeconfig");
+    retarget(&a.kubeconfig(), b.addr, &a_at_b);
+    let ns = tests::ok(
+        tests::kubectl(
+            &a_at_b,
+            b.dir.path(),
+            &["get", "ns", "default", "-o", "name"],
+            None,
+        ),
+        &["get ns via b"],
+    );
+    assert_eq!(ns.trim(), "namespace/default");
+
+    // A watch on B sees a write through A; a read through B right after it sees it too.
+    let at_b: Api<ConfigMap> = Api::namespaced(b.client().await, "default");
+    let mut w = at_b
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    for i in 0..20 {
+        a.kubectl_ok(&["create", "configmap", &format!("c{i}")]);
+        b.kubectl_ok(&["get", "configmap", &format!("c{i}")]);
+    }
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, w.try_next()).await {
+            Ok(Ok(Some(WatchEvent::Added(c)))) => seen.push(c.metadata.name.unwrap_or_default()),
+            Ok(Ok(Some(_))) => {}
+            other => panic!("watch on b ended after {seen:?}: {other:?}"),
+        }
+    }
+    let want: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    assert_eq!(seen, want, "every event once, in order");
+    // A create through B of a name A holds conflicts: one store.
+    let dup = at_b
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "c0"}})).unwrap(),
+        )
+        .await;
+    assert!(
+        matches!(dup, Err(kube::Error::Api(ref e)) if e.code == 409),
+        "{dup:?}"
+    );
+
+    // One leader; killed, the other takes the controllers over.
+    tests::wait_for("a leader", Duration::from_secs(20), || {
+        leads(&a) || leads(&b)
+    });
+    assert!(!(leads(&a) && leads(&b)), "two leaders");
+    let (mut leader, survivor) = if leads(&a) { (a, b) } else { (b, a) };
+    leader.kill9();
+    let t = Instant::now();
+    tests::wait_for("the survivor to lead", Duration::from_secs(20), || {
+        leads(&survivor)
+    });
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(15), "takeover took {took:?}");
+    let deploy = survivor.dir.path().join("d.yaml");
+    std::fs::write(
+        &deploy,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    )
+    .unwrap();
+    survivor.kubectl_ok(&["apply", "-f", deploy.to_str().unwrap()]);
+    tests::wait_for("the deployment's pods", Duration::from_secs(30), || {
+        tests::names(&survivor.kubectl_ok(&["get", "pods", "-l", "app=web"])).len() == 3
+    });
+    let rs = tests::names(&survivor.kubectl_ok(&["get", "replicasets", "-l", "app=web"]));
+    assert_eq!(rs.len(), 1, "one ReplicaSet: {rs:?}");
+}
