@@ -45,7 +45,8 @@ struct State {
 /// The sync driver.
 pub struct Driver {
     site: String,
-    cloud: String,
+    /// The region's replicas' sync addresses, tried in turn.
+    cloud: Vec<String>,
     store: Store,
     creds: Arc<std::sync::RwLock<Creds>>,
     pki: std::path::PathBuf,
@@ -75,10 +76,10 @@ fn key_of(k: &ObjectKey) -> Key {
 }
 
 impl Driver {
-    /// A driver for `site` against the cloud at `cloud` (HOST:PORT).
+    /// A driver for `site` against the cloud at `cloud` (HOST:PORT, one per replica).
     pub fn new(
         site: String,
-        cloud: String,
+        cloud: Vec<String>,
         store: Store,
         creds: Creds,
         pki: std::path::PathBuf,
@@ -212,17 +213,27 @@ impl Driver {
     /// Run until cancelled: connect, sync, reconnect.
     pub async fn run(self, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
+        // Which replica to try; the next one after a connection ends (any replica serves the
+        // site, and the one that went away may not come back).
+        let mut at = 0;
         loop {
             let started = tokio::time::Instant::now();
+            let cloud = self.cloud[at % self.cloud.len().max(1)].clone();
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = self.connection() => r,
+                r = self.connection(&cloud) => r,
             };
             match result {
-                Ok(reason) => tracing::info!(site = %self.site, %reason, "sync connection ended"),
-                Err(e) => tracing::warn!(site = %self.site, error = %e, "sync connection failed"),
+                Ok(reason) => {
+                    tracing::info!(site = %self.site, %cloud, %reason, "sync connection ended")
+                }
+                Err(e) => {
+                    tracing::warn!(site = %self.site, %cloud, error = %e, "sync connection failed")
+                }
             }
-            if started.elapsed() > Duration::from_secs(30) {
+            at = (at + 1) % self.cloud.len().max(1);
+            if started.elapsed() > Duration::from_secs(30) || (self.cloud.len() > 1 && at != 0) {
+                // A healthy connection ended, or other replicas are still to be tried.
                 backoff = Duration::from_millis(200);
             }
             // Jittered, capped exponential backoff.
@@ -266,7 +277,7 @@ impl Driver {
         }
     }
 
-    async fn connection(&self) -> Result<String, String> {
+    async fn connection(&self, cloud: &str) -> Result<String, String> {
         let now = || tokio::time::Instant::now().into_std();
         // Outbox as of now, in commit order, and the stream of later entries.
         let scope = Scope {
@@ -287,7 +298,7 @@ impl Driver {
         let mut next_seq = st.up_base + 1 + items.len() as u64;
         let seen_keys: HashSet<Key> = items.iter().map(|(k, _)| k.clone()).collect();
 
-        let (addr, host) = cloud_addr(&self.cloud).map_err(|e| e.to_string())?;
+        let (addr, host) = cloud_addr(cloud).map_err(|e| e.to_string())?;
         let creds = self.creds();
         let ep = sync::quic::client(sync::quic::ClientAuth::Mutual {
             ca_pem: creds.ca.as_bytes(),
@@ -318,7 +329,7 @@ impl Driver {
                 }
             }
         });
-        tracing::info!(site = %self.site, cloud = %self.cloud, applied_rv = st.applied_rv, outbox = wire.len(), "connected to the cloud");
+        tracing::info!(site = %self.site, %cloud, applied_rv = st.applied_rv, outbox = wire.len(), "connected to the cloud");
         let mut snapshot: Option<HashSet<Key>> = None;
         let result = 'conn: loop {
             while let Some(f) = s.poll_transmit(now()) {

@@ -48,8 +48,8 @@ pub enum Error {
 pub struct EdgeConfig {
     /// Data directory.
     pub data_dir: PathBuf,
-    /// The cloud's sync address (HOST:PORT).
-    pub cloud: String,
+    /// The cloud's sync addresses (HOST:PORT), one per replica of the region.
+    pub cloud: Vec<String>,
     /// This site's name.
     pub site: String,
     /// Join token (first start only).
@@ -164,14 +164,31 @@ async fn join(cfg: &EdgeConfig, token: &str, pki: &Path) -> Result<Creds, Error>
     let pin: [u8; 32] = pin
         .try_into()
         .map_err(|_| Error::Config("malformed join token".into()))?;
-    let (addr, host) = cloud_addr(&cfg.cloud)?;
     let ep = sync::quic::client(sync::quic::ClientAuth::Pinned(pin))
         .map_err(|e| Error::Join(e.to_string()))?;
-    let conn = ep
-        .connect(addr, &host)
-        .map_err(|e| Error::Join(e.to_string()))?
-        .await
-        .map_err(|e| Error::Join(format!("{e} (is the cloud's CA the one in the token?)")))?;
+    // The first replica that answers.
+    let mut failed = Vec::new();
+    let mut conn = None;
+    for cloud in &cfg.cloud {
+        let (addr, host) = cloud_addr(cloud)?;
+        let attempt = match ep.connect(addr, &host) {
+            Ok(c) => c.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match attempt {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(e) => failed.push(format!("{cloud}: {e}")),
+        }
+    }
+    let conn = conn.ok_or_else(|| {
+        Error::Join(format!(
+            "{} (is the cloud's CA the one in the token?)",
+            failed.join("; ")
+        ))
+    })?;
     let (mut send, mut recv) = conn
         .open_bi()
         .await
@@ -228,7 +245,12 @@ pub async fn start(
             cfg.site
         )));
     }
-    cloud_addr(&cfg.cloud)?;
+    if cfg.cloud.is_empty() {
+        return Err(Error::Config("--cloud names no address".into()));
+    }
+    for c in &cfg.cloud {
+        cloud_addr(c)?;
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| Error::Io(cfg.data_dir.clone(), e))?;
     let pki = cfg.data_dir.join("pki");
     let site_file = cfg.data_dir.join("site");

@@ -23,9 +23,11 @@ enum Cmd {
         /// Data directory: local store, credentials, admin.kubeconfig.
         #[arg(long, env = "ATOLL_DATA_DIR")]
         data_dir: PathBuf,
-        /// The cloud's sync address (HOST:PORT of `cloud-core serve --sync-listen`).
-        #[arg(long, env = "ATOLL_CLOUD")]
-        cloud: String,
+        /// The cloud's sync address (HOST:PORT of `cloud-core serve --sync-listen`); a region
+        /// of several replicas: each one's, comma-separated (the site moves to the next when
+        /// one goes away).
+        #[arg(long, env = "ATOLL_CLOUD", value_delimiter = ',', required = true)]
+        cloud: Vec<String>,
         /// This site's name.
         #[arg(long, env = "ATOLL_SITE")]
         site: String,

@@ -408,11 +408,13 @@ impl Storage for EtcdStorage {
                 let value = match value {
                     Some(v) => {
                         let bytes = encode_value(&key, v.clone())?;
-                        then.push(TxnOp::put(
-                            k,
-                            bytes,
-                            Some(PutOptions::new().with_prev_key()),
-                        ));
+                        // Added or Modified follows from the compare, but for an upsert
+                        // (only then is the previous value asked for).
+                        let opts = match pre {
+                            Precondition::Any => Some(PutOptions::new().with_prev_key()),
+                            _ => None,
+                        };
+                        then.push(TxnOp::put(k, bytes, opts));
                         Some(v)
                     }
                     None => {
@@ -449,13 +451,18 @@ impl Storage for EtcdStorage {
             }
             let rev = r.header().map(|h| rev_of(h.revision())).unwrap_or(0);
             let mut events = Vec::with_capacity(plan.len());
-            for ((key, _, value), resp) in plan.into_iter().zip(responses) {
+            for ((key, pre, value), resp) in plan.into_iter().zip(responses) {
                 match (value, resp) {
                     (Some(mut v), TxnOpResponse::Put(p)) => {
                         set_rv(&mut v, rev);
+                        let existed = match pre {
+                            Precondition::Absent => false,
+                            Precondition::Exists | Precondition::Version(_) => true,
+                            Precondition::Any => p.prev_key().is_some(),
+                        };
                         events.push(Arc::new(Event {
                             rv: rev,
-                            kind: if p.prev_key().is_some() {
+                            kind: if existed {
                                 EventType::Modified
                             } else {
                                 EventType::Added
@@ -490,7 +497,8 @@ impl Storage for EtcdStorage {
     fn watch(&self, from: u64) -> BoxFuture<'_, StorageResult<Feed>> {
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(64);
-            let mut stream = self.open_watch(from).await?;
+            // The cache keeps the previous state itself: etcd need not read and send it.
+            let mut stream = self.open_watch(from, false).await?;
             let root = self.root.clone();
             tokio::spawn(async move {
                 loop {
@@ -538,7 +546,7 @@ impl Storage for EtcdStorage {
             if to <= from {
                 return Ok(out);
             }
-            let (mut watcher, mut stream) = self.open_watch(from).await?;
+            let (mut watcher, mut stream) = self.open_watch(from, true).await?;
             // Everything up to `to` has been replayed once the watch delivers a barrier set
             // after it.
             let fence = match self.barrier().await {
@@ -751,9 +759,10 @@ async fn keep_alive(
 }
 
 impl EtcdStorage {
-    /// A watch of every object after revision `from`, with previous values; a `from` before
-    /// the compaction point is [`StoreError::Gone`] here, not a canceled stream later.
-    async fn open_watch(&self, from: u64) -> StorageResult<WatchPair> {
+    /// A watch of every object after revision `from` (with previous values when `prev`); a
+    /// `from` before the compaction point is [`StoreError::Gone`] here, not a canceled stream
+    /// later.
+    async fn open_watch(&self, from: u64, prev: bool) -> StorageResult<WatchPair> {
         let mut c = self.client.clone();
         if from > 0 {
             // A read at `from` fails exactly when `from` is compacted.
@@ -774,18 +783,15 @@ impl EtcdStorage {
         if let Some(last) = to_key.last_mut() {
             *last += 1;
         }
-        c.watch(
-            from_key,
-            Some(
-                WatchOptions::new()
-                    .with_range(to_key)
-                    .with_start_revision(rev_arg(from + 1))
-                    .with_prev_key()
-                    .with_progress_notify(),
-            ),
-        )
-        .await
-        .map_err(|e| self.err(e, from))
+        let mut opts = WatchOptions::new()
+            .with_range(to_key)
+            .with_start_revision(rev_arg(from + 1));
+        if prev {
+            opts = opts.with_prev_key();
+        }
+        c.watch(from_key, Some(opts))
+            .await
+            .map_err(|e| self.err(e, from))
     }
 }
 

@@ -384,8 +384,8 @@ pub struct EdgeCore {
     pub dir: tempfile::TempDir,
     /// Site name.
     pub site: String,
-    /// The cloud's sync address.
-    pub cloud: SocketAddr,
+    /// The cloud's sync addresses (one per replica).
+    pub cloud: Vec<SocketAddr>,
     /// API address (known after the first start).
     pub addr: SocketAddr,
 }
@@ -401,7 +401,16 @@ impl EdgeCore {
         Self::join_at(relay.addr, site, token)
     }
 
+    /// Join through any of several replicas (`--cloud A,B`).
+    pub fn join_any(clouds: &[&CloudCore], site: &str, token: &str) -> Self {
+        Self::join_list(clouds.iter().map(|c| c.sync_addr).collect(), site, token)
+    }
+
     fn join_at(cloud: SocketAddr, site: &str, token: &str) -> Self {
+        Self::join_list(vec![cloud], site, token)
+    }
+
+    fn join_list(cloud: Vec<SocketAddr>, site: &str, token: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut e = EdgeCore {
             proc: Proc::new(
@@ -462,7 +471,12 @@ impl EdgeCore {
             .arg(self.dir.path())
             .args([
                 "--cloud",
-                &self.cloud.to_string(),
+                &self
+                    .cloud
+                    .iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 "--site",
                 &self.site,
                 "--listen",

@@ -81,7 +81,7 @@ pub async fn start(
         let token = cc.join_token(&name, "1h");
         let cfg = edge_core::EdgeConfig {
             data_dir: dir.path().join(&name),
-            cloud: cc.sync_addr.to_string(),
+            cloud: vec![cc.sync_addr.to_string()],
             site: name.clone(),
             join_token: Some(token),
             listen: "127.0.0.1:0".parse()?,

@@ -114,3 +114,57 @@ async fn two_replicas_on_one_etcd_are_one_region() {
     let rs = tests::names(&survivor.kubectl_ok(&["get", "replicasets", "-l", "app=web"]));
     assert_eq!(rs.len(), 1, "one ReplicaSet: {rs:?}");
 }
+
+/// A site given both replicas (`--cloud A,B`) moves to the other when the one it is connected
+/// to is killed, and changes flow both ways through the survivor.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_moves_to_the_surviving_replica() {
+    let etcd = Etcd::start();
+    let mut a = replica(&etcd);
+    let b = replica(&etcd);
+    let edge = tests::EdgeCore::join_any(&[&a, &b], "s1", &a.join_token("s1", "10m"));
+    let node = edge.dir.path().join("n.yaml");
+    std::fs::write(&node, "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n").unwrap();
+    edge.kubectl_ok(&["apply", "-f", node.to_str().unwrap()]);
+    tests::wait_for("n1 at the cloud", Duration::from_secs(30), || {
+        b.kubectl(&["get", "node", "n1"]).status.success()
+    });
+    edge.kubectl_ok(&["create", "configmap", "before"]);
+    tests::wait_for(
+        "the site's configmap at the cloud",
+        Duration::from_secs(30),
+        || b.kubectl(&["get", "configmap", "before"]).status.success(),
+    );
+    // The site went to the first replica that answered: a.
+    let at = |cc: &CloudCore| {
+        edge.log()
+            .lines()
+            .any(|l| l.contains("connected to the cloud") && l.contains(&cc.sync_addr.to_string()))
+    };
+    assert!(at(&a) && !at(&b), "{}", edge.log());
+    a.kill9();
+    let t = Instant::now();
+    // Cloud to site through b: a pod for the site's node.
+    let pod = b.dir.path().join("p.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {nodeName: n1, containers: [{name: c, image: busybox}]}\n",
+    )
+    .unwrap();
+    b.kubectl_ok(&["apply", "-f", pod.to_str().unwrap()]);
+    tests::wait_for("the pod at the site", Duration::from_secs(40), || {
+        edge.kubectl(&["get", "pod", "web"]).status.success()
+    });
+    // Site to cloud through b.
+    edge.kubectl_ok(&["create", "configmap", "after"]);
+    tests::wait_for(
+        "the site's new configmap at the cloud",
+        Duration::from_secs(30),
+        || b.kubectl(&["get", "configmap", "after"]).status.success(),
+    );
+    eprintln!(
+        "site converged through the survivor {:?} after the kill",
+        t.elapsed()
+    );
+    assert!(at(&b), "{}", edge.log());
+}
