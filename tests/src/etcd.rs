@@ -26,17 +26,45 @@ pub struct Etcd {
     /// Client port on 127.0.0.1.
     pub client_port: u16,
     peer_port: u16,
+    tls: bool,
 }
 
 impl Etcd {
     /// Start a fresh member and wait until it accepts clients.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Start a fresh member serving clients over TLS and requiring client certificates
+    /// signed by its CA (`tls/ca.crt`; a client's pair is `tls/client.{crt,key}`).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        if tls {
+            let t = dir.path().join("tls");
+            std::fs::create_dir_all(&t).expect("tls dir");
+            let ca = crate::TestCa::new("atoll-test-etcd-ca");
+            let (cert, key) = ca.issue("etcd", &["127.0.0.1", "localhost"]);
+            let (ccert, ckey) = ca.issue("atoll", &[]);
+            for (name, pem) in [
+                ("ca.crt", ca.pem()),
+                ("server.crt", cert),
+                ("server.key", key),
+                ("client.crt", ccert),
+                ("client.key", ckey),
+            ] {
+                std::fs::write(t.join(name), pem).expect("tls file");
+            }
+        }
         let mut e = Etcd {
             proc: Proc::new("etcd", dir.path().join("etcd.log")),
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
         e.spawn();
         e
@@ -44,13 +72,30 @@ impl Etcd {
 
     /// Its client URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A file of its TLS material (`ca.crt`, `client.crt`, `client.key`).
+    pub fn tls_file(&self, name: &str) -> String {
+        self.dir
+            .path()
+            .join("tls")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn spawn(&mut self) {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(etcd_bin());
+        if self.tls {
+            cmd.args(["--cert-file", &self.tls_file("server.crt")])
+                .args(["--key-file", &self.tls_file("server.key")])
+                .args(["--trusted-ca-file", &self.tls_file("ca.crt")])
+                .arg("--client-cert-auth");
+        }
         cmd.arg("--name")
             .arg("m0")
             .arg("--data-dir")

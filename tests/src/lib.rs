@@ -41,6 +41,41 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A throwaway CA for tests' TLS servers and clients (a registry, etcd).
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// A new CA named `cn`.
+    pub fn new(cn: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let key = KeyPair::generate().expect("ca key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).expect("ca cert");
+        TestCa { cert, key }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate for `cn` with `names` as SANs (serving and client use), and its key.
+    pub fn issue(&self, cn: &str, names: &[&str]) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &self.cert, &self.key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// A free loopback UDP address (bound and released; the caller binds it right after).
 pub fn free_udp_addr() -> SocketAddr {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -187,20 +187,9 @@ fn tls_client(ca_pem: &str) -> Option<rustls::ClientConnection> {
 
 /// (CA PEM, serving cert PEM, serving key PEM) for 127.0.0.1 and localhost.
 fn make_certs() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.distinguished_name
-        .push(DnType::CommonName, "atoll-test-registry-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let key = KeyPair::generate().expect("key");
-    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("params");
-    p.distinguished_name
-        .push(DnType::CommonName, "atoll-test-registry");
-    let cert = p.signed_by(&key, &ca_cert, &ca_key).expect("cert");
-    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    let ca = crate::TestCa::new("atoll-test-registry-ca");
+    let (cert, key) = ca.issue("atoll-test-registry", &["127.0.0.1", "localhost"]);
+    (ca.pem(), cert, key)
 }
 
 /// Run skopeo (no signature policy: these are test images); panics with its stderr.
