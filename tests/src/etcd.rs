@@ -27,6 +27,61 @@ pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     tls: bool,
+    name: String,
+    /// `--initial-cluster`: every member's name and peer URL.
+    cluster: String,
+}
+
+/// A running etcd cluster of several members on loopback, each killed on drop.
+pub struct EtcdCluster {
+    /// The members, in order.
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Start `n` fresh members and wait until each accepts clients.
+    pub fn start(n: usize) -> Self {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Etcd> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client_port, peer_port))| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                Etcd {
+                    proc: Proc::new(&format!("etcd m{i}"), dir.path().join("etcd.log")),
+                    dir,
+                    client_port,
+                    peer_port,
+                    tls: false,
+                    name: format!("m{i}"),
+                    cluster: cluster.clone(),
+                }
+            })
+            .collect();
+        // All at once: a member waits for its peers to form a quorum.
+        for m in &mut members {
+            m.spawn_proc();
+        }
+        for m in &members {
+            m.wait_serving();
+        }
+        EtcdCluster { members }
+    }
+
+    /// Every member's client URL, comma-separated (for `--etcd-servers`).
+    pub fn urls(&self) -> String {
+        self.members
+            .iter()
+            .map(Etcd::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl Etcd {
@@ -59,12 +114,15 @@ impl Etcd {
                 std::fs::write(t.join(name), pem).expect("tls file");
             }
         }
+        let peer_port = free_port();
         let mut e = Etcd {
             proc: Proc::new("etcd", dir.path().join("etcd.log")),
             dir,
             client_port: free_port(),
-            peer_port: free_port(),
+            peer_port,
             tls,
+            name: "m0".into(),
+            cluster: format!("m0=http://127.0.0.1:{peer_port}"),
         };
         e.spawn();
         e
@@ -87,6 +145,11 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
+        self.spawn_proc();
+        self.wait_serving();
+    }
+
+    fn spawn_proc(&mut self) {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(etcd_bin());
@@ -96,20 +159,29 @@ impl Etcd {
                 .args(["--trusted-ca-file", &self.tls_file("ca.crt")])
                 .arg("--client-cert-auth");
         }
+        // A restarted member rejoins the cluster its data dir knows.
+        let state = if self.dir.path().join("data").exists() {
+            "existing"
+        } else {
+            "new"
+        };
         cmd.arg("--name")
-            .arg("m0")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("m0={peer}")])
-            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster", &self.cluster])
+            .args(["--initial-cluster-state", state])
             // Tests are short: no periodic snapshots or metrics listeners to speak of.
             .args(["--snapshot-count", "100000"])
             .args(["--log-level", "warn"]);
         self.proc.spawn(cmd);
+    }
+
+    fn wait_serving(&self) {
         let port = self.client_port;
         wait_for("etcd to accept clients", Duration::from_secs(30), || {
             TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
