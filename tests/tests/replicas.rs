@@ -168,3 +168,91 @@ async fn a_site_moves_to_the_surviving_replica() {
     );
     assert!(at(&b), "{}", edge.log());
 }
+
+/// kill -9 of a replica in the middle of write streams through it and through the other: every
+/// acknowledged write is there, and a watch on the survivor sees every event once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_stream_loses_no_acknowledged_write() {
+    let etcd = Etcd::start();
+    let mut a = replica(&etcd);
+    let b = replica(&etcd);
+    let at_a: Api<ConfigMap> = Api::namespaced(a.client().await, "default");
+    let at_b: Api<ConfigMap> = Api::namespaced(b.client().await, "default");
+    let rv = at_b
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut w = at_b
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let cm = |n: String| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": n}})).unwrap()
+    };
+    let writer = |api: Api<ConfigMap>, prefix: &'static str| {
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..150 {
+                let name = format!("{prefix}{i:03}");
+                match api.create(&PostParams::default(), &cm(name.clone())).await {
+                    Ok(_) => acked.push(name),
+                    Err(_) => break,
+                }
+            }
+            acked
+        })
+    };
+    let wa = writer(at_a, "a");
+    let wb = writer(at_b.clone(), "b");
+    tests::wait_for("a's stream under way", Duration::from_secs(30), || {
+        tests::names(&b.kubectl_ok(&["get", "configmaps"]))
+            .iter()
+            .filter(|n| n.starts_with('a'))
+            .count()
+            >= 30
+    });
+    a.kill9();
+    let (acked_a, acked_b) = (wa.await.unwrap(), wb.await.unwrap());
+    assert!(
+        acked_a.len() < 150,
+        "the kill came too late to test anything"
+    );
+    assert_eq!(acked_b.len(), 150, "the survivor's stream went on");
+    let listed = tests::names(&b.kubectl_ok(&["get", "configmaps"]));
+    for n in acked_a.iter().chain(&acked_b) {
+        assert!(listed.contains(n), "acknowledged {n} missing");
+    }
+    // The watch: every created object once, in revision order, each writer's in its order.
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let want = listed
+        .iter()
+        .filter(|n| n.starts_with('a') || n.starts_with('b'))
+        .count();
+    while seen.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, w.try_next()).await {
+            Ok(Ok(Some(WatchEvent::Added(c)))) => seen.push((
+                c.metadata.resource_version.unwrap().parse().unwrap(),
+                c.metadata.name.unwrap(),
+            )),
+            Ok(Ok(Some(_))) => {}
+            other => panic!("watch ended after {} of {want}: {other:?}", seen.len()),
+        }
+    }
+    assert!(seen.windows(2).all(|p| p[0].0 < p[1].0), "revision order");
+    let names: Vec<&String> = seen.iter().map(|(_, n)| n).collect();
+    let unique: std::collections::BTreeSet<&String> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "an event seen twice");
+    for prefix in ["a", "b"] {
+        let mine: Vec<&&String> = names.iter().filter(|n| n.starts_with(prefix)).collect();
+        assert!(
+            mine.windows(2).all(|p| p[0] < p[1]),
+            "{prefix}'s writes out of order"
+        );
+    }
+}
