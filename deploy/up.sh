@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds Atoll and starts a local region on loopback: cloud-core on the embedded store, one edge
 # site (edge-core "site1") joined to it over QUIC, and a node agent ("node1") at that site.
-#   deploy/up.sh          start (data in $ATOLL_HOME, default ./.atoll)
-#   deploy/up.sh down     stop
+#   deploy/up.sh                 start (data in $ATOLL_HOME, default ./.atoll)
+#   ATOLL_ETCD=3 deploy/up.sh    the region on a 3-member etcd cluster with 2 cloud-core
+#                                replicas (ATOLL_REPLICAS=N for another count); the site is
+#                                given every replica
+#   deploy/up.sh down            stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ATOLL_HOME=${ATOLL_HOME:-$PWD/.atoll}
@@ -11,6 +14,9 @@ SYNC=${ATOLL_SYNC_LISTEN:-127.0.0.1:7443}
 EDGE_API=${ATOLL_EDGE_LISTEN:-127.0.0.1:6444}
 SITE=${ATOLL_SITE:-site1}
 NODE=${ATOLL_NODE:-node1}
+ETCD_MEMBERS=${ATOLL_ETCD:-0}
+REPLICAS=${ATOLL_REPLICAS:-2}
+if [ "$ETCD_MEMBERS" = 0 ]; then REPLICAS=1; fi
 mkdir -p "$ATOLL_HOME"
 
 # wait_ready NAME CHECK: poll CHECK (a shell function) for up to 30 s; fail with NAME's log if the
@@ -40,6 +46,12 @@ stop() {
     "$PWD/target/agent/edge-agent" reset --root-dir "$ATOLL_HOME/$NODE" || true
     echo "stopped edge-agent and its containers"
   fi
+  for f in "$ATOLL_HOME"/cloud-core-*.pid "$ATOLL_HOME"/etcd-*.pid; do
+    [ -f "$f" ] || continue
+    kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+    echo "stopped $(basename "$f" .pid)"
+  done
   for p in edge-agent edge-core cloud-core; do
     if [ -f "$ATOLL_HOME/$p.pid" ]; then
       kill "$(cat "$ATOLL_HOME/$p.pid")" 2>/dev/null || true
@@ -58,7 +70,9 @@ fi
 # image is built here from busybox-static with umoci and skopeo. Installed only when missing.
 need=()
 # protoc builds the etcd client cloud-core links.
-for pkg in ca-certificates runc containernetworking-plugins busybox-static skopeo umoci iproute2 nftables protobuf-compiler; do
+pkgs=(ca-certificates runc containernetworking-plugins busybox-static skopeo umoci iproute2 nftables protobuf-compiler)
+if [ "$ETCD_MEMBERS" != 0 ]; then pkgs+=(etcd-server); fi
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -70,7 +84,29 @@ cargo build --profile agent --locked -p edge-agent
 stop
 BIN=$PWD/target/release
 AGENT=$PWD/target/agent/edge-agent
-nohup "$BIN/cloud-core" serve --data-dir "$ATOLL_HOME/cloud" --listen "$API" --sync-listen "$SYNC" \
+STORE=()
+CLOUDS=$SYNC
+if [ "$ETCD_MEMBERS" != 0 ]; then
+  # etcd members m0..mN-1 on loopback: clients on 2379+10000*i, peers on 2380+10000*i.
+  cluster=""; urls=""
+  for i in $(seq 0 $((ETCD_MEMBERS - 1))); do
+    cluster="$cluster${cluster:+,}m$i=http://127.0.0.1:$((2380 + 10000 * i))"
+    urls="$urls${urls:+,}http://127.0.0.1:$((2379 + 10000 * i))"
+  done
+  for i in $(seq 0 $((ETCD_MEMBERS - 1))); do
+    state=new; [ -d "$ATOLL_HOME/etcd/m$i/member" ] && state=existing
+    nohup etcd --name "m$i" --data-dir "$ATOLL_HOME/etcd/m$i" \
+      --listen-client-urls "http://127.0.0.1:$((2379 + 10000 * i))" \
+      --advertise-client-urls "http://127.0.0.1:$((2379 + 10000 * i))" \
+      --listen-peer-urls "http://127.0.0.1:$((2380 + 10000 * i))" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$((2380 + 10000 * i))" \
+      --initial-cluster "$cluster" --initial-cluster-state "$state" \
+      >"$ATOLL_HOME/etcd-m$i.log" 2>&1 &
+    echo $! >"$ATOLL_HOME/etcd-m$i.pid"
+  done
+  STORE=(--etcd-servers "$urls")
+fi
+nohup "$BIN/cloud-core" serve --data-dir "$ATOLL_HOME/cloud" --listen "$API" --sync-listen "$SYNC" "${STORE[@]}" \
   >"$ATOLL_HOME/cloud-core.log" 2>&1 &
 echo $! >"$ATOLL_HOME/cloud-core.pid"
 
@@ -78,13 +114,24 @@ echo $! >"$ATOLL_HOME/cloud-core.pid"
 KC=$ATOLL_HOME/cloud/admin.kubeconfig
 wait_ready cloud-core cloud_ready
 
+# Further replicas on the same etcd: API and sync ports counting up from 6445 and 7445.
+for r in $(seq 2 "$REPLICAS"); do
+  api_r=127.0.0.1:$((6443 + 2 * (r - 1))); sync_r=127.0.0.1:$((7443 + 2 * (r - 1)))
+  nohup "$BIN/cloud-core" serve --data-dir "$ATOLL_HOME/cloud-$r" --listen "$api_r" --sync-listen "$sync_r" "${STORE[@]}" \
+    >"$ATOLL_HOME/cloud-core-$r.log" 2>&1 &
+  echo $! >"$ATOLL_HOME/cloud-core-$r.pid"
+  CLOUDS="$CLOUDS,$sync_r"
+  replica_ready() { [ -f "$ATOLL_HOME/cloud-$r/admin.kubeconfig" ] && kubectl --kubeconfig "$ATOLL_HOME/cloud-$r/admin.kubeconfig" get --raw /readyz >/dev/null 2>&1; }
+  wait_ready "cloud-core-$r" replica_ready
+done
+
 # The edge site: joins once with a single-use token, then restarts with its own certificate.
 EDGE_DIR=$ATOLL_HOME/$SITE
 JOIN=()
 if [ ! -f "$EDGE_DIR/pki/client.crt" ]; then
   JOIN=(--join-token "$("$BIN/cloud-core" join-token --kubeconfig "$KC" --site "$SITE" --ttl 10m)")
 fi
-nohup "$BIN/edge-core" serve --data-dir "$EDGE_DIR" --cloud "$SYNC" --site "$SITE" --listen "$EDGE_API" "${JOIN[@]}" \
+nohup "$BIN/edge-core" serve --data-dir "$EDGE_DIR" --cloud "$CLOUDS" --site "$SITE" --listen "$EDGE_API" "${JOIN[@]}" \
   >"$ATOLL_HOME/edge-core.log" 2>&1 &
 echo $! >"$ATOLL_HOME/edge-core.pid"
 EKC=$EDGE_DIR/admin.kubeconfig
@@ -129,6 +176,9 @@ hello_running() {
 }
 wait_ready edge-agent hello_running
 
+if [ "$ETCD_MEMBERS" != 0 ]; then
+  echo "etcd: $ETCD_MEMBERS members ($urls); cloud-core replicas: $REPLICAS (sync $CLOUDS); logs in $ATOLL_HOME"
+fi
 cat <<MSG
 Atoll region is up on loopback:
   cloud-core  https://$API  (sync $SYNC)   log: $ATOLL_HOME/cloud-core.log

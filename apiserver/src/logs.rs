@@ -333,6 +333,59 @@ pub async fn fetch(
         tracing::error!(error = %e, "log client certificate unusable");
         ApiError::internal("log client certificate")
     })?;
+    get_stream(addr, tls, path, None, &unreachable, &|code, body| {
+        agent_error(code, body)
+    })
+    .await
+}
+
+/// GET pod logs at `path` from another API server of the region at `addr` (a replica that
+/// holds the pod's site), trusting only the region CA `ca_pem`, with `token`; on 200 the body
+/// is streamed as [`fetch`] streams an agent's.
+pub async fn relay(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    token: &str,
+    path: &str,
+) -> ApiResult<LogStream> {
+    use rustls::pki_types::pem::PemObject;
+    let unreachable = |why: String| {
+        tracing::info!(%addr, error = %why, "replica unreachable for logs");
+        ApiError::unavailable(format!(
+            "the replica at {addr} holding the site cannot be reached: {why}"
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem).flatten() {
+        let _ = roots.add(c);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| ApiError::internal("tls"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    get_stream(addr, tls, path, Some(token), &unreachable, &|code, body| {
+        let msg = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
+            .unwrap_or_else(|| body.trim().to_string());
+        ApiError::from_code(code, msg)
+    })
+    .await
+}
+
+/// GET `path` at `addr` over `tls` (the server named by its IP), with a bearer `token` when
+/// given; a non-200 answer becomes `error(code, body)`.
+async fn get_stream(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    path: &str,
+    token: Option<&str>,
+    unreachable: &(dyn Fn(String) -> ApiError + Sync),
+    error: &(dyn Fn(u16, &str) -> ApiError + Sync),
+) -> ApiResult<LogStream> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| unreachable("connection timed out".into()))?
@@ -350,8 +403,11 @@ pub async fn fetch(
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let conn = tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
+    let mut req = http::Request::get(path).header(http::header::HOST, addr.to_string());
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|_| ApiError::bad_request("invalid log request"))?;
     let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
@@ -381,10 +437,7 @@ pub async fn fetch(
         };
         let _ = tokio::time::timeout(RESPONSE_TIMEOUT, read).await;
         conn.abort();
-        return Err(agent_error(
-            status.as_u16(),
-            &String::from_utf8_lossy(&text),
-        ));
+        return Err(error(status.as_u16(), &String::from_utf8_lossy(&text)));
     }
     let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
     tokio::spawn(async move {

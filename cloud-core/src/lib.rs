@@ -231,6 +231,11 @@ pub async fn start(
         hub.clone(),
         kubelet_cert,
         kubelet_key,
+        logs::Relay {
+            me: format!("{host}:{}", addr.port()),
+            ca_pem: ca_pem.clone(),
+            token: token.clone(),
+        },
     )));
     tracker.spawn(apiserver::server::serve(
         listener,

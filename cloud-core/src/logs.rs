@@ -1,6 +1,8 @@
 //! Pod logs at the cloud: a pod on an edge site's node is read through that site, tunnelled
-//! over its live sync connection ([`Hub::open_logs`]); a pod on a cloud node (no site label)
-//! straight from the node's agent, presenting the cloud's kubelet-client certificate.
+//! over its live sync connection ([`Hub::open_logs`]), or, when the site is connected to
+//! another replica of the region (its EdgeSite's `status.replica`), through that replica's API;
+//! a pod on a cloud node (no site label) straight from the node's agent, presenting the cloud's
+//! kubelet-client certificate.
 
 use std::sync::Arc;
 
@@ -16,16 +18,68 @@ pub struct CloudLogs {
     store: Store,
     hub: Arc<Hub>,
     direct: AgentLogs,
+    relay: Relay,
+}
+
+/// How this replica reaches the others: its own API address (not to relay to itself), the
+/// region CA their certificates chain to, and its admin token (valid at every replica: tokens
+/// live in the shared store).
+pub struct Relay {
+    /// This replica's API address.
+    pub me: String,
+    /// The region CA (PEM).
+    pub ca_pem: Vec<u8>,
+    /// A system-admin token.
+    pub token: String,
 }
 
 impl CloudLogs {
-    /// Logs through `hub` for site nodes, from agents with `cert_pem`/`key_pem` otherwise.
-    pub fn new(store: Store, hub: Arc<Hub>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+    /// Logs through `hub` for site nodes (or the replica holding the site, via `relay`), from
+    /// agents with `cert_pem`/`key_pem` otherwise.
+    pub fn new(
+        store: Store,
+        hub: Arc<Hub>,
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+        relay: Relay,
+    ) -> Self {
         let direct = AgentLogs::new(
             store.clone(),
             Arc::new(move || (cert_pem.clone(), key_pem.clone())),
         );
-        CloudLogs { store, hub, direct }
+        CloudLogs {
+            store,
+            hub,
+            direct,
+            relay,
+        }
+    }
+
+    /// The API address of the other replica holding `site`'s connection, if one does.
+    fn holder(&self, site: &str) -> Option<std::net::SocketAddr> {
+        let es = self
+            .store
+            .get(&Key::new(crate::hub::EDGESITES, "", "", site))?;
+        let at = es.pointer("/status/replica").and_then(Value::as_str)?;
+        (at != self.relay.me).then(|| at.parse().ok()).flatten()
+    }
+
+    /// The API path of `target`'s log (the options as kube-apiserver takes them).
+    fn api_path(target: &LogTarget) -> String {
+        use apiserver::path::percent_encode;
+        let space = if target.tenant.is_empty() {
+            String::new()
+        } else {
+            format!("tenants/{}/", percent_encode(&target.tenant))
+        };
+        let q = target.opts.agent_query("");
+        format!(
+            "/api/v1/{space}namespaces/{}/pods/{}/log?container={}{}{q}",
+            percent_encode(&target.namespace),
+            percent_encode(&target.pod),
+            percent_encode(&target.container),
+            if q.is_empty() { "" } else { "&" },
+        )
     }
 
     async fn stream(&self, target: LogTarget) -> ApiResult<LogStream> {
@@ -43,7 +97,22 @@ impl CloudLogs {
                 let req = target
                     .opts
                     .to_proto(&target.tenant, &target.namespace, &target.pod);
-                self.hub.open_logs(site, req).await
+                match self.hub.open_logs(site, req).await {
+                    Err(e) if e.code == 503 => match self.holder(site) {
+                        Some(addr) => {
+                            let path = Self::api_path(&target);
+                            apiserver::logs::relay(
+                                addr,
+                                &self.relay.ca_pem,
+                                &self.relay.token,
+                                &path,
+                            )
+                            .await
+                        }
+                        None => Err(e),
+                    },
+                    r => r,
+                }
             }
             None => self.direct.fetch(&target).await,
         }

@@ -574,3 +574,49 @@ async fn a_hostile_site_cannot_hurt_the_cloud_through_log_streams() {
     // The cloud is fine and still serves.
     assert!(cc.kubectl_ok(&["get", "--raw", "/healthz"]).contains("ok"));
 }
+
+/// Two replicas on one etcd: `kubectl logs` through the replica the site is not connected to
+/// reaches the pod too (relayed through the replica that holds the site's connection).
+#[test]
+fn kubectl_logs_through_either_replica() {
+    let t = Duration::from_secs(30);
+    let etcd = tests::etcd::Etcd::start();
+    let a = CloudCore::start_with(&["--etcd-servers", &etcd.url()]);
+    let b = CloudCore::start_with(&["--etcd-servers", &etcd.url()]);
+    let e1 = EdgeCore::join(&a, "s1", &a.join_token("s1", "10m"));
+    let agent = LogServer::start(
+        std::fs::read(a.dir.path().join("pki/ca.crt")).unwrap(),
+        &["s1"],
+    );
+    let (ekc, escratch) = (e1.kubeconfig(), e1.dir.path().to_path_buf());
+    apply(
+        &ekc,
+        &escratch,
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n",
+    );
+    advertise(&ekc, &escratch, "n1", agent.port);
+    wait_for("n1 at the cloud", t, || {
+        b.kubectl(&["get", "node", "n1"]).status.success()
+    });
+    apply(&b.kubeconfig(), b.dir.path(), &pod_yaml("p1", "n1", &["c"]));
+    wait_for("the pod at the edge", t, || {
+        e1.kubectl(&["get", "pod", "p1"]).status.success()
+    });
+    let uid = b.kubectl_ok(&["get", "pod", "p1", "-o", "jsonpath={.metadata.uid}"]);
+    agent.append("p1", &uid, "c", 0, 0, &[("F", "relayed")]);
+    let holder = || b.kubectl_ok(&["get", "edgesite", "s1", "-o", "jsonpath={.status.replica}"]);
+    wait_for("the site's replica recorded", t, || {
+        holder() == a.addr.to_string()
+    });
+    for cc in [&a, &b] {
+        assert_eq!(
+            cc.kubectl_ok(&["logs", "p1"]),
+            "relayed\n",
+            "through {}",
+            cc.addr
+        );
+    }
+    // The replica not holding the site has left its status alone meanwhile.
+    assert_eq!(holder(), a.addr.to_string());
+    assert!(b.kubectl_ok(&["get", "edgesites"]).contains(" True "));
+}
