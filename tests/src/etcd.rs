@@ -189,6 +189,11 @@ impl Etcd {
         });
     }
 
+    /// The member's process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// SIGKILL the member.
     pub fn kill9(&mut self) {
         self.proc.kill9();

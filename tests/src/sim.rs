@@ -72,6 +72,20 @@ pub async fn start(
     nodes: usize,
     size: NodeSize,
 ) -> anyhow::Result<Sim> {
+    start_on(&[cc], sites, nodes, size).await
+}
+
+/// Start hollow sites against a region of several replicas: each site is given every
+/// replica, starting with a different one, so the sites spread across them.
+pub async fn start_on(
+    replicas: &[&CloudCore],
+    sites: usize,
+    nodes: usize,
+    size: NodeSize,
+) -> anyhow::Result<Sim> {
+    let cc = replicas
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no replica"))?;
     let dir = tempfile::tempdir()?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -81,7 +95,9 @@ pub async fn start(
         let token = cc.join_token(&name, "1h");
         let cfg = edge_core::EdgeConfig {
             data_dir: dir.path().join(&name),
-            cloud: vec![cc.sync_addr.to_string()],
+            cloud: (0..replicas.len())
+                .map(|r| replicas[(i + r) % replicas.len()].sync_addr.to_string())
+                .collect(),
             site: name.clone(),
             join_token: Some(token),
             listen: "127.0.0.1:0".parse()?,

@@ -39,7 +39,9 @@ fn rss_mib(pid: u32) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("sim [--sites S] [--nodes N] [--pods P] [--cpus C] [--clients K]");
+        println!(
+            "sim [--sites S] [--nodes N] [--pods P] [--cpus C] [--clients K] [--etcd-replicas R]"
+        );
         return Ok(());
     }
     let sites = tests::bench_arg("--sites", 100)? as usize;
@@ -47,10 +49,24 @@ async fn main() -> anyhow::Result<()> {
     let n = tests::bench_arg("--pods", 10_000)? as usize;
     let cpus = tests::bench_arg("--cpus", 32)? as u32;
     let clients = tests::bench_arg("--clients", 32)? as usize;
-    let cc = CloudCore::start_with(&["--site-cert-ttl", "24h"]);
+    // `--etcd-replicas R`: the region on a fresh etcd with R cloud-core replicas.
+    let replicas = tests::bench_arg("--etcd-replicas", 0)? as usize;
+    let etcd = (replicas > 0).then(tests::etcd::Etcd::start);
+    let mut flags = vec!["--site-cert-ttl".to_string(), "24h".to_string()];
+    if let Some(e) = &etcd {
+        flags.extend(["--etcd-servers".to_string(), e.url()]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let region: Vec<CloudCore> = (0..replicas.max(1))
+        .map(|_| CloudCore::start_with(&flags))
+        .collect();
+    let cc = &region[0];
+    if let Some(e) = &etcd {
+        println!("region: {} replicas on etcd {}", region.len(), e.url());
+    }
     let t = Instant::now();
-    let sim = tests::sim::start(
-        &cc,
+    let sim = tests::sim::start_on(
+        &region.iter().collect::<Vec<_>>(),
         sites,
         nodes,
         NodeSize {
@@ -95,8 +111,15 @@ async fn main() -> anyhow::Result<()> {
         "all summaries at the cloud after {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let cloud_pid = cc.pid();
-    let (cpu0, rss0) = (cpu_secs(cloud_pid), rss_mib(cloud_pid));
+    // CPU and RSS of every replica, summed.
+    let pids: Vec<u32> = region.iter().map(CloudCore::pid).collect();
+    let usage = || -> (f64, f64) {
+        pids.iter()
+            .map(|&p| (cpu_secs(p), rss_mib(p)))
+            .fold((0.0, 0.0), |(c, r), (c1, r1)| (c + c1, r + r1))
+    };
+    let (cpu0, rss0) = usage();
+    let etcd_cpu0 = etcd.as_ref().map(|e| cpu_secs(e.pid()));
 
     // The client side (creating pods, watching them) runs on a thread and runtime of its own,
     // so that the hundred sites' tasks in this process do not delay what it observes.
@@ -117,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         created_in.as_secs_f64(),
         n as f64 / created_in.as_secs_f64()
     );
-    let (cpu1, rss1) = (cpu_secs(cloud_pid), rss_mib(cloud_pid));
+    let (cpu1, rss1) = usage();
     let b: Vec<Duration> = bound.values().copied().collect();
     let pl: Vec<Duration> = placed.values().copied().collect();
     let r: Vec<Duration> = running.values().copied().collect();
@@ -150,10 +173,17 @@ async fn main() -> anyhow::Result<()> {
         per_site.len()
     );
     println!(
-        "cloud-core: RSS {rss0:.0} MiB before, {rss1:.0} MiB after; CPU {:.1} s during the run ({:.0}% of one core)",
+        "cloud-core (all replicas): RSS {rss0:.0} MiB before, {rss1:.0} MiB after; CPU {:.1} s during the run ({:.0}% of one core)",
         cpu1 - cpu0,
         (cpu1 - cpu0) / total.as_secs_f64() * 100.0
     );
+    if let (Some(e), Some(c0)) = (&etcd, etcd_cpu0) {
+        println!(
+            "etcd: CPU {:.1} s during the run, RSS {:.0} MiB",
+            cpu_secs(e.pid()) - c0,
+            rss_mib(e.pid())
+        );
+    }
     println!(
         "this process (sites + client): RSS {:.0} MiB",
         rss_mib(std::process::id())
