@@ -200,6 +200,14 @@ pub async fn start(
     match etcd {
         None => singletons(&cancel, tracker),
         Some(etcd) => {
+            // On etcd, compaction is one of the singletons too.
+            let singletons = {
+                let store = store.clone();
+                move |term: &CancellationToken, tracker: &TaskTracker| {
+                    singletons(term, tracker);
+                    tracker.spawn(compact(store.clone(), term.child_token()));
+                }
+            };
             let holder = format!(
                 "{}/{addr}/{}",
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -303,6 +311,24 @@ async fn lead(
         token.cancel();
         loops.wait().await;
         drop(term);
+    }
+}
+
+/// How often the leader compacts a shared storage behind the watch window.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// Compact the store behind its window every [`COMPACT_EVERY`] until `cancel`.
+async fn compact(store: Store, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(COMPACT_EVERY) => {}
+        }
+        match store.compact_behind().await {
+            Ok(Some(rev)) => tracing::debug!(rev, "compacted"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "compaction failed"),
+        }
     }
 }
 

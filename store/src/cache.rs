@@ -171,6 +171,9 @@ impl Store {
             window: window.max(1),
             history: window.max(1) as u64,
             compacted_to: 0,
+            // A shared storage is compacted by one of its writers ([`Store::compact_behind`]
+            // under leadership), not by every cache over it.
+            compacts: !storage.shared(),
         };
         // A task, not a thread: committers usually apply their own changes, and a task's wake
         // costs no context switch.
@@ -347,6 +350,19 @@ impl Store {
         }
     }
 
+    /// Compact the storage behind the window: keep as many revisions of history as the
+    /// window holds events. For the one writer of a shared storage that compacts it; returns
+    /// the compaction point, if there was anything to compact.
+    pub async fn compact_behind(&self) -> Result<Option<u64>, StoreError> {
+        let rev = self.current_rv();
+        let keep = self.window as u64;
+        if rev <= keep {
+            return Ok(None);
+        }
+        self.storage.compact(rev - keep).await?;
+        Ok(Some(rev - keep))
+    }
+
     /// Forget the storage's history up to `revision` (watches from before it get 410).
     pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
         self.storage.compact(revision).await
@@ -362,6 +378,7 @@ struct Applier {
     window: usize,
     history: u64,
     compacted_to: u64,
+    compacts: bool,
 }
 
 impl Applier {
@@ -414,7 +431,7 @@ impl Applier {
             st.rv
         };
         self.applied.advance(rev);
-        if rev > self.compacted_to + self.history + (self.history / 10).max(1) {
+        if self.compacts && rev > self.compacted_to + self.history + (self.history / 10).max(1) {
             let target = rev - self.history;
             self.compacted_to = target;
             if let Some(storage) = self.storage.upgrade() {

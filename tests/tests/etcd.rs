@@ -473,3 +473,41 @@ async fn concurrent_commits_reach_the_cache_in_order() {
         "revision order, once each"
     );
 }
+
+/// A cache over etcd does not compact it on its own (several replicas share it): the one that
+/// compacts calls `compact_behind`, which keeps the window's worth of history.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_is_compacted_only_behind_the_window_on_request() {
+    let e = Etcd::start();
+    let storage = Arc::new(EtcdStorage::connect(&config(&e, "/atoll")).await.unwrap());
+    let store = store::Store::open(storage.clone(), 5).await.unwrap();
+    let start = store.current_rv();
+    for i in 0..30 {
+        let k = Key::new("configmaps", "", "ns", &format!("c{i}"));
+        store
+            .commit(vec![put(&k, i, Precondition::Absent)])
+            .await
+            .unwrap();
+    }
+    // Far past the window, yet nothing compacted: history from the start is still there.
+    let all = storage.history(start, store.current_rv()).await.unwrap();
+    assert_eq!(all.len(), 30);
+    let at = store.compact_behind().await.unwrap().unwrap();
+    assert_eq!(at, store.current_rv() - 5);
+    assert!(matches!(
+        storage.history(start, store.current_rv()).await,
+        Err(StoreError::Gone { .. })
+    ));
+    // What is kept: the changes after the compaction point (the history read's barrier took
+    // a revision too).
+    let kept: Vec<u64> = storage
+        .history(at, store.current_rv())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.rv)
+        .collect();
+    let want: Vec<u64> = all.iter().map(|e| e.rv).filter(|r| *r > at).collect();
+    assert_eq!(kept, want);
+    assert!(!kept.is_empty());
+}
