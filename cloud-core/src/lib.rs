@@ -69,6 +69,9 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// Where the region's objects live.
     pub storage: StorageConfig,
+    /// The address other replicas and the written kubeconfig reach this API at (default: the
+    /// listen address, 127.0.0.1 when that is unspecified).
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 /// The storage of a region.
@@ -149,6 +152,11 @@ pub async fn start(
             sans.push(ip.to_string());
         }
     }
+    if let Some(ip) = cfg.advertise_address {
+        if !sans.contains(&ip.to_string()) {
+            sans.push(ip.to_string());
+        }
+    }
     sans.extend(cfg.tls_sans.iter().cloned());
     let (store, etcd) = open_store(&cfg, &cancel).await?;
     pki::share_ca(&cfg.data_dir.join("pki"), &store).await?;
@@ -163,21 +171,18 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Bind(cfg.listen, e))?;
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        addr.ip().to_string()
+    let host_ip = match cfg.advertise_address {
+        Some(ip) => ip,
+        None if addr.ip().is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        None => addr.ip(),
     };
-    let server = if addr.is_ipv6() {
-        format!("https://[{host}]:{}", addr.port())
-    } else {
-        format!("https://{host}:{}", addr.port())
-    };
+    let advertised = SocketAddr::new(host_ip, addr.port());
+    let server = format!("https://{advertised}");
     let api = Api::with_hooks(
         store.clone(),
         ApiConfig {
             max_body: cfg.max_body,
-            advertise: format!("{host}:{}", addr.port()),
+            advertise: advertised.to_string(),
             ..ApiConfig::default()
         },
         Some(Arc::new(hooks::CloudHooks::new(store.clone()))),
@@ -240,7 +245,7 @@ pub async fn start(
         kubelet_cert,
         kubelet_key,
         logs::Relay {
-            me: format!("{host}:{}", addr.port()),
+            me: advertised.to_string(),
             ca_pem: ca_pem.clone(),
             token: token.clone(),
         },

@@ -59,6 +59,10 @@ enum Cmd {
         /// Client key for etcd (with --etcd-certfile).
         #[arg(long = "etcd-keyfile", env = "ATOLL_ETCD_KEYFILE", requires_all = ["etcd_servers", "etcd_certfile"])]
         etcd_keyfile: Option<PathBuf>,
+        /// The IP other replicas and the written kubeconfig reach this API at (default: the
+        /// --listen address, 127.0.0.1 when that is 0.0.0.0 or ::).
+        #[arg(long = "advertise-address", env = "ATOLL_ADVERTISE_ADDRESS")]
+        advertise_address: Option<std::net::IpAddr>,
         /// Key prefix of the region's objects in etcd.
         #[arg(long = "etcd-prefix", env = "ATOLL_ETCD_PREFIX", default_value = "/atoll", value_parser = etcd_prefix)]
         etcd_prefix: String,
@@ -224,6 +228,7 @@ fn main() -> ExitCode {
                 etcd_certfile,
                 etcd_keyfile,
                 etcd_prefix,
+                advertise_address,
             } => {
                 let storage = if etcd_servers.is_empty() {
                     cloud_core::StorageConfig::Embedded
@@ -247,6 +252,7 @@ fn main() -> ExitCode {
                     watch_window: watch_window as usize,
                     max_body: max_body as usize,
                     storage,
+                    advertise_address,
                 };
                 cloud_core::serve(cfg, cancel, Duration::from_secs(10))
                     .await
