@@ -88,6 +88,29 @@ async fn two_replicas_on_one_etcd_are_one_region() {
         "{dup:?}"
     );
 
+    // Interleaved patches through both replicas of one object all land.
+    for i in 0..10 {
+        let v = format!("v{i}");
+        a.kubectl_ok(&[
+            "annotate",
+            "configmap",
+            "c0",
+            &format!("a={v}"),
+            "--overwrite",
+        ]);
+        b.kubectl_ok(&["label", "configmap", "c0", &format!("b={v}"), "--overwrite"]);
+    }
+    assert_eq!(
+        b.kubectl_ok(&[
+            "get",
+            "configmap",
+            "c0",
+            "-o",
+            "jsonpath={.metadata.annotations.a}/{.metadata.labels.b}"
+        ]),
+        "v9/v9"
+    );
+
     // One leader; killed, the other takes the controllers over.
     tests::wait_for("a leader", Duration::from_secs(20), || {
         leads(&a) || leads(&b)

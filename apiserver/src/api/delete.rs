@@ -119,7 +119,14 @@ impl Api {
                     .await
                 {
                     Ok(ev) => return Ok((*ev.object).clone()),
-                    Err(StoreError::Conflict(_)) => continue,
+                    Err(StoreError::Conflict(_)) => {
+                        // Read again once the cache holds the other writer's change.
+                        self.store
+                            .sync()
+                            .await
+                            .map_err(|e| store_err(t.res, &name, e))?;
+                        continue;
+                    }
                     Err(e) => return Err(store_err(t.res, &name, e)),
                 }
             }
@@ -138,7 +145,14 @@ impl Api {
                 .await
             {
                 Ok(ev) => return Ok((*ev.object).clone()),
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(_)) => {
+                    // Read again once the cache holds the other writer's change.
+                    self.store
+                        .sync()
+                        .await
+                        .map_err(|e| store_err(t.res, &name, e))?;
+                    continue;
+                }
                 Err(e) => return Err(store_err(t.res, &name, e)),
             }
         }

@@ -613,7 +613,15 @@ impl Api {
                 )
                 .await
             {
-                Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
+                Err(e) if e.code == 409 && e.reason == "Conflict" => {
+                    // Another writer (maybe another replica) got there first: read again once
+                    // the cache holds its write.
+                    self.store
+                        .sync()
+                        .await
+                        .map_err(|e| store_err(t.res, t.name(), e))?;
+                    continue;
+                }
                 Err(e) => return Err(e),
                 Ok(out) => return Ok(Reply::json(StatusCode::OK, &out).warn(warnings)),
             }
