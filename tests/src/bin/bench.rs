@@ -129,6 +129,43 @@ struct Results {
     get: Stats,
 }
 
+/// Pod creates and gets spread over two replicas on the etcd at `url` (operation i goes to
+/// replica i mod 2; a get may read what the other replica created).
+async fn bench_replicas(o: &Opts, url: &str) -> anyhow::Result<Results> {
+    let (a, b) = (
+        tests::CloudCore::start_with(&["--etcd-servers", url]),
+        tests::CloudCore::start_with(&["--etcd-servers", url]),
+    );
+    let apis: Arc<[Api<Pod>; 2]> = Arc::new([
+        Api::namespaced(a.client().await, "default"),
+        Api::namespaced(b.client().await, "default"),
+    ]);
+    let value = o.value;
+    let p = apis.clone();
+    let create = drive(o.clients, o.ops, move |i| {
+        let p = p.clone();
+        async move {
+            p[i % 2]
+                .create(&PostParams::default(), &pod(&format!("p{i}"), value))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    print("  pod create", create);
+    let ops = o.ops;
+    let get = drive(o.clients, o.ops, move |i| {
+        let p = apis.clone();
+        async move {
+            p[i % 2].get(&format!("p{}", (i * 7919) % ops)).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    print("  pod get", get);
+    Ok(Results { create, get })
+}
+
 /// The API benchmark against a fresh cloud-core (on `etcd` when given, else sled).
 async fn bench_cloud(o: &Opts, etcd: Option<&str>) -> anyhow::Result<Results> {
     let cc = match etcd {
@@ -323,6 +360,10 @@ async fn main() -> anyhow::Result<()> {
         println!("cloud-core on etcd");
         let on_etcd = bench_cloud(&o, Some(&server.url())).await?;
         drop(server);
+        let server = tests::etcd::Etcd::start();
+        println!("two cloud-core replicas on etcd (clients alternate between them)");
+        let two = bench_replicas(&o, &server.url()).await?;
+        drop(server);
         let etcd = bench_etcd(&o).await?;
         println!(
             "ratio cloud-core(sled)/etcd: create/put {:.2}   get/get {:.2}",
@@ -333,6 +374,11 @@ async fn main() -> anyhow::Result<()> {
             "ratio cloud-core(etcd)/etcd: create/put {:.2}   get/get {:.2}",
             on_etcd.create.ops_per_s / etcd.create.ops_per_s,
             on_etcd.get.ops_per_s / etcd.get.ops_per_s
+        );
+        println!(
+            "ratio two replicas/one on etcd: create {:.2}   get {:.2}",
+            two.create.ops_per_s / on_etcd.create.ops_per_s,
+            two.get.ops_per_s / on_etcd.get.ops_per_s
         );
     }
     Ok(())
