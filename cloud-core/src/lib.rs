@@ -147,13 +147,11 @@ pub async fn start(
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    for ip in [cfg.listen.ip(), cfg.sync_listen.ip()] {
+    let ips = [cfg.listen.ip(), cfg.sync_listen.ip()]
+        .into_iter()
+        .chain(cfg.advertise_address);
+    for ip in ips {
         if !ip.is_unspecified() && !sans.contains(&ip.to_string()) {
-            sans.push(ip.to_string());
-        }
-    }
-    if let Some(ip) = cfg.advertise_address {
-        if !sans.contains(&ip.to_string()) {
             sans.push(ip.to_string());
         }
     }
@@ -206,12 +204,11 @@ pub async fn start(
         None => singletons(&cancel, tracker),
         Some(etcd) => {
             // On etcd, compaction is one of the singletons too.
-            let window = cfg.watch_window;
             let singletons = {
                 let store = store.clone();
                 move |term: &CancellationToken, tracker: &TaskTracker| {
                     singletons(term, tracker);
-                    tracker.spawn(compact(store.clone(), window, term.child_token()));
+                    tracker.spawn(compact(store.clone(), term.child_token()));
                 }
             };
             let holder = format!(
@@ -323,24 +320,15 @@ async fn lead(
 /// How often the leader checks whether a shared storage needs compacting.
 const COMPACT_CHECK: Duration = Duration::from_secs(1);
 
-/// Compact the store behind its window whenever its history has grown a tenth past the window
-/// (as a cache over local storage does on its own), until `cancel`.
-async fn compact(store: Store, window: usize, cancel: CancellationToken) {
-    let window = window.max(1) as u64;
-    let mut compacted_to = 0u64;
+/// Compact the store behind its window whenever that is due, until `cancel`.
+async fn compact(store: Store, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(COMPACT_CHECK) => {}
         }
-        if store.current_rv() <= compacted_to + window + (window / 10).max(1) {
-            continue;
-        }
         match store.compact_behind().await {
-            Ok(Some(rev)) => {
-                compacted_to = rev;
-                tracing::debug!(rev, "compacted");
-            }
+            Ok(Some(rev)) => tracing::debug!(rev, "compacted"),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "compaction failed"),
         }

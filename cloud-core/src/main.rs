@@ -179,30 +179,16 @@ async fn join_token(kubeconfig: PathBuf, site: String, ttl: Duration) -> anyhow:
     Ok(())
 }
 
-/// An etcd client URL: `http://` or `https://` with a host and port.
+/// An etcd client URL (the storage's own check, as a flag parser).
 fn etcd_url(s: &str) -> Result<String, String> {
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .ok_or_else(|| format!("{s:?} is not an http:// or https:// URL"))?;
-    let host_port = rest.trim_end_matches('/');
-    match host_port.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(s.to_string()),
-        _ => Err(format!(
-            "{s:?} needs a host and a port (http://127.0.0.1:2379)"
-        )),
-    }
+    store::etcd::check_endpoint(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
-/// An etcd key prefix: starts with `/`, does not end with one.
+/// An etcd key prefix (the storage's own check, as a flag parser).
 fn etcd_prefix(s: &str) -> Result<String, String> {
-    if s.len() > 1 && s.starts_with('/') && !s.ends_with('/') && !s.contains('\0') {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?}: a prefix starts with / and does not end with one (/atoll)"
-        ))
-    }
+    store::etcd::check_prefix(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }
 
 fn main() -> ExitCode {

@@ -216,9 +216,11 @@ impl Driver {
         // Which replica to try; the next one after a connection ends (any replica serves the
         // site, and the one that went away may not come back).
         let mut at = 0;
+        // (Never empty: edge-core refuses a --cloud without an address.)
+        let replicas = self.cloud.len().max(1);
         loop {
             let started = tokio::time::Instant::now();
-            let cloud = self.cloud[at % self.cloud.len().max(1)].clone();
+            let cloud = self.cloud.get(at).cloned().unwrap_or_default();
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = self.connection(&cloud) => r,
@@ -231,8 +233,8 @@ impl Driver {
                     tracing::warn!(site = %self.site, %cloud, error = %e, "sync connection failed")
                 }
             }
-            at = (at + 1) % self.cloud.len().max(1);
-            if started.elapsed() > Duration::from_secs(30) || (self.cloud.len() > 1 && at != 0) {
+            at = (at + 1) % replicas;
+            if started.elapsed() > Duration::from_secs(30) || (replicas > 1 && at != 0) {
                 // A healthy connection ended, or other replicas are still to be tried.
                 backoff = Duration::from_millis(200);
             }

@@ -31,6 +31,32 @@ pub struct Store {
     applied: Arc<Applied>,
     window: usize,
     fence: Arc<Fence>,
+    compaction: Arc<Compaction>,
+}
+
+/// When to compact: as many revisions of history as the window holds events are kept, and the
+/// storage is compacted each time its history has grown a tenth past that.
+struct Compaction {
+    keep: u64,
+    /// The last compaction point.
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Compaction {
+    /// The point to compact to now that the cache is at `rev`, if one is due (taken: the next
+    /// call does not return it again).
+    fn due(&self, rev: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let done = self.done.load(Ordering::Acquire);
+        if rev <= done + self.keep + (self.keep / 10).max(1) {
+            return None;
+        }
+        let target = rev - self.keep;
+        self.done
+            .compare_exchange(done, target, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| target)
+    }
 }
 
 /// Barriers shared by the consistent reads that wait at the same time: a caller uses the first
@@ -162,6 +188,10 @@ impl Store {
         }));
         let (events, _) = broadcast::channel(16384);
         let applied = Arc::new(Applied::default());
+        let compaction = Arc::new(Compaction {
+            keep: window.max(1) as u64,
+            done: std::sync::atomic::AtomicU64::new(0),
+        });
         applied.advance(rev);
         let applier = Applier {
             state: state.clone(),
@@ -169,11 +199,9 @@ impl Store {
             events: events.clone(),
             applied: applied.clone(),
             window: window.max(1),
-            history: window.max(1) as u64,
-            compacted_to: 0,
             // A shared storage is compacted by one of its writers ([`Store::compact_behind`]
             // under leadership), not by every cache over it.
-            compacts: !storage.shared(),
+            compaction: (!storage.shared()).then(|| compaction.clone()),
         };
         // A task, not a thread: committers usually apply their own changes, and a task's wake
         // costs no context switch.
@@ -185,6 +213,7 @@ impl Store {
             applied,
             window: window.max(1),
             fence: Arc::default(),
+            compaction,
         })
     }
 
@@ -350,17 +379,17 @@ impl Store {
         }
     }
 
-    /// Compact the storage behind the window: keep as many revisions of history as the
-    /// window holds events. For the one writer of a shared storage that compacts it; returns
-    /// the compaction point, if there was anything to compact.
+    /// Compact the storage behind the window if it is due (as a cache over local storage
+    /// does by itself: history a tenth past the window's worth of revisions); for the one
+    /// writer of a shared storage that compacts it. The compaction point, if there was one.
     pub async fn compact_behind(&self) -> Result<Option<u64>, StoreError> {
-        let rev = self.current_rv();
-        let keep = self.window as u64;
-        if rev <= keep {
-            return Ok(None);
+        match self.compaction.due(self.current_rv()) {
+            Some(target) => {
+                self.storage.compact(target).await?;
+                Ok(Some(target))
+            }
+            None => Ok(None),
         }
-        self.storage.compact(rev - keep).await?;
-        Ok(Some(rev - keep))
     }
 
     /// Forget the storage's history up to `revision` (watches from before it get 410).
@@ -376,9 +405,8 @@ struct Applier {
     events: broadcast::Sender<Arc<Event>>,
     applied: Arc<Applied>,
     window: usize,
-    history: u64,
-    compacted_to: u64,
-    compacts: bool,
+    /// When to compact (`None`: not this cache's job).
+    compaction: Option<Arc<Compaction>>,
 }
 
 impl Applier {
@@ -431,9 +459,7 @@ impl Applier {
             st.rv
         };
         self.applied.advance(rev);
-        if self.compacts && rev > self.compacted_to + self.history + (self.history / 10).max(1) {
-            let target = rev - self.history;
-            self.compacted_to = target;
+        if let Some(target) = self.compaction.as_ref().and_then(|c| c.due(rev)) {
             if let Some(storage) = self.storage.upgrade() {
                 tokio::spawn(async move {
                     if let Err(e) = storage.compact(target).await {

@@ -50,12 +50,41 @@ pub enum EtcdConfigError {
     /// A TLS file could not be read.
     #[error("{0}: {1}")]
     File(std::path::PathBuf, std::io::Error),
-    /// The prefix is empty or ends with `/`.
-    #[error("--etcd-prefix {0:?}: a prefix starts with / and does not end with one")]
+    /// The prefix does not start with `/`, or ends with one.
+    #[error("--etcd-prefix {0:?}: a prefix starts with / and does not end with one (/atoll)")]
     Prefix(String),
     /// The client could not be set up.
     #[error("etcd client: {0}")]
     Client(String),
+}
+
+/// An etcd client URL: `http://` or `https://`, a host and a port.
+pub fn check_endpoint(url: &str) -> Result<(), EtcdConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            EtcdConfigError::Endpoints(format!("{url:?} is not an http:// or https:// URL"))
+        })?;
+    match rest.trim_end_matches('/').rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(EtcdConfigError::Endpoints(format!(
+            "{url:?} needs a host and a port (http://127.0.0.1:2379)"
+        ))),
+    }
+}
+
+/// A key prefix: starts with `/`, is more than that, does not end with `/`.
+pub fn check_prefix(prefix: &str) -> Result<(), EtcdConfigError> {
+    if prefix.len() > 1
+        && prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && !prefix.contains('\0')
+    {
+        Ok(())
+    } else {
+        Err(EtcdConfigError::Prefix(prefix.to_string()))
+    }
 }
 
 /// Requests etcd has not answered within this are failed (503 at the API).
@@ -110,16 +139,10 @@ impl EtcdStorage {
             return Err(EtcdConfigError::Endpoints("no endpoint given".into()));
         }
         for e in &config.endpoints {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(EtcdConfigError::Endpoints(format!(
-                    "{e:?} is not an http:// or https:// URL"
-                )));
-            }
+            check_endpoint(e)?;
         }
         let p = &config.prefix;
-        if !p.starts_with('/') || p.ends_with('/') || p.contains('\0') {
-            return Err(EtcdConfigError::Prefix(p.clone()));
-        }
+        check_prefix(p)?;
         let read = |f: &std::path::Path| {
             std::fs::read(f).map_err(|e| EtcdConfigError::File(f.to_path_buf(), e))
         };
@@ -177,20 +200,8 @@ impl EtcdStorage {
             to.push(0xff);
             return (from, to, false);
         };
-        from.extend_from_slice(s.resource.as_bytes());
-        from.push(0);
-        let mut filter = false;
-        if let Some(t) = &s.tenant {
-            from.extend_from_slice(t.as_bytes());
-            from.push(0);
-            if let Some(n) = &s.namespace {
-                from.extend_from_slice(n.as_bytes());
-                from.push(0);
-            }
-        } else if s.namespace.is_some() {
-            filter = true;
-        }
-        // No UTF-8 byte is 0xff: every key under the prefix sorts before prefix + 0xff.
+        let (prefix, filter) = s.encoded_prefix();
+        from.extend_from_slice(&prefix);
         let mut to = from.clone();
         to.push(0xff);
         (from, to, filter)
@@ -257,11 +268,12 @@ fn to_store_error(e: etcd_client::Error, requested: u64, compacted: u64) -> Stor
 }
 
 /// The object bytes etcd keeps for `value`: its JSON without `resourceVersion`.
-fn encode_value(key: &Key, mut value: Value) -> StorageResult<Vec<u8>> {
+/// (`value`'s own resourceVersion is dropped in place: the commit sets the new one.)
+fn encode_value(key: &Key, value: &mut Value) -> StorageResult<Vec<u8>> {
     if let Some(m) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
-    let bytes = serde_json::to_vec(&value).map_err(|e| corrupt(format!("{key:?}: {e}")))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| corrupt(format!("{key:?}: {e}")))?;
     if bytes.len() > crate::MAX_OBJECT_BYTES {
         return Err(StoreError::TooLarge {
             size: bytes.len(),
@@ -406,8 +418,8 @@ impl Storage for EtcdStorage {
                     otherwise.push(TxnOp::get(k.clone(), None));
                 }
                 let value = match value {
-                    Some(v) => {
-                        let bytes = encode_value(&key, v.clone())?;
+                    Some(mut v) => {
+                        let bytes = encode_value(&key, &mut v)?;
                         // Added or Modified follows from the compare, but for an upsert
                         // (only then is the previous value asked for).
                         let opts = match pre {

@@ -31,11 +31,11 @@ pub use cache::{Listing, Store, Watch};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStorage, Term};
 pub use local::{BackendError, LocalStorage};
+pub use storage::{Page, Storage};
 
 /// The largest object a storage keeps (its JSON): etcd's default request limit, 1.5 MiB, so a
 /// region behaves the same on either backend.
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
-pub use storage::{Page, Storage};
 
 /// The identity of an object: (resource, tenant, namespace, name). The system space is
 /// tenant `""`; cluster-scoped objects have namespace `""`.
@@ -103,6 +103,26 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The [`Key::encode`]d prefix every key in the scope starts with, and whether keys under
+    /// it still need [`Scope::contains`] (a namespace across tenants is no prefix). Every key
+    /// under the prefix sorts before the prefix + `0xff` (no UTF-8 byte is 0xff).
+    pub(crate) fn encoded_prefix(&self) -> (Vec<u8>, bool) {
+        let mut out = self.resource.as_bytes().to_vec();
+        out.push(0);
+        match &self.tenant {
+            Some(t) => {
+                out.extend_from_slice(t.as_bytes());
+                out.push(0);
+                if let Some(n) = &self.namespace {
+                    out.extend_from_slice(n.as_bytes());
+                    out.push(0);
+                }
+                (out, false)
+            }
+            None => (out, self.namespace.is_some()),
+        }
+    }
+
     /// Every object of `resource` in `tenant` (`None`: every tenant), in every namespace.
     pub fn of(resource: &str, tenant: Option<&str>) -> Scope {
         Scope {

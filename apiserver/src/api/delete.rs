@@ -120,11 +120,7 @@ impl Api {
                 {
                     Ok(ev) => return Ok((*ev.object).clone()),
                     Err(StoreError::Conflict(_)) => {
-                        // Read again once the cache holds the other writer's change.
-                        self.store
-                            .sync()
-                            .await
-                            .map_err(|e| store_err(t.res, &name, e))?;
+                        self.after_conflict(t.res, &name).await?;
                         continue;
                     }
                     Err(e) => return Err(store_err(t.res, &name, e)),
@@ -146,11 +142,7 @@ impl Api {
             {
                 Ok(ev) => return Ok((*ev.object).clone()),
                 Err(StoreError::Conflict(_)) => {
-                    // Read again once the cache holds the other writer's change.
-                    self.store
-                        .sync()
-                        .await
-                        .map_err(|e| store_err(t.res, &name, e))?;
+                    self.after_conflict(t.res, &name).await?;
                     continue;
                 }
                 Err(e) => return Err(store_err(t.res, &name, e)),

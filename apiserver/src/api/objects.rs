@@ -24,6 +24,14 @@ pub(super) fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
+impl Api {
+    /// Before a write that lost its compare reads again: another writer (maybe another
+    /// replica) got there first, so wait until the cache holds its change.
+    pub(super) async fn after_conflict(&self, res: &Resource, name: &str) -> ApiResult<()> {
+        self.store.sync().await.map_err(|e| store_err(res, name, e))
+    }
+}
+
 pub(super) fn store_err(res: &Resource, name: &str, e: StoreError) -> ApiError {
     match e {
         StoreError::AlreadyExists(_) => ApiError::already_exists(res.group, res.plural, name),

@@ -614,12 +614,7 @@ impl Api {
                 .await
             {
                 Err(e) if e.code == 409 && e.reason == "Conflict" => {
-                    // Another writer (maybe another replica) got there first: read again once
-                    // the cache holds its write.
-                    self.store
-                        .sync()
-                        .await
-                        .map_err(|e| store_err(t.res, t.name(), e))?;
+                    self.after_conflict(t.res, t.name()).await?;
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -26,18 +26,13 @@ impl Hub {
             let count = counts.get(&name).copied().unwrap_or(0);
             let mut n = (*v).clone();
             let old_status = v.get("status").cloned();
-            let was = v
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|c| c.iter().find(|c| c["type"] == "Connected"))
+            let was = connected_condition(&v)
                 .and_then(|c| c.get("status"))
                 .and_then(Value::as_str)
                 .map(String::from);
             let status = if up.is_some() { "True" } else { "False" };
             let transition = if was.as_deref() == Some(status) {
-                v.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .and_then(|c| c.iter().find(|c| c["type"] == "Connected"))
+                connected_condition(&v)
                     .and_then(|c| c.get("lastTransitionTime"))
                     .cloned()
                     .unwrap_or(json!(now_str()))
@@ -67,6 +62,13 @@ impl Hub {
     }
 }
 
+/// An EdgeSite's `Connected` condition.
+fn connected_condition(site: &Value) -> Option<&Value> {
+    site.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Connected"))
+}
+
 /// How long a replica's report of a site it holds stays authoritative without a refresh.
 const REPORT_STALE: Duration = Duration::from_secs(30);
 
@@ -74,11 +76,7 @@ const REPORT_STALE: Duration = Duration::from_secs(30);
 /// `me` that says the site is connected and refreshed that within [`REPORT_STALE`].
 fn held_elsewhere(site: &Value, me: &str) -> bool {
     let holder = site.pointer("/status/replica").and_then(Value::as_str);
-    let connected = site
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == "Connected"))
-        .is_some_and(|c| c["status"] == "True");
+    let connected = connected_condition(site).is_some_and(|c| c["status"] == "True");
     let fresh = site
         .pointer("/status/lastSeen")
         .and_then(Value::as_str)

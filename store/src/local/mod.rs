@@ -68,26 +68,14 @@ fn log_key(rev: u64) -> Vec<u8> {
 }
 
 /// The map-key bounds of the versions in `scope` (`None`: all), and whether keys inside them
-/// still need [`Scope::contains`] (a namespace without a tenant is no prefix).
+/// still need [`Scope::contains`].
 fn scope_bounds(scope: Option<&Scope>) -> (Vec<u8>, Vec<u8>, bool) {
     let Some(s) = scope else {
         return (b"v".to_vec(), b"w".to_vec(), false);
     };
+    let (prefix, filter) = s.encoded_prefix();
     let mut from = vec![b'v'];
-    from.extend_from_slice(s.resource.as_bytes());
-    from.push(0);
-    let mut filter = false;
-    if let Some(t) = &s.tenant {
-        from.extend_from_slice(t.as_bytes());
-        from.push(0);
-        if let Some(n) = &s.namespace {
-            from.extend_from_slice(n.as_bytes());
-            from.push(0);
-        }
-    } else if s.namespace.is_some() {
-        filter = true;
-    }
-    // No UTF-8 byte is 0xff: every key under the prefix sorts before prefix + 0xff.
+    from.extend_from_slice(&prefix);
     let mut to = from.clone();
     to.push(0xff);
     (from, to, filter)
