@@ -80,37 +80,47 @@ pub enum StorageConfig {
     /// sled under the data directory.
     #[default]
     Embedded,
-    /// An etcd cluster.
-    Etcd(store::EtcdConfig),
+    /// An etcd cluster for the system space, and further named etcd clusters (tenant
+    /// partitions) in their fixed order.
+    Etcd(store::EtcdConfig, Vec<(String, store::EtcdConfig)>),
 }
 
 /// Open the region's store; an etcd cluster not reachable yet is waited for (it may be
-/// starting beside this process), until `cancel`.
+/// starting beside this process), until `cancel`. Every partition is waited for: a replica
+/// serves only once it has loaded them all.
 async fn open_store(
     cfg: &ServeConfig,
     cancel: &CancellationToken,
 ) -> Result<(Store, Option<Arc<store::EtcdStorage>>), Error> {
     let window = cfg.watch_window;
-    let etcd = match &cfg.storage {
+    let (system, partitions) = match &cfg.storage {
         StorageConfig::Embedded => {
             return Ok((
                 Store::open_sled(&cfg.data_dir.join("store"), window).await?,
                 None,
             ))
         }
-        StorageConfig::Etcd(e) => e,
+        StorageConfig::Etcd(e, p) => (e, p),
     };
-    let storage = Arc::new(store::EtcdStorage::connect(etcd).await?);
+    let storage = Arc::new(store::EtcdStorage::connect(system).await?);
+    let mut parts: Vec<(String, Arc<dyn store::Storage>)> = Vec::new();
+    for (name, e) in partitions {
+        parts.push((
+            name.clone(),
+            Arc::new(store::EtcdStorage::connect(e).await?),
+        ));
+    }
     let mut waited = false;
     loop {
-        match Store::open(storage.clone(), window).await {
+        match Store::open_partitioned(storage.clone(), parts.clone(), window).await {
             Ok(s) => {
-                tracing::info!(endpoints = ?etcd.endpoints, prefix = %etcd.prefix, "storage on etcd");
+                tracing::info!(endpoints = ?system.endpoints, prefix = %system.prefix,
+                    partitions = ?s.partitions(), "storage on etcd");
                 return Ok((s, Some(storage)));
             }
             Err(store::StoreError::Unavailable(why)) => {
                 if !waited {
-                    tracing::warn!(error = %why, endpoints = ?etcd.endpoints, "waiting for etcd");
+                    tracing::warn!(error = %why, "waiting for etcd");
                     waited = true;
                 }
                 tokio::select! {

@@ -68,6 +68,11 @@ enum Cmd {
         /// Key prefix of the region's objects in etcd.
         #[arg(long = "etcd-prefix", env = "ATOLL_ETCD_PREFIX", default_value = "/atoll", value_parser = etcd_prefix)]
         etcd_prefix: String,
+        /// A tenant partition: a further etcd cluster, NAME=URL[,URL...] (repeatable; the
+        /// order must stay fixed, new ones go last). Tenants name theirs in
+        /// spec.storageClusterId; the same --etcd-cafile/certfile/keyfile/prefix apply.
+        #[arg(long = "partition", env = "ATOLL_PARTITIONS", value_delimiter = ';', value_parser = partition, requires = "etcd_servers")]
+        partitions: Vec<(String, Vec<String>)>,
     },
     /// Print a single-use join token for an edge site (creating the EdgeSite if absent).
     JoinToken {
@@ -185,6 +190,33 @@ fn etcd_url(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A tenant partition, `NAME=URL[,URL...]`.
+fn partition(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, urls) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=URL[,URL...]"))?;
+    let ok_name = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok_name {
+        return Err(format!(
+            "partition name {name:?}: lower-case letters, digits and '-', at most 63"
+        ));
+    }
+    if name == store::SYSTEM_PARTITION {
+        return Err(format!(
+            "partition name {name:?} is the system cluster's (--etcd-servers)"
+        ));
+    }
+    let urls: Vec<String> = urls.split(',').map(str::trim).map(String::from).collect();
+    for u in &urls {
+        etcd_url(u)?;
+    }
+    Ok((name.to_string(), urls))
+}
+
 /// An etcd key prefix (the storage's own check, as a flag parser).
 fn etcd_prefix(s: &str) -> Result<String, String> {
     store::etcd::check_prefix(s).map_err(|e| e.to_string())?;
@@ -217,17 +249,27 @@ fn main() -> ExitCode {
                 etcd_keyfile,
                 etcd_prefix,
                 advertise_address,
+                partitions,
             } => {
                 let storage = if etcd_servers.is_empty() {
                     cloud_core::StorageConfig::Embedded
                 } else {
-                    cloud_core::StorageConfig::Etcd(store::EtcdConfig {
-                        endpoints: etcd_servers,
-                        ca_file: etcd_cafile,
-                        cert_file: etcd_certfile,
-                        key_file: etcd_keyfile,
-                        prefix: etcd_prefix,
-                    })
+                    let etcd = |endpoints| store::EtcdConfig {
+                        endpoints,
+                        ca_file: etcd_cafile.clone(),
+                        cert_file: etcd_certfile.clone(),
+                        key_file: etcd_keyfile.clone(),
+                        prefix: etcd_prefix.clone(),
+                    };
+                    let mut named = Vec::new();
+                    for (name, urls) in partitions {
+                        if named.iter().any(|(n, _)| *n == name) {
+                            eprintln!("cloud-core: partition {name:?} given twice");
+                            std::process::exit(64);
+                        }
+                        named.push((name, etcd(urls)));
+                    }
+                    cloud_core::StorageConfig::Etcd(etcd(etcd_servers), named)
                 };
                 let cancel = CancellationToken::new();
                 tokio::spawn(boot::shutdown_signal(cancel.clone()));

@@ -270,7 +270,12 @@ struct Tracker {
     sites: HashMap<String, SiteFeed>,
     /// Which sites hold each key (the inverse of every feed's `wanted`).
     holders: HashMap<Key, Vec<String>>,
+    /// The downlink position: the store's revision, or (with tenant partitions, whose
+    /// revisions are not one sequence) a count of this tracker's own, started at a value above
+    /// any earlier tracker's (see [`local_base`]).
     rv: u64,
+    /// Whether `rv` counts this tracker's events rather than following the store.
+    local: bool,
     /// Set when a node joins or leaves a site (its EdgeSite's node count changed).
     nodes_moved: bool,
     /// The tenants each site's share holds (shared with the hub, which accepts objects from a
@@ -311,6 +316,7 @@ impl Tracker {
             sites: HashMap::new(),
             holders: HashMap::new(),
             rv,
+            local: false,
             nodes_moved: false,
             served,
         };
@@ -540,7 +546,7 @@ impl Tracker {
     }
 
     fn process(&mut self, e: &Event) {
-        self.rv = e.rv;
+        self.rv = if self.local { self.rv + 1 } else { e.rv };
         let now = (e.kind != EventType::Deleted).then(|| e.object.clone());
         if let Some(v) = &now {
             self.objects.insert(e.key.clone(), v.clone());
@@ -589,7 +595,8 @@ impl Tracker {
             }
         }
         for (s, changes) in out {
-            self.feed(&s).log.append((e.rv, Arc::new(changes)));
+            let rv = self.rv;
+            self.feed(&s).log.append((rv, Arc::new(changes)));
         }
     }
 
@@ -621,6 +628,16 @@ impl Tracker {
     }
 }
 
+/// Where a tracker counting its own positions starts: milliseconds since 1970 times 2^20,
+/// above every position of a tracker started earlier (unless one counted over a million events
+/// a millisecond) and of one started on another replica earlier.
+fn local_base() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    u64::try_from(ms).unwrap_or(u64::MAX >> 20) << 20
+}
+
 /// Handle to the share tracker task.
 #[derive(Clone)]
 pub struct Shares {
@@ -640,13 +657,23 @@ impl Shares {
         let shared = served.clone();
         tokio::spawn(async move {
             loop {
-                let (rv, items, mut live) = store.snapshot_and_watch();
-                let mut t = Tracker::new(rv, items, shared.clone());
+                let (mut cursor, items, mut live) = store.snapshot_and_watch();
+                // With tenant partitions a site's position is this tracker's own count: a site
+                // that comes from another replica (or an earlier tracker) is below its start
+                // or above its end, so it resyncs by snapshot.
+                let local = cursor.spans_partitions();
+                let start = if local {
+                    local_base()
+                } else {
+                    cursor.position().revisions().first().copied().unwrap_or(0)
+                };
+                let mut t = Tracker::new(start, items, shared.clone());
+                t.local = local;
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         ev = live.recv() => match ev {
-                            Ok(e) => if e.rv > t.rv {
+                            Ok(e) => if cursor.advance(&e) {
                                 t.process(&e);
                                 if std::mem::take(&mut t.nodes_moved) {
                                     nodes_moved.notify_one();
@@ -768,6 +795,7 @@ mod tests {
             };
             Some(Event {
                 rv,
+                part: 0,
                 kind,
                 key,
                 object: Arc::new(object),

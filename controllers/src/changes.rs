@@ -20,15 +20,7 @@ pub async fn on_changes<F, Fut>(
     Fut: std::future::Future<Output = ()>,
 {
     loop {
-        let mut live = match store.watch(store.current_rv()).await {
-            Ok(w) => w.live,
-            Err(_) => {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
+        let mut live = store.subscribe();
         pass().await;
         let tick = tokio::time::sleep(every);
         tokio::pin!(tick);

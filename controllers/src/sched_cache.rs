@@ -241,12 +241,11 @@ pub struct Timing {
 pub async fn run<S: Scheduler>(store: &Store, s: &mut S, t: Timing, cancel: &CancellationToken) {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     'rebuild: loop {
-        let (rv, lists, mut live) = store.lists_and_watch(&s.scopes());
+        let (mut seen, lists, mut live) = store.lists_and_watch(&s.scopes());
         s.clear();
         for (k, v) in lists.iter().flatten() {
             s.apply(k, Some(v));
         }
-        let mut seen = rv;
         let mut last_retry = Instant::now() - t.retry;
         loop {
             let due = |c: &mut PodCache, last: Instant| {
@@ -258,8 +257,7 @@ pub async fn run<S: Scheduler>(store: &Store, s: &mut S, t: Timing, cancel: &Can
                 // Take in what arrived meanwhile, so the pass sees the whole burst.
                 loop {
                     match live.try_recv() {
-                        Ok(e) if e.rv > seen => {
-                            seen = e.rv;
+                        Ok(e) if seen.advance(&e) => {
                             s.apply(&e.key, (e.kind != EventType::Deleted).then_some(&e.object));
                         }
                         Ok(_) => {}
@@ -290,8 +288,7 @@ pub async fn run<S: Scheduler>(store: &Store, s: &mut S, t: Timing, cancel: &Can
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(wake) => {}
                 ev = live.recv() => match ev {
-                    Ok(e) if e.rv > seen => {
-                        seen = e.rv;
+                    Ok(e) if seen.advance(&e) => {
                         s.apply(&e.key, (e.kind != EventType::Deleted).then_some(&e.object));
                     }
                     Ok(_) => {}

@@ -82,10 +82,15 @@ pub struct Tenant {
     schemars(rename = "io.atoll.api.core.v1.TenantSpec")
 )]
 pub struct TenantSpec {
-    /// The storage cluster that holds this tenant's space (Arktos tenant partitions); empty
-    /// means the region's default store.
+    /// The storage partition that holds this tenant's space (Arktos' tenant partitions): a
+    /// partition name the region was started with (`system` for the system cluster). Set at
+    /// creation (by the region's placement when not given) and never changed; absent on a
+    /// tenant created before the region had partitions, which lives in the system cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_cluster_id: Option<String>,
+    /// Another name for `storageClusterId` accepted on create (folded into it; never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_cluster: Option<String>,
 }
 
 /// Observed state of a tenant.

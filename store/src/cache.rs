@@ -7,11 +7,10 @@ use std::sync::{Arc, RwLock, Weak};
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::local::LocalStorage;
 use crate::storage::{Batch, Feed, Storage};
-use crate::{set_rv, Event, EventType, Key, Op, Precondition, Scope, StoreError};
+use crate::{set_rv, Event, EventType, Key, Op, Scope, StoreError};
 
-struct State {
+pub(crate) struct State {
     objects: BTreeMap<Key, Arc<Value>>,
     /// The revision the index has reached.
     rv: u64,
@@ -20,13 +19,15 @@ struct State {
     window_start: u64,
 }
 
-/// The store: a [`Storage`] and the watch cache over it. Reads, lists and watches are served
-/// from memory; a commit returns once the cache has reached the revision it committed at, so a
-/// read after a write sees it.
+/// One storage and the watch cache over it (one partition of a [`crate::Store`]). Reads, lists
+/// and watches are served from memory; a commit returns once the cache has reached the
+/// revision it committed at, so a read after a write sees it.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Cache {
+    /// Which partition of the store this is (stamped on its events).
+    part: u16,
     state: Arc<RwLock<State>>,
-    storage: Arc<dyn Storage>,
+    pub(crate) storage: Arc<dyn Storage>,
     events: broadcast::Sender<Arc<Event>>,
     applied: Arc<Applied>,
     window: usize,
@@ -148,14 +149,6 @@ impl Applied {
 /// Objects of a list, in key order.
 pub type Listing = Vec<(Key, Arc<Value>)>;
 
-/// A watch: the events to replay first, then the live stream.
-pub struct Watch {
-    /// Events after the requested version (from the window, or the storage's history).
-    pub replay: Vec<Arc<Event>>,
-    /// Live events (filter by scope on receipt).
-    pub live: broadcast::Receiver<Arc<Event>>,
-}
-
 /// How long a consistent read waits for the cache to catch up with the storage.
 const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Objects read per page when the cache loads.
@@ -163,11 +156,17 @@ const LOAD_PAGE: usize = 10_000;
 /// The most events a watch replays from the storage's history (older: 410, relist).
 const MAX_HISTORY_REPLAY: u64 = 100_000;
 
-impl Store {
-    /// Load the cache from `storage` and follow it. `window` is how many recent events a watch
-    /// replays from memory; the storage keeps as many revisions of history (compacted each time
-    /// it grows a tenth past that), so a watch resumes after a restart too.
-    pub async fn open(storage: Arc<dyn Storage>, window: usize) -> Result<Self, StoreError> {
+impl Cache {
+    /// Load the cache from `storage` and follow it, publishing its changes (stamped with
+    /// `part`) on `events`. `window` is how many recent events a watch replays from memory;
+    /// the storage keeps as many revisions of history (compacted each time it grows a tenth
+    /// past that), so a watch resumes after a restart too.
+    pub(crate) async fn open(
+        storage: Arc<dyn Storage>,
+        window: usize,
+        part: u16,
+        events: broadcast::Sender<Arc<Event>>,
+    ) -> Result<Self, StoreError> {
         let rev = storage.current_revision().await?;
         let mut objects = BTreeMap::new();
         let mut after: Option<Key> = None;
@@ -186,7 +185,6 @@ impl Store {
             window: VecDeque::new(),
             window_start: rev,
         }));
-        let (events, _) = broadcast::channel(16384);
         let applied = Arc::new(Applied::default());
         let compaction = Arc::new(Compaction {
             keep: window.max(1) as u64,
@@ -194,6 +192,7 @@ impl Store {
         });
         applied.advance(rev);
         let applier = Applier {
+            part,
             state: state.clone(),
             storage: Arc::downgrade(&storage),
             events: events.clone(),
@@ -206,7 +205,8 @@ impl Store {
         // A task, not a thread: committers usually apply their own changes, and a task's wake
         // costs no context switch.
         tokio::spawn(applier.run(feed));
-        Ok(Store {
+        Ok(Cache {
+            part,
             state,
             storage,
             events,
@@ -217,110 +217,55 @@ impl Store {
         })
     }
 
-    /// A store on sled in `dir`.
-    pub async fn open_sled(dir: &std::path::Path, window: usize) -> Result<Self, StoreError> {
-        Self::open(Arc::new(LocalStorage::sled(dir)?), window).await
-    }
-
-    /// A store in memory (not durable).
-    pub async fn memory(window: usize) -> Result<Self, StoreError> {
-        Self::open(Arc::new(LocalStorage::memory()?), window).await
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current object, if any.
-    pub fn get(&self, key: &Key) -> Option<Arc<Value>> {
+    pub(crate) fn get(&self, key: &Key) -> Option<Arc<Value>> {
         self.read().objects.get(key).cloned()
     }
 
     /// The revision the cache has reached.
-    pub fn current_rv(&self) -> u64 {
+    pub(crate) fn current_rv(&self) -> u64 {
         self.read().rv
     }
 
-    /// All objects in `scope`, in key order, starting after `after` (for pagination), with the
-    /// version the list is consistent with.
-    pub fn list(&self, scope: &Scope, after: Option<&Key>) -> (u64, Vec<(Key, Arc<Value>)>) {
-        let st = self.read();
-        (st.rv, list_locked(&st, scope, after))
+    /// Where the window starts: a watch from an earlier revision replays from the storage.
+    pub(crate) fn window_start(&self) -> u64 {
+        self.read().window_start
     }
 
-    /// Every object of `resource` in `tenant` (`None`: every tenant), in key order.
-    pub fn list_of(&self, resource: &str, tenant: Option<&str>) -> Listing {
-        self.list(&Scope::of(resource, tenant), None).1
-    }
-
-    /// Watch everything after version `from`: replayed from the window, or from the storage's
-    /// history when the window no longer reaches back that far (after a restart, say). Filter
-    /// the events by scope on the caller's side.
-    pub async fn watch(&self, from: u64) -> Result<Watch, StoreError> {
-        let mut replay = Vec::new();
-        let mut at = from;
-        loop {
-            let target = {
-                let st = self.read();
-                if at >= st.window_start {
-                    // The window is in version order: find the first newer event by bisection.
-                    let first = st.window.partition_point(|e| e.rv <= at);
-                    replay.extend(st.window.range(first..).cloned());
-                    // Subscribing under the read lock: the applier publishes under the write
-                    // lock, so no event can fall between the replay and the live stream.
-                    let live = self.events.subscribe();
-                    return Ok(Watch { replay, live });
-                }
-                if st.window_start - from > MAX_HISTORY_REPLAY {
-                    return Err(StoreError::Gone {
-                        requested: from,
-                        oldest: st.window_start,
-                    });
-                }
-                st.window_start
-            };
-            replay.extend(self.storage.history(at, target).await?);
-            at = target;
+    /// The changes in `(from, to]` from the storage's history, stamped with this partition;
+    /// [`StoreError::Gone`] when that is more than a watch may replay.
+    pub(crate) async fn history(&self, from: u64, to: u64) -> Result<Vec<Arc<Event>>, StoreError> {
+        if to.saturating_sub(from) > MAX_HISTORY_REPLAY {
+            return Err(StoreError::Gone {
+                requested: from,
+                oldest: to,
+            });
         }
+        let evs = self.storage.history(from, to).await?;
+        Ok(self.stamp(evs))
     }
 
-    /// List `scope` and subscribe to later changes under one lock: the live stream starts
-    /// exactly after the listed version.
-    pub fn list_and_watch(&self, scope: &Scope) -> (u64, Listing, broadcast::Receiver<Arc<Event>>) {
-        let st = self.read();
-        let live = self.events.subscribe();
-        let items = list_locked(&st, scope, None);
-        (st.rv, items, live)
-    }
-
-    /// Several scopes listed and a subscription to later changes, all under one lock: the
-    /// stream starts exactly after the returned version (an informer's list-then-watch).
-    pub fn lists_and_watch(
-        &self,
-        scopes: &[Scope],
-    ) -> (u64, Vec<Listing>, broadcast::Receiver<Arc<Event>>) {
-        let st = self.read();
-        let live = self.events.subscribe();
-        let lists = scopes.iter().map(|s| list_locked(&st, s, None)).collect();
-        (st.rv, lists, live)
-    }
-
-    /// Every object (all resources, all spaces) and a subscription to later changes, taken
-    /// under one lock: the stream starts exactly after the returned version.
-    pub fn snapshot_and_watch(&self) -> (u64, Listing, broadcast::Receiver<Arc<Event>>) {
-        let st = self.read();
-        let live = self.events.subscribe();
-        let items = st
-            .objects
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        (st.rv, items, live)
+    /// Events of this partition stamped with it (the storage does not know its partition).
+    fn stamp(&self, evs: Vec<Arc<Event>>) -> Vec<Arc<Event>> {
+        if self.part == 0 {
+            return evs;
+        }
+        evs.into_iter()
+            .map(|e| {
+                let mut e = Arc::unwrap_or_clone(e);
+                e.part = self.part;
+                Arc::new(e)
+            })
+            .collect()
     }
 
     /// Commit a transaction: all ops apply or none. Returns the committed events in order
     /// (without `prev`), once the cache has them.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Arc<Event>>, StoreError> {
+    pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Arc<Event>>, StoreError> {
         let evs = self.storage.txn(ops).await?;
         if let (Some(first), Some(last)) = (evs.first(), evs.last()) {
             // When this transaction comes right after what the cache holds, apply it here
@@ -329,7 +274,7 @@ impl Store {
             if self.applied.rev() + 1 == first.rv {
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
                 if st.rv + 1 == first.rv {
-                    apply_locked(&mut st, &evs, self.window, &self.events);
+                    apply_locked(&mut st, &evs, self.window, &self.events, self.part);
                     let rev = st.rv;
                     drop(st);
                     self.applied.advance(rev);
@@ -337,36 +282,14 @@ impl Store {
             }
             self.applied.wait(last.rv).await?;
         }
-        Ok(evs)
-    }
-
-    /// Put one object.
-    pub async fn put(
-        &self,
-        key: Key,
-        value: Value,
-        pre: Precondition,
-    ) -> Result<Arc<Event>, StoreError> {
-        let mut ev = self.commit(vec![Op::Put { key, value, pre }]).await?;
-        ev.pop().ok_or(StoreError::Closed)
-    }
-
-    /// Delete one object (deleting what is not there is [`StoreError::NotFound`]).
-    pub async fn delete(&self, key: Key, pre: Precondition) -> Result<Arc<Event>, StoreError> {
-        let mut ev = self
-            .commit(vec![Op::Delete {
-                key: key.clone(),
-                pre,
-            }])
-            .await?;
-        ev.pop().ok_or(StoreError::NotFound(key))
+        Ok(self.stamp(evs))
     }
 
     /// Wait until the cache holds every change the storage had committed when this was called
     /// (a consistent read, as kube-apiserver's from its watch cache). Immediate on a storage
     /// only this process writes; on a shared one (etcd) a barrier (shared by the callers that
     /// arrive while one is in flight), then the feed reaching it.
-    pub async fn sync(&self) -> Result<(), StoreError> {
+    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
         if !self.storage.shared() {
             return Ok(());
         }
@@ -382,7 +305,7 @@ impl Store {
     /// Compact the storage behind the window if it is due (as a cache over local storage
     /// does by itself: history a tenth past the window's worth of revisions); for the one
     /// writer of a shared storage that compacts it. The compaction point, if there was one.
-    pub async fn compact_behind(&self) -> Result<Option<u64>, StoreError> {
+    pub(crate) async fn compact_behind(&self) -> Result<Option<u64>, StoreError> {
         match self.compaction.due(self.current_rv()) {
             Some(target) => {
                 self.storage.compact(target).await?;
@@ -391,15 +314,34 @@ impl Store {
             None => Ok(None),
         }
     }
+}
 
-    /// Forget the storage's history up to `revision` (watches from before it get 410).
-    pub async fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        self.storage.compact(revision).await
+/// The events of `st`'s window after `from`, if the window reaches back that far.
+pub(crate) fn window_after(st: &State, from: u64) -> Option<Vec<Arc<Event>>> {
+    if from < st.window_start {
+        return None;
     }
+    // The window is in version order: find the first newer event by bisection.
+    let first = st.window.partition_point(|e| e.rv <= from);
+    Some(st.window.range(first..).cloned().collect())
+}
+
+/// Every object of `st` (all resources, all spaces).
+pub(crate) fn all_locked(st: &State) -> Listing {
+    st.objects
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The revision `st` has reached.
+pub(crate) fn rv_locked(st: &State) -> u64 {
+    st.rv
 }
 
 /// The task that applies the storage's feed to the cache.
 struct Applier {
+    part: u16,
     state: Arc<RwLock<State>>,
     storage: Weak<dyn Storage>,
     events: broadcast::Sender<Arc<Event>>,
@@ -453,7 +395,7 @@ impl Applier {
             self.applied.rev()
         } else {
             let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-            apply_locked(&mut st, &batch.events, self.window, &self.events);
+            apply_locked(&mut st, &batch.events, self.window, &self.events, self.part);
             // Progress: revisions up to here changed nothing this cache holds.
             st.rv = st.rv.max(batch.revision);
             st.rv
@@ -479,6 +421,7 @@ fn apply_locked(
     batch: &[Arc<Event>],
     window: usize,
     events: &broadcast::Sender<Arc<Event>>,
+    part: u16,
 ) {
     // Several changes may share a revision (one etcd transaction): skip by the revision the
     // cache had before this batch, not by the one the batch has reached so far.
@@ -501,6 +444,7 @@ fn apply_locked(
                 st.objects.remove(&e.key);
                 Event {
                     rv: e.rv,
+                    part,
                     kind: EventType::Deleted,
                     key: e.key.clone(),
                     object,
@@ -511,6 +455,7 @@ fn apply_locked(
                 st.objects.insert(e.key.clone(), e.object.clone());
                 Event {
                     rv: e.rv,
+                    part,
                     kind: if prev.is_some() {
                         EventType::Modified
                     } else {
@@ -534,7 +479,11 @@ fn apply_locked(
     }
 }
 
-fn list_locked(st: &State, scope: &Scope, after: Option<&Key>) -> Vec<(Key, Arc<Value>)> {
+pub(crate) fn list_locked(
+    st: &State,
+    scope: &Scope,
+    after: Option<&Key>,
+) -> Vec<(Key, Arc<Value>)> {
     let start = Key::new(
         &scope.resource,
         scope.tenant.as_deref().unwrap_or(""),

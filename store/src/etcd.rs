@@ -474,6 +474,7 @@ impl Storage for EtcdStorage {
                         };
                         events.push(Arc::new(Event {
                             rv: rev,
+                            part: 0,
                             kind: if existed {
                                 EventType::Modified
                             } else {
@@ -493,6 +494,7 @@ impl Storage for EtcdStorage {
                         set_rv(&mut last, rev);
                         events.push(Arc::new(Event {
                             rv: rev,
+                            part: 0,
                             kind: EventType::Deleted,
                             key,
                             object: Arc::new(last),
@@ -844,6 +846,7 @@ fn convert_events(root: &[u8], events: &[etcd_client::Event]) -> Vec<Arc<Event>>
                 set_rv(&mut v, rv);
                 Event {
                     rv,
+                    part: 0,
                     kind: if kv.version() == 1 {
                         EventType::Added
                     } else {
@@ -866,6 +869,7 @@ fn convert_events(root: &[u8], events: &[etcd_client::Event]) -> Vec<Arc<Event>>
                 };
                 Event {
                     rv,
+                    part: 0,
                     kind: EventType::Deleted,
                     key,
                     object,

@@ -25,12 +25,14 @@ mod cache;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod local;
+mod partitions;
 pub mod storage;
 
-pub use cache::{Listing, Store, Watch};
+pub use cache::Listing;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStorage, Term};
 pub use local::{BackendError, LocalStorage};
+pub use partitions::{Cursor, Position, Store, Watch, SYSTEM_PARTITION};
 pub use storage::{Page, Storage};
 
 /// The largest object a storage keeps (its JSON): etcd's default request limit, 1.5 MiB, so a
@@ -165,8 +167,10 @@ impl EventType {
 /// One committed change.
 #[derive(Clone, Debug)]
 pub struct Event {
-    /// The version this change was committed at.
+    /// The version this change was committed at (a revision of its partition's storage).
     pub rv: u64,
+    /// The partition it was committed in (0: the system cluster; see [`Store`]).
+    pub part: u16,
     /// Added, modified or deleted.
     pub kind: EventType,
     /// Which object.
@@ -266,6 +270,9 @@ pub enum StoreError {
     /// The writer is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
+    /// The store was configured wrongly (two partitions of one name, say).
+    #[error("invalid store configuration: {0}")]
+    Invalid(String),
 }
 
 /// The `metadata.resourceVersion` of a stored object.
@@ -384,13 +391,22 @@ mod tests {
             .unwrap();
         }
         let rvs = |w: &Watch| w.replay.iter().map(|e| e.rv).collect::<Vec<_>>();
-        assert_eq!(rvs(&s.watch(3).await.unwrap()), vec![4, 5]);
+        assert_eq!(
+            rvs(&s.watch(&Scope::default(), &3.into()).await.unwrap()),
+            vec![4, 5]
+        );
         // Older than the window and the storage's history (as long as the window, compacted
         // as it grows past it): 410.
         s.compact(2).await.unwrap();
-        assert!(matches!(s.watch(1).await, Err(StoreError::Gone { .. })));
-        assert_eq!(rvs(&s.watch(3).await.unwrap()), vec![4, 5]);
-        let mut live = s.watch(5).await.unwrap().live;
+        assert!(matches!(
+            s.watch(&Scope::default(), &1.into()).await,
+            Err(StoreError::Gone { .. })
+        ));
+        assert_eq!(
+            rvs(&s.watch(&Scope::default(), &3.into()).await.unwrap()),
+            vec![4, 5]
+        );
+        let mut live = s.watch(&Scope::default(), &5.into()).await.unwrap().live;
         s.put(
             Key::new("cm", "", "ns", "x"),
             obj("x"),
@@ -436,7 +452,7 @@ mod tests {
         assert_eq!(s.current_rv(), 3);
         // The window starts empty after a restart: the storage's history replays what came
         // before, each change with the state before it.
-        let w = s.watch(0).await.unwrap();
+        let w = s.watch(&Scope::default(), &0.into()).await.unwrap();
         let seen: Vec<_> = w
             .replay
             .iter()

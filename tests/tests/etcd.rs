@@ -248,7 +248,10 @@ async fn the_watch_cache_follows_etcd() {
         store.get(&a).is_some() && store.get(&b).is_some(),
         "both changes applied"
     );
-    let w = store.watch(before).await.unwrap();
+    let w = store
+        .watch(&store::Scope::default(), &before.into())
+        .await
+        .unwrap();
     assert_eq!(
         w.replay
             .iter()
@@ -466,7 +469,10 @@ async fn concurrent_commits_reach_the_cache_in_order() {
     for t in tasks {
         t.await.unwrap();
     }
-    let w = store.watch(from).await.unwrap();
+    let w = store
+        .watch(&store::Scope::default(), &from.into())
+        .await
+        .unwrap();
     assert_eq!(w.replay.len(), 640);
     assert!(
         w.replay.windows(2).all(|p| p[0].rv < p[1].rv),

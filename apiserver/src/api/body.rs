@@ -76,21 +76,26 @@ pub(super) fn dry_run(q: &Query) -> ApiResult<bool> {
     }
 }
 
-/// Continue token: the list version and the last key returned.
-pub(super) fn encode_continue(rv: u64, k: &Key) -> String {
+/// Continue token: the list's position and the last key returned.
+pub(super) fn encode_continue(rv: &store::Position, k: &Key) -> String {
     use base64::Engine;
-    let v = json!({"rv": rv, "k": [k.tenant, k.namespace, k.name]});
+    let v = json!({"rv": rv.to_string(), "k": [k.tenant, k.namespace, k.name]});
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
-pub(super) fn decode_continue(resource: &str, s: &str) -> ApiResult<(u64, Key)> {
+pub(super) fn decode_continue(resource: &str, s: &str) -> ApiResult<(store::Position, Key)> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let rv = v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
+    let rv = match v.get("rv") {
+        Some(Value::String(p)) => store::Position::parse(p),
+        Some(n) => n.as_u64().map(store::Position::from),
+        None => None,
+    }
+    .ok_or_else(bad)?;
     let k = v
         .get("k")
         .and_then(Value::as_array)

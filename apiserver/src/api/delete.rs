@@ -42,7 +42,7 @@ impl Api {
                 }
             }
             if let Some(prv) = &opts.resource_version {
-                if *prv != rv.to_string() {
+                if !self.names_revision(&key, prv, rv) {
                     return Err(ApiError::conflict(t.res.group, t.res.plural, &name, &format!("Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rv}")));
                 }
             }
@@ -120,7 +120,7 @@ impl Api {
                 {
                     Ok(ev) => return Ok((*ev.object).clone()),
                     Err(StoreError::Conflict(_)) => {
-                        self.after_conflict(t.res, &name).await?;
+                        self.after_conflict(t, &name).await?;
                         continue;
                     }
                     Err(e) => return Err(store_err(t.res, &name, e)),
@@ -142,7 +142,7 @@ impl Api {
             {
                 Ok(ev) => return Ok((*ev.object).clone()),
                 Err(StoreError::Conflict(_)) => {
-                    self.after_conflict(t.res, &name).await?;
+                    self.after_conflict(t, &name).await?;
                     continue;
                 }
                 Err(e) => return Err(store_err(t.res, &name, e)),

@@ -484,6 +484,18 @@ impl Api {
             if let Some(h) = &self.hooks {
                 h.tenant(&t.tenant, verb)?;
             }
+            if self
+                .store
+                .get(&Key::new("tenants", "", "", &t.tenant))
+                .is_none()
+            {
+                // Perhaps created through another replica a moment ago: the tenant decides
+                // which partition its space is in, so it must be known before its space is.
+                self.store
+                    .sync_for(Some(""))
+                    .await
+                    .map_err(|e| objects::store_err(res, t.name(), e))?;
+            }
             self.check_tenant(&t.tenant, verb)?;
         }
         // A storage other replicas write too: a consistent read (no resourceVersion) is served
@@ -492,8 +504,9 @@ impl Api {
         let consistent_read = matches!(verb, "get" | "list" | "watch")
             && req.query.get("resourceVersion").is_none_or(str::is_empty);
         if consistent_read {
+            let tenant = (!t.all_tenants).then_some(t.tenant.as_str());
             self.store
-                .sync()
+                .sync_for(tenant)
                 .await
                 .map_err(|e| objects::store_err(res, t.name(), e))?;
         }
@@ -574,8 +587,8 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {
         let k = Key::new("pods", "t", "ns", "n");
-        let (rv, k2) = decode_continue("pods", &encode_continue(9, &k)).unwrap();
-        assert_eq!((rv, k2), (9, k));
+        let (rv, k2) = decode_continue("pods", &encode_continue(&9.into(), &k)).unwrap();
+        assert_eq!((rv, k2), (9.into(), k));
         assert_eq!(decode_continue("pods", "!!").unwrap_err().code, 400);
     }
 

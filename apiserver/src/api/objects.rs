@@ -25,10 +25,19 @@ pub(super) fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
 }
 
 impl Api {
+    /// Whether the resourceVersion a client gave names revision `rv` of `key` (a plain
+    /// revision, or a position across partitions as a watch across tenants delivers objects).
+    pub(super) fn names_revision(&self, key: &Key, given: &str, rv: u64) -> bool {
+        store::Position::revision_in(given, self.store.part_of(key)) == Some(rv)
+    }
+
     /// Before a write that lost its compare reads again: another writer (maybe another
     /// replica) got there first, so wait until the cache holds its change.
-    pub(super) async fn after_conflict(&self, res: &Resource, name: &str) -> ApiResult<()> {
-        self.store.sync().await.map_err(|e| store_err(res, name, e))
+    pub(super) async fn after_conflict(&self, t: &Target, name: &str) -> ApiResult<()> {
+        self.store
+            .sync_for(Some(&t.tenant))
+            .await
+            .map_err(|e| store_err(t.res, name, e))
     }
 }
 
@@ -45,6 +54,10 @@ pub(super) fn store_err(res: &Resource, name: &str, e: StoreError) -> ApiError {
             ApiError::internal("storage")
         }
         StoreError::Closed => ApiError::unavailable("the server is shutting down"),
+        StoreError::Invalid(why) => {
+            tracing::error!(error = %why, "store misconfigured");
+            ApiError::internal("storage")
+        }
         StoreError::Unavailable(why) => {
             tracing::warn!(error = %why, "storage unavailable");
             ApiError::unavailable("the storage is unavailable; retry shortly")

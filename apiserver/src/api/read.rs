@@ -77,7 +77,7 @@ impl Api {
             None => None,
         };
         let (rv, items) = self.store.list(&t.scope(), after.as_ref().map(|(_, k)| k));
-        let list_rv = after.as_ref().map_or(rv, |(rv, _)| *rv);
+        let list_rv = after.map_or(rv, |(rv, _)| rv);
         let mut out: Vec<Arc<Value>> = Vec::new();
         let mut remaining = 0usize;
         for (_, v) in items.iter() {
@@ -91,7 +91,7 @@ impl Api {
             }
         }
         let cont = match out.last() {
-            Some(last) if remaining > 0 => Some(encode_continue(list_rv, &t.key_for(last))),
+            Some(last) if remaining > 0 => Some(encode_continue(&list_rv, &t.key_for(last))),
             _ => None,
         };
         match accept(&req.headers)? {

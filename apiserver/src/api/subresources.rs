@@ -117,7 +117,7 @@ impl Api {
                         .pointer("/metadata/resourceVersion")
                         .and_then(Value::as_str)
                         .unwrap_or("");
-                    if !brv.is_empty() && brv != cur_rv.to_string() {
+                    if !brv.is_empty() && !self.names_revision(&key, brv, cur_rv) {
                         return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
                     }
                     body.clone()
@@ -142,7 +142,7 @@ impl Api {
                         other => return Err(ApiError::unsupported_media_type(other)),
                     }
                     let prv = meta_str(&patched, "resourceVersion");
-                    if !prv.is_empty() && prv != cur_rv.to_string() {
+                    if !prv.is_empty() && !self.names_revision(&key, prv, cur_rv) {
                         return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
                     }
                     patched

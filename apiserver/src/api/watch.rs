@@ -2,6 +2,7 @@
 //! scope and selector filter on every event.
 
 use super::*;
+use store::Cursor;
 
 impl Api {
     pub(super) async fn watch(&self, t: &Target, req: &Request) -> ApiResult<Reply> {
@@ -25,20 +26,19 @@ impl Api {
         let send_initial = req.query.flag("sendInitialEvents");
         let rv = req.query.get("resourceVersion").unwrap_or("");
         let scope = t.scope();
-        let (initial, replay, from, live) = if rv.is_empty() || rv == "0" || send_initial {
-            let (rv, items, live) = self.store.list_and_watch(&scope);
+        let (initial, replay, cursor, live) = if rv.is_empty() || rv == "0" || send_initial {
+            let (cursor, items, live) = self.store.list_and_watch(&scope);
             (
                 items.into_iter().map(|(_, v)| v).collect(),
                 Vec::new(),
-                rv,
+                cursor,
                 live,
             )
         } else {
-            let from: u64 = rv
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-            match self.store.watch(from).await {
-                Ok(w) => (Vec::new(), w.replay, from, w.live),
+            let from = store::Position::parse(rv)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+            match self.store.watch(&scope, &from).await {
+                Ok(w) => (Vec::new(), w.replay, w.cursor, w.live),
                 Err(StoreError::Gone { requested, oldest }) => {
                     // Kubernetes answers 200 with an ERROR event carrying the 410 Status.
                     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -69,7 +69,7 @@ impl Api {
             initial_end: send_initial,
         };
         // Replayed events go through the same selector translation as live ones.
-        tokio::spawn(ctx.run(tx, initial, replay, from, live));
+        tokio::spawn(ctx.run(tx, initial, replay, cursor, live));
         Ok(Reply::Stream {
             content_type: content_type(acc),
             rx,
@@ -96,7 +96,23 @@ impl WatchCtx {
         self.ls.matches(v) && self.fs.matches(v)
     }
 
-    fn line(&self, ty: &str, obj: &Value) -> Bytes {
+    /// One event line. Through a watch across partitions an object carries the watch's
+    /// position as its resourceVersion (a client resumes from its last object's).
+    fn line(&self, ty: &str, obj: &Value, cursor: &Cursor) -> Bytes {
+        let stamped;
+        let obj = if cursor.spans_partitions() {
+            let mut o = obj.clone();
+            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.insert(
+                    "resourceVersion".into(),
+                    cursor.position().to_string().into(),
+                );
+            }
+            stamped = o;
+            &stamped
+        } else {
+            obj
+        };
         let object = match self.acc {
             Accept::Table if ty != "BOOKMARK" && ty != "ERROR" => table::table(
                 self.table,
@@ -112,8 +128,8 @@ impl WatchCtx {
         Bytes::from(s)
     }
 
-    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
-        let mut meta = json!({"resourceVersion": rv.to_string()});
+    fn bookmark(&self, cursor: &Cursor, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": cursor.position().to_string()});
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
@@ -145,23 +161,24 @@ impl WatchCtx {
         tx: tokio::sync::mpsc::Sender<Bytes>,
         initial: Vec<Arc<Value>>,
         replay: Vec<Arc<Event>>,
-        from: u64,
+        mut cursor: Cursor,
         mut live: tokio::sync::broadcast::Receiver<Arc<Event>>,
     ) {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut last = from;
         for o in initial.iter().filter(|o| self.matches(o)) {
-            if tx.send(self.line("ADDED", o)).await.is_err() {
+            if tx.send(self.line("ADDED", o, &cursor)).await.is_err() {
                 return;
             }
         }
-        if self.initial_end && tx.send(self.bookmark(last, true)).await.is_err() {
+        if self.initial_end && tx.send(self.bookmark(&cursor, true)).await.is_err() {
             return;
         }
         for e in &replay {
-            last = e.rv;
+            if !cursor.advance(e) {
+                continue;
+            }
             if let Some((ty, o)) = self.translate(e) {
-                if tx.send(self.line(ty, &o)).await.is_err() {
+                if tx.send(self.line(ty, &o, &cursor)).await.is_err() {
                     return;
                 }
             }
@@ -173,14 +190,13 @@ impl WatchCtx {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tx.closed() => return,
                 _ = tick.tick(), if self.bookmarks => {
-                    if tx.send(self.bookmark(last, false)).await.is_err() { return; }
+                    if tx.send(self.bookmark(&cursor, false)).await.is_err() { return; }
                 }
                 ev = live.recv() => match ev {
                     Ok(e) => {
-                        if e.rv <= last { continue; }
-                        last = e.rv;
+                        if !cursor.advance(&e) { continue; }
                         if let Some((ty, o)) = self.translate(&e) {
-                            if tx.send(self.line(ty, &o)).await.is_err() { return; }
+                            if tx.send(self.line(ty, &o, &cursor)).await.is_err() { return; }
                         }
                     }
                     // A watcher that falls too far behind is closed; the client re-watches

@@ -39,7 +39,94 @@ pub(super) fn spec_part(v: &Value) -> Value {
     c
 }
 
+/// The partition a Tenant names (`spec.storageClusterId`, or the create-time alias
+/// `spec.storageCluster`, folded into it here).
+fn named_partition(obj: &mut Value) -> Option<String> {
+    let spec = obj.get_mut("spec").and_then(Value::as_object_mut)?;
+    if let Some(alias) = spec.remove("storageCluster") {
+        if !spec.contains_key("storageClusterId") {
+            spec.insert("storageClusterId".into(), alias);
+        }
+    }
+    spec.get("storageClusterId")
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+/// A Tenant's partition never changes: an update that leaves it out keeps it, one that
+/// names another is refused.
+fn keep_partition(current: &Value, new: &mut Value) -> ApiResult<()> {
+    let was = current
+        .pointer("/spec/storageClusterId")
+        .and_then(Value::as_str)
+        .map(String::from);
+    match (named_partition(new), was) {
+        (None, None) => Ok(()),
+        (None, Some(w)) => {
+            if !new.get("spec").is_some_and(Value::is_object) {
+                new["spec"] = json!({});
+            }
+            new["spec"]["storageClusterId"] = json!(w);
+            Ok(())
+        }
+        (Some(n), w) if Some(&n) == w.as_ref() => Ok(()),
+        (Some(n), w) => Err(ApiError::invalid(
+            "",
+            "Tenant",
+            meta_str(new, "name"),
+            vec![Cause::invalid(
+                "spec.storageClusterId",
+                &n,
+                &format!(
+                    "field is immutable (the tenant's space lives in partition {:?})",
+                    w.as_deref().unwrap_or(store::SYSTEM_PARTITION)
+                ),
+            )],
+        )),
+    }
+}
+
+/// Which tenant partition a new tenant that names none goes to: FNV-1a of its name, modulo
+/// the number of tenant partitions (so a name always lands in the same one while the
+/// partitions stay the same; the choice is recorded in the Tenant and never recomputed).
+pub fn default_partition(name: &str, tenant_partitions: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h % tenant_partitions.max(1) as u64).unwrap_or(0)
+}
+
 impl Api {
+    /// Give a new Tenant its partition: the one it names (which must exist), or with tenant
+    /// partitions configured the placement policy's ([`default_partition`]).
+    fn place_tenant(&self, obj: &mut Value) -> ApiResult<()> {
+        let parts = self.store.partitions();
+        match named_partition(obj) {
+            Some(n) if parts.contains(&n) => Ok(()),
+            Some(n) => Err(ApiError::invalid(
+                "",
+                "Tenant",
+                meta_str(obj, "name"),
+                vec![Cause::invalid(
+                    "spec.storageClusterId",
+                    &n,
+                    &format!("Unsupported value: supported values: {}", parts.join(", ")),
+                )],
+            )),
+            None if parts.len() > 1 => {
+                let i = 1 + default_partition(meta_str(obj, "name"), parts.len() - 1);
+                if !obj.get("spec").is_some_and(Value::is_object) {
+                    obj["spec"] = json!({});
+                }
+                obj["spec"]["storageClusterId"] = json!(parts[i]);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Prepare a new object from a create body: identity fields, defaults, validation.
     pub(super) fn prepare_create(
         &self,
@@ -73,6 +160,7 @@ impl Api {
         }
         check_type_meta(res, &mut obj)?;
         let warnings = self.unknown_fields(res, &obj, fv)?;
+        let tenant_object = res.group.is_empty() && res.plural == "tenants";
         normalize_quantities(&mut obj);
         let m = meta_mut(&mut obj);
         if m.get("name")
@@ -143,6 +231,9 @@ impl Api {
             keep_origin(None, &mut obj);
         }
         defaults(res, &mut obj);
+        if tenant_object {
+            self.place_tenant(&mut obj)?;
+        }
         self.validate(res, &obj, None)?;
         Ok((obj, warnings))
     }
@@ -241,6 +332,9 @@ impl Api {
         status: bool,
     ) -> ApiResult<Value> {
         keep_origin(Some(current), &mut new);
+        if res.group.is_empty() && res.plural == "tenants" {
+            keep_partition(current, &mut new)?;
+        }
         if spec_part(&new) != spec_part(current) {
             let g = current
                 .pointer("/metadata/generation")
@@ -542,9 +636,8 @@ impl Api {
         let pre = if brv.is_empty() {
             Precondition::Exists
         } else {
-            let v = brv
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {brv:?}")))?;
+            let v = store::Position::revision_in(&brv, self.store.part_of(&key))
+                .ok_or_else(|| ApiError::bad_request(format!("invalid resourceVersion {brv:?}")))?;
             if Some(v) != store::object_rv(&current) {
                 return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
             }
@@ -595,7 +688,7 @@ impl Api {
                     .map_err(|e| ApiError::unprocessable_patch(&e))?,
             }
             let prv = meta_str(&patched, "resourceVersion").to_string();
-            let explicit = !prv.is_empty() && prv != cur_rv.to_string();
+            let explicit = !prv.is_empty() && !self.names_revision(&key, &prv, cur_rv);
             if explicit {
                 return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
             }
@@ -614,7 +707,7 @@ impl Api {
                 .await
             {
                 Err(e) if e.code == 409 && e.reason == "Conflict" => {
-                    self.after_conflict(t.res, t.name()).await?;
+                    self.after_conflict(t, t.name()).await?;
                     continue;
                 }
                 Err(e) => return Err(e),

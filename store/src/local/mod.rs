@@ -359,6 +359,7 @@ fn history(map: &dyn Map, revs: &Revisions, from: u64, to: u64) -> StorageResult
         };
         out.push(Arc::new(Event {
             rv: rev,
+            part: 0,
             kind,
             key,
             object,
@@ -608,6 +609,7 @@ impl Writer {
                         local.push((enc.clone(), Some((rev, Some(value.clone())))));
                         Event {
                             rv: rev,
+                            part: 0,
                             kind: if live.is_some() {
                                 EventType::Modified
                             } else {
@@ -625,6 +627,7 @@ impl Writer {
                         local.push((enc.clone(), Some((rev, None))));
                         Event {
                             rv: rev,
+                            part: 0,
                             kind: EventType::Deleted,
                             key,
                             object: Arc::new(last),
