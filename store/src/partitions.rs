@@ -20,12 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLockReadGuard};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::cache::{all_locked, list_locked, rv_locked, window_after, Cache, Listing};
+use crate::cache::{all_locked, list_locked, rv_locked, window_after, Cache, Listing, State};
 use crate::local::LocalStorage;
 use crate::storage::Storage;
 use crate::{Event, Key, Op, Precondition, Scope, StoreError};
@@ -274,6 +274,15 @@ impl Store {
         }
     }
 
+    /// Read locks on the partitions `idx`, taken in index order (an applier holds one write
+    /// lock at a time, so readers holding several never deadlock), and each one's revision.
+    /// Subscribing while they are held starts the live stream exactly after those revisions.
+    fn lock(&self, idx: &[u16]) -> (Vec<RwLockReadGuard<'_, State>>, Vec<u64>) {
+        let guards: Vec<_> = idx.iter().map(|&i| self.part(i).read()).collect();
+        let revs = guards.iter().map(|g| rv_locked(g)).collect();
+        (guards, revs)
+    }
+
     /// The current object, if any.
     pub fn get(&self, key: &Key) -> Option<Arc<Value>> {
         self.part(self.part_of(key)).get(key)
@@ -294,8 +303,7 @@ impl Store {
     pub fn list(&self, scope: &Scope, after: Option<&Key>) -> (Position, Listing) {
         let span = self.span(scope);
         let idx = self.indexes(&span);
-        let guards: Vec<_> = idx.iter().map(|&i| self.part(i).read()).collect();
-        let revs = guards.iter().map(|g| rv_locked(g)).collect();
+        let (guards, revs) = self.lock(&idx);
         let lists = guards
             .iter()
             .map(|g| list_locked(g, scope, after))
@@ -342,7 +350,7 @@ impl Store {
             }
             // Subscribing under every read lock: each applier publishes under its write lock,
             // so no event can fall between a replay and the live stream.
-            let guards: Vec<_> = idx.iter().map(|&i| self.part(i).read()).collect();
+            let (guards, _) = self.lock(&idx);
             let windows: Option<Vec<_>> = guards
                 .iter()
                 .zip(&at)
@@ -373,9 +381,8 @@ impl Store {
     ) -> (Cursor, Listing, broadcast::Receiver<Arc<Event>>) {
         let span = self.span(scope);
         let idx = self.indexes(&span);
-        let guards: Vec<_> = idx.iter().map(|&i| self.part(i).read()).collect();
+        let (guards, revs) = self.lock(&idx);
         let live = self.inner.events.subscribe();
-        let revs = guards.iter().map(|g| rv_locked(g)).collect();
         let lists = guards.iter().map(|g| list_locked(g, scope, None)).collect();
         drop(guards);
         (Self::cursor(&span, revs), merge(lists), live)
@@ -387,9 +394,8 @@ impl Store {
         &self,
         scopes: &[Scope],
     ) -> (Cursor, Vec<Listing>, broadcast::Receiver<Arc<Event>>) {
-        let guards: Vec<_> = self.inner.parts.iter().map(Cache::read).collect();
+        let (guards, revs) = self.lock(&self.indexes(&Span::All));
         let live = self.inner.events.subscribe();
-        let revs = guards.iter().map(|g| rv_locked(g)).collect();
         let lists = scopes
             .iter()
             .map(|s| merge(guards.iter().map(|g| list_locked(g, s, None)).collect()))
@@ -401,9 +407,8 @@ impl Store {
     /// Every object (all resources, all spaces, all partitions) and a subscription to later
     /// changes, under one set of locks.
     pub fn snapshot_and_watch(&self) -> (Cursor, Listing, broadcast::Receiver<Arc<Event>>) {
-        let guards: Vec<_> = self.inner.parts.iter().map(Cache::read).collect();
+        let (guards, revs) = self.lock(&self.indexes(&Span::All));
         let live = self.inner.events.subscribe();
-        let revs = guards.iter().map(|g| rv_locked(g)).collect();
         let lists = guards.iter().map(|g| all_locked(g)).collect();
         drop(guards);
         (Self::cursor(&Span::All, revs), merge(lists), live)
@@ -590,6 +595,28 @@ mod tests {
         json!({"metadata": {"name": name}})
     }
 
+    fn create(key: Key, value: Value) -> Op {
+        Op::Put {
+            key,
+            value,
+            pre: Precondition::Absent,
+        }
+    }
+
+    /// Tenant `name` in partition p1 and the default namespace of `ns_tenant`, in one commit.
+    fn tenant_in_p1(name: &str, ns_tenant: &str) -> Vec<Op> {
+        vec![
+            create(
+                Key::new("tenants", "", "", name),
+                json!({"metadata": {"name": name}, "spec": {"storageClusterId": "p1"}}),
+            ),
+            create(
+                Key::new("namespaces", ns_tenant, "", "default"),
+                obj("default"),
+            ),
+        ]
+    }
+
     #[test]
     fn positions_parse_and_print() {
         assert_eq!(Position::parse("12").unwrap().to_string(), "12");
@@ -606,20 +633,7 @@ mod tests {
     async fn tenants_route_to_their_partition_and_merge_back() {
         let s = two().await;
         // Tenant a in p1 (with its namespace in the same commit), b in the system partition.
-        s.commit(vec![
-            Op::Put {
-                key: Key::new("tenants", "", "", "a"),
-                value: json!({"metadata": {"name": "a"}, "spec": {"storageClusterId": "p1"}}),
-                pre: Precondition::Absent,
-            },
-            Op::Put {
-                key: Key::new("namespaces", "a", "", "default"),
-                value: obj("default"),
-                pre: Precondition::Absent,
-            },
-        ])
-        .await
-        .unwrap();
+        s.commit(tenant_in_p1("a", "a")).await.unwrap();
         s.put(
             Key::new("tenants", "", "", "b"),
             obj("b"),
@@ -687,36 +701,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_later_partition_undoes_the_earlier_creates() {
         let s = two().await;
-        s.commit(vec![
-            Op::Put {
-                key: Key::new("tenants", "", "", "a"),
-                value: json!({"metadata": {"name": "a"}, "spec": {"storageClusterId": "p1"}}),
-                pre: Precondition::Absent,
-            },
-            Op::Put {
-                key: Key::new("namespaces", "a", "", "default"),
-                value: obj("default"),
-                pre: Precondition::Absent,
-            },
-        ])
-        .await
-        .unwrap();
+        s.commit(tenant_in_p1("a", "a")).await.unwrap();
         // Tenant d (system partition, committed first) is removed again when its
         // namespace op (p1) fails.
-        let r = s
-            .commit(vec![
-                Op::Put {
-                    key: Key::new("tenants", "", "", "d"),
-                    value: json!({"metadata": {"name": "d"}, "spec": {"storageClusterId": "p1"}}),
-                    pre: Precondition::Absent,
-                },
-                Op::Put {
-                    key: Key::new("namespaces", "a", "", "default"),
-                    value: obj("default"),
-                    pre: Precondition::Absent,
-                },
-            ])
-            .await;
+        let r = s.commit(tenant_in_p1("d", "a")).await;
         assert!(matches!(r, Err(StoreError::AlreadyExists(_))));
         assert!(s.get(&Key::new("tenants", "", "", "d")).is_none());
     }

@@ -484,19 +484,18 @@ impl Api {
             if let Some(h) = &self.hooks {
                 h.tenant(&t.tenant, verb)?;
             }
-            if self
-                .store
-                .get(&Key::new("tenants", "", "", &t.tenant))
-                .is_none()
-            {
+            if let Err(e) = self.check_tenant(&t.tenant, verb) {
+                if e.code != 404 {
+                    return Err(e);
+                }
                 // Perhaps created through another replica a moment ago: the tenant decides
                 // which partition its space is in, so it must be known before its space is.
                 self.store
                     .sync_for(Some(""))
                     .await
                     .map_err(|e| objects::store_err(res, t.name(), e))?;
+                self.check_tenant(&t.tenant, verb)?;
             }
-            self.check_tenant(&t.tenant, verb)?;
         }
         // A storage other replicas write too: a consistent read (no resourceVersion) is served
         // from the cache only once it holds what the storage had committed. (Writes compare
