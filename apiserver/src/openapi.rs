@@ -98,6 +98,41 @@ fn paths_for(r: &Resource) -> Vec<(String, Value)> {
     out
 }
 
+/// Arktos' VM pods in the Pod schemas: `spec.virtualMachine` beside `spec.containers` (which
+/// is then no longer required: a pod has one or the other) and `status.virtualMachineStatus`.
+fn vm_pods(schemas: &mut Map<String, Value>, vm: Value, status: Value) {
+    let with_doc = |mut r: Value, doc: &str| {
+        // A `$ref` may not carry siblings in OpenAPI 3.0: wrap it.
+        let inner = r.take();
+        json!({"allOf": [inner], "description": doc})
+    };
+    if let Some(Value::Object(spec)) = schemas.get_mut("io.k8s.api.core.v1.PodSpec") {
+        if let Some(Value::Array(req)) = spec.get_mut("required") {
+            req.retain(|f| f != "containers");
+            if req.is_empty() {
+                spec.remove("required");
+            }
+        }
+        if let Some(Value::Object(props)) = spec.get_mut("properties") {
+            props.insert(
+                "virtualMachine".into(),
+                with_doc(
+                    vm,
+                    "The virtual machine this pod runs instead of containers (a pod has containers or a virtualMachine, never both).",
+                ),
+            );
+        }
+    }
+    if let Some(Value::Object(st)) = schemas.get_mut("io.k8s.api.core.v1.PodStatus") {
+        if let Some(Value::Object(props)) = st.get_mut("properties") {
+            props.insert(
+                "virtualMachineStatus".into(),
+                with_doc(status, "The state of the pod's virtual machine (VM pods)."),
+            );
+        }
+    }
+}
+
 impl OpenApi {
     /// Generate every schema and document.
     pub fn build() -> Self {
@@ -121,10 +156,17 @@ impl OpenApi {
         gen.subschema_for::<coord::Lease>();
         gen.subschema_for::<proto::Tenant>();
         gen.subschema_for::<proto::EdgeSite>();
+        let vm_ref = gen.subschema_for::<proto::vm::VirtualMachine>();
+        let vm_status_ref = gen.subschema_for::<proto::vm::VirtualMachineStatus>();
         let mut schemas = Map::new();
         for (name, schema) in gen.take_definitions() {
             schemas.insert(name, serde_json::to_value(schema).unwrap_or(Value::Null));
         }
+        vm_pods(
+            &mut schemas,
+            serde_json::to_value(vm_ref).unwrap_or(Value::Null),
+            serde_json::to_value(vm_status_ref).unwrap_or(Value::Null),
+        );
         for r in RESOURCES {
             if let Some(Value::Object(s)) = schemas.get_mut(r.schema) {
                 s.insert("x-kubernetes-group-version-kind".into(), json!([gvk(r)]));

@@ -98,15 +98,25 @@ fn or_none(v: &str) -> Value {
 }
 
 fn pod_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let total = o
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let statuses = o
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    // A VM pod counts as a pod of one container, its VM (ready, restarts from its status).
+    let vm = o.pointer("/spec/virtualMachine").is_some();
+    let total = if vm {
+        1
+    } else {
+        o.pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
+    let statuses = if vm {
+        o.pointer("/status/virtualMachineStatus")
+            .map(|v| vec![v.clone()])
+            .unwrap_or_default()
+    } else {
+        o.pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let ready = statuses
         .iter()
         .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
@@ -693,6 +703,25 @@ mod tests {
         assert_eq!(c[3], "2");
         assert_eq!(c[5], "10.0.0.2");
         assert_eq!(c[6], "n1");
+    }
+
+    #[test]
+    fn vm_pod_row_counts_its_vm() {
+        let mut pod = json!({"metadata": {"name": "vm", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"virtualMachine": {"name": "vm", "image": "r/vm:1"}},
+            "status": {"phase": "Pending"}});
+        let c = (PODS.cells)(&pod, Utc::now());
+        assert_eq!(
+            (c[1].as_str(), c[2].as_str(), c[3].as_str()),
+            (Some("0/1"), Some("Pending"), Some("0"))
+        );
+        pod["status"] = json!({"phase": "Running", "virtualMachineStatus":
+            {"name": "vm", "state": "active", "powerState": "running", "ready": true, "restartCount": 1}});
+        let c = (PODS.cells)(&pod, Utc::now());
+        assert_eq!(
+            (c[1].as_str(), c[2].as_str(), c[3].as_str()),
+            (Some("1/1"), Some("Running"), Some("1"))
+        );
     }
 
     #[test]

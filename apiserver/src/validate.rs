@@ -231,6 +231,9 @@ pub(crate) fn pod(obj: &Value, causes: &mut Vec<Cause>) {
         }
     }
     let is_vm = spec.get("virtualMachine").is_some();
+    if is_vm {
+        virtual_machine(spec, "spec", &vols, causes);
+    }
     containers(
         spec.get("containers"),
         "spec.containers",
@@ -257,6 +260,124 @@ pub(crate) fn pod(obj: &Value, causes: &mut Vec<Cause>) {
     if let Some(n) = spec.get("nodeName").and_then(Value::as_str) {
         if !n.is_empty() && !is_dns1123_subdomain(n) {
             causes.push(Cause::invalid("spec.nodeName", n, DNS1123_SUBDOMAIN_MSG));
+        }
+    }
+}
+
+/// A pod spec's `virtualMachine` (Arktos' VM pods; `base` is the spec's path): a VM instead of
+/// containers, never both; a named image; known policies; whole vCPUs and enough memory;
+/// bounded guest data; volume mounts of the pod's volumes.
+fn virtual_machine(spec: &Value, base: &str, volumes: &[&str], causes: &mut Vec<Cause>) {
+    use proto::vm;
+    use serde::Deserialize as _;
+    let field = format!("{base}.virtualMachine");
+    let Some(v) = spec.get("virtualMachine").filter(|v| v.is_object()) else {
+        causes.push(Cause::invalid(&field, "", "must be an object"));
+        return;
+    };
+    for list in ["containers", "initContainers"] {
+        if spec.get(list).is_some_and(|c| !c.is_null()) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                message: "Forbidden: containers and virtualMachine workloads in same pod".into(),
+                field: format!("{base}.{list}"),
+            });
+        }
+    }
+    // The typed form: wrong types, bad base64 in userData.
+    if let Err(e) = vm::VirtualMachine::deserialize(v) {
+        causes.push(Cause::invalid(&field, "", &e.to_string()));
+        return;
+    }
+    let text = |k: &str| v.get(k).and_then(Value::as_str);
+    match text("name").unwrap_or("") {
+        "" => causes.push(Cause::required(format!("{field}.name"))),
+        n if !is_dns1123_label(n) => causes.push(Cause::invalid(
+            format!("{field}.name"),
+            n,
+            DNS1123_LABEL_MSG,
+        )),
+        _ => {}
+    }
+    if text("image").unwrap_or("").is_empty() {
+        causes.push(Cause::required(format!("{field}.image")));
+    }
+    for (k, allowed) in [
+        ("imagePullPolicy", &["Always", "IfNotPresent", "Never"][..]),
+        ("powerSpec", vm::POWER_SPECS),
+        ("shutdownBehavior", vm::SHUTDOWN_BEHAVIORS),
+    ] {
+        if let Some(x) = text(k).filter(|x| !allowed.contains(x)) {
+            causes.push(Cause::not_supported(format!("{field}.{k}"), x, allowed));
+        }
+    }
+    let user_data = text("userData").map_or(0, |b| b.len() / 4 * 3);
+    for (k, len, max) in [
+        ("userData", user_data, vm::MAX_USER_DATA),
+        (
+            "cloudInitUserDataScript",
+            text("cloudInitUserDataScript").map_or(0, str::len),
+            vm::MAX_SCRIPT,
+        ),
+        (
+            "publicKey",
+            text("publicKey").map_or(0, str::len),
+            vm::MAX_SCRIPT,
+        ),
+    ] {
+        if len > max {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                message: format!("Too long: may not be more than {max} bytes"),
+                field: format!("{field}.{k}"),
+            });
+        }
+    }
+    for part in ["limits", "requests"] {
+        let Some(list) = v
+            .pointer(&format!("/resources/{part}"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for (res, q) in list {
+            let f = format!("{field}.resources.{part}.{res}");
+            let qs = q
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| q.to_string());
+            let Some(n) = proto::quantity(&qs) else {
+                causes.push(Cause::invalid(f, &qs, "must be a quantity"));
+                continue;
+            };
+            match res.as_str() {
+                "cpu" if n < 1.0 || n.fract() != 0.0 => causes.push(Cause::invalid(
+                    f,
+                    &qs,
+                    "a VM runs on whole vCPUs: must be a whole number, at least 1",
+                )),
+                "memory" if n < 32.0 * 1024.0 * 1024.0 => {
+                    causes.push(Cause::invalid(f, &qs, "a VM needs at least 32Mi of memory"))
+                }
+                _ => {}
+            }
+        }
+    }
+    for (j, m) in v
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
+        let vn = m.get("name").and_then(Value::as_str).unwrap_or("");
+        if !volumes.contains(&vn) {
+            causes.push(Cause {
+                reason: "FieldValueNotFound",
+                message: format!("Not found: {vn:?}"),
+                field: format!("{field}.volumeMounts[{j}].name"),
+            });
         }
     }
 }
@@ -428,6 +549,9 @@ fn workload(plural: &str, obj: &Value, causes: &mut Vec<Cause>) {
                 })
                 .unwrap_or_default();
             let vm = pod.get("virtualMachine").is_some();
+            if vm {
+                virtual_machine(pod, "spec.template.spec", &vols, causes);
+            }
             containers(
                 pod.get("containers"),
                 "spec.template.spec.containers",
@@ -560,6 +684,29 @@ pub fn pod_spec_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
         old.get("spec").cloned().unwrap_or(Value::Null),
         new.get("spec").cloned().unwrap_or(Value::Null),
     );
+    if o.get("virtualMachine").is_some() || n.get("virtualMachine").is_some() {
+        // A VM's image and wanted power state may change (its resources: by a resize).
+        let vm_strip = |spec: &Value| {
+            let mut s = spec.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.remove("activeDeadlineSeconds");
+                o.remove("tolerations");
+            }
+            if let Some(vm) = s.get_mut("virtualMachine").and_then(Value::as_object_mut) {
+                vm.remove("image");
+                vm.remove("powerSpec");
+            }
+            s
+        };
+        if vm_strip(&o) != vm_strip(&n) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                message: "Forbidden: pod updates may not change fields other than `spec.virtualMachine.image`,`spec.virtualMachine.powerSpec`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations)".into(),
+                field: "spec".into(),
+            });
+        }
+        return;
+    }
     if strip(&o) != strip(&n) {
         causes.push(Cause {
             reason: "FieldValueForbidden",
@@ -642,6 +789,96 @@ mod tests {
             &mut c,
         );
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn vm_pod_rules() {
+        let pods = find("", "v1", "pods").unwrap();
+        let fields = |pod: Value| {
+            let mut c = Vec::new();
+            object(pods, &pod, &mut c);
+            c.into_iter().map(|c| c.field).collect::<Vec<_>>()
+        };
+        // A VM alone is a whole pod (no containers needed).
+        assert!(fields(
+            json!({"spec": {"virtualMachine": {"name": "vm", "image": "r/vm:1",
+            "resources": {"limits": {"cpu": "2", "memory": "256Mi"}}}}})
+        )
+        .is_empty());
+        // Both, or a VM with init containers: forbidden.
+        assert_eq!(
+            fields(
+                json!({"spec": {"virtualMachine": {"name": "vm", "image": "r/vm:1"},
+                "containers": [{"name": "c", "image": "x"}], "initContainers": []}})
+            ),
+            vec!["spec.containers", "spec.initContainers"]
+        );
+        // Name, image, policies, whole vCPUs, enough memory, volumes, sizes.
+        assert_eq!(
+            fields(
+                json!({"spec": {"virtualMachine": {"name": "Bad_Name", "powerSpec": "Paused",
+                "imagePullPolicy": "Sometimes", "shutdownBehavior": "halt",
+                "resources": {"limits": {"cpu": "500m", "memory": "1Mi"}, "requests": {"cpu": "lots"}},
+                "volumeMounts": [{"name": "nope", "mountPath": "/d"}],
+                "cloudInitUserDataScript": "x".repeat(70000)}}})
+            ),
+            vec![
+                "spec.virtualMachine.name",
+                "spec.virtualMachine.image",
+                "spec.virtualMachine.imagePullPolicy",
+                "spec.virtualMachine.powerSpec",
+                "spec.virtualMachine.shutdownBehavior",
+                "spec.virtualMachine.cloudInitUserDataScript",
+                "spec.virtualMachine.resources.limits.cpu",
+                "spec.virtualMachine.resources.limits.memory",
+                "spec.virtualMachine.resources.requests.cpu",
+                "spec.virtualMachine.volumeMounts[0].name",
+            ]
+        );
+        // Wrong types and bad base64 are named at the VM.
+        assert_eq!(
+            fields(
+                json!({"spec": {"virtualMachine": {"name": "vm", "image": "x", "userData": "!!"}}})
+            ),
+            vec!["spec.virtualMachine"]
+        );
+        // The same in a workload's template.
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let mut c = Vec::new();
+        object(
+            deploy,
+            &json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}},
+                "spec": {"virtualMachine": {"name": "vm"}}}}}),
+            &mut c,
+        );
+        let f: Vec<_> = c.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(f, vec!["spec.template.spec.virtualMachine.image"]);
+    }
+
+    #[test]
+    fn vm_pod_updates_change_image_and_power_only() {
+        let old = json!({"spec": {"virtualMachine": {"name": "vm", "image": "x", "powerSpec": "Running",
+            "resources": {"limits": {"cpu": "1"}}}}});
+        let mut c = Vec::new();
+        pod_spec_update(
+            &old,
+            &json!({"spec": {"virtualMachine": {"name": "vm", "image": "y", "powerSpec": "Shutdown",
+                "resources": {"limits": {"cpu": "1"}}}}}),
+            &mut c,
+        );
+        assert!(c.is_empty());
+        pod_spec_update(
+            &old,
+            &json!({"spec": {"virtualMachine": {"name": "vm", "image": "x", "powerSpec": "Running",
+                "resources": {"limits": {"cpu": "2"}}}}}),
+            &mut c,
+        );
+        assert_eq!(c.len(), 1);
+        assert!(
+            c[0].message.contains("spec.virtualMachine.powerSpec"),
+            "{}",
+            c[0].message
+        );
     }
 
     #[test]

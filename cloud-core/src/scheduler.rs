@@ -34,13 +34,14 @@ enum Target {
     Site(String),
 }
 
-/// Whether the cloud scheduler places `pod`: no node, not placed, not being deleted, and not a
-/// site's own pod (a site schedules what it created).
+/// Whether the cloud scheduler places `pod`: no node, not placed, not being deleted, not a
+/// site's own pod (a site schedules what it created), and not waiting for another scheduler.
 pub fn pending(pod: &Value) -> bool {
     node_name(pod).is_empty()
         && placed_site(pod).is_none()
         && pod.pointer("/metadata/deletionTimestamp").is_none()
         && proto::origin(pod).is_none()
+        && sched::for_default_scheduler(pod)
 }
 
 /// A site as the scheduler sees it: decoded once per change of its EdgeSite.

@@ -34,9 +34,24 @@ fn created(v: &Value) -> &str {
         .unwrap_or("")
 }
 
-/// A pod's spec, if it decodes.
+/// A pod's spec, if it decodes. A VM pod's VM stands in as its one container (its name and
+/// resources), so it is filtered, scored and counted as a container pod asking the same (its
+/// `spec.overhead` included), and it selects the nodes that run VMs (as a RuntimeClass'
+/// node selector would).
 pub fn spec_of(v: &Value) -> Option<PodSpec> {
-    serde_json::from_value(v.get("spec")?.clone()).ok()
+    let mut spec: PodSpec = serde_json::from_value(v.get("spec")?.clone()).ok()?;
+    if let Some(vm) = proto::vm::vm_of(v) {
+        spec.containers = vec![k8s_openapi::api::core::v1::Container {
+            name: vm.name,
+            resources: vm.resources,
+            ..Default::default()
+        }];
+        spec.init_containers = None;
+        spec.node_selector
+            .get_or_insert_with(Default::default)
+            .insert(proto::vm::NODE_LABEL.into(), "qemu".into());
+    }
+    Some(spec)
 }
 
 /// Whether a pod has finished (Succeeded or Failed): it no longer counts against anything.
@@ -311,6 +326,19 @@ mod tests {
             "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": "100m", "memory": "1Mi"}}}]},
             "status": {"phase": phase}}),
         )
+    }
+
+    #[test]
+    fn a_vm_pod_asks_for_its_vm_and_overhead() {
+        let mut c = PodCache::default();
+        let k = Key::new("pods", "", "default", "vm");
+        let vm = Arc::new(json!({"metadata": {"name": "vm"},
+            "spec": {"nodeName": "n1", "overhead": {"cpu": "100m", "memory": "40Mi"},
+                "virtualMachine": {"name": "vm", "image": "r/vm:1",
+                    "resources": {"requests": {"cpu": "2", "memory": "256Mi"}}}}}));
+        c.apply_pod(&k, Some(&vm), false);
+        let r = c.node_req.of("n1");
+        assert_eq!((r.milli_cpu, r.memory, r.pods), (2100, 296 << 20, 1));
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl EdgeScheduler {
     fn mine(&self, p: &Value) -> bool {
         node_name(p).is_empty()
             && p.pointer("/metadata/deletionTimestamp").is_none()
+            && sched::for_default_scheduler(p)
             && (self.hooks.owns(p)
                 || p.pointer("/metadata/annotations")
                     .and_then(|a| a.get(proto::SITE_ANNOTATION))

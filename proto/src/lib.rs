@@ -10,6 +10,7 @@ pub mod query;
 pub mod selectors;
 pub mod sync;
 mod units;
+pub mod vm;
 
 pub use cause::Cause;
 pub use units::quantity;

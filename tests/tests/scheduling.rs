@@ -1,6 +1,7 @@
 //! Hierarchical scheduling end to end: pods created at the cloud without a node are placed on a
 //! site by the cloud scheduler (from the sites' summaries) and bound to a node by that site's
-//! scheduler; constraints at both levels; cloud nodes by the same rules; offline sites.
+//! scheduler; constraints at both levels; cloud nodes by the same rules; offline sites; pods
+//! naming another scheduler are left alone.
 
 use std::time::Duration;
 
@@ -297,6 +298,19 @@ fn cloud_nodes_are_scheduled_by_the_same_rules() {
             .lines()
             .any(|l| l.starts_with("c1 ") && l.contains(" Ready "))
     });
+    // A pod naming another scheduler is left to it, at both tiers (created first: the passes
+    // that place the pods below have seen it).
+    apply(
+        &cc,
+        "custom",
+        &pod("custom", "  schedulerName: my-scheduler\n"),
+    );
+    let f = s1.dir.path().join("custom-edge.yaml");
+    std::fs::write(&f, pod("custom-edge", "  schedulerName: my-scheduler\n")).unwrap();
+    s1.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+    let f = s1.dir.path().join("local.yaml");
+    std::fs::write(&f, pod("local", "")).unwrap();
+    s1.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
     apply(
         &cc,
         "in-cloud",
@@ -315,4 +329,20 @@ fn cloud_nodes_are_scheduled_by_the_same_rules() {
     });
     // The site never sees the cloud node's pod.
     assert!(!s1.kubectl(&["get", "pod", "in-cloud"]).status.success());
+    let at_edge = |pod: &str, path: &str| {
+        jp(s1.kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]))
+    };
+    wait_for("the site's own pod bound to n1", T, || {
+        at_edge("local", "{.spec.nodeName}") == "n1"
+    });
+    // Untouched by either scheduler: no node, no placement, no PodScheduled condition.
+    for field in ["{.spec.nodeName}", "{.status.conditions}"] {
+        assert_eq!(pod_field(&cc, "custom", field), "", "custom {field}");
+    }
+    let notes = pod_field(&cc, "custom", "{.metadata.annotations}");
+    assert!(!notes.contains(proto::SITE_ANNOTATION), "placed: {notes}");
+    for field in ["{.spec.nodeName}", "{.status.conditions}"] {
+        assert_eq!(at_edge("custom-edge", field), "", "custom-edge {field}");
+    }
+    assert_eq!(pod_field(&cc, "custom", "{.status.phase}"), "Pending");
 }

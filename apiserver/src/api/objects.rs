@@ -198,9 +198,56 @@ pub(crate) fn pod_defaults(obj: &mut Value) {
             }
         }
     }
+    if let Some(vm) = spec.get_mut("virtualMachine").filter(|v| v.is_object()) {
+        vm_defaults(vm);
+        // What the VM costs the node beside its guest, counted as Pod overhead.
+        if spec.get("overhead").is_none() {
+            spec["overhead"] =
+                json!({"cpu": proto::vm::OVERHEAD_CPU, "memory": proto::vm::OVERHEAD_MEMORY});
+        }
+    }
     let phase_unset = obj.pointer("/status/phase").is_none();
     if phase_unset {
         obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+    }
+}
+
+/// A VM's defaults (Arktos'): pull IfNotPresent, power Running, shutdown `stop`; resources
+/// limits of one vCPU and 128Mi where none are named, and requests equal to the limits (a VM's
+/// memory is all the guest's from boot, so it is Guaranteed).
+fn vm_defaults(vm: &mut Value) {
+    for (k, v) in [
+        ("imagePullPolicy", "IfNotPresent"),
+        ("powerSpec", "Running"),
+        ("shutdownBehavior", "stop"),
+    ] {
+        if vm.get(k).is_none() {
+            vm[k] = json!(v);
+        }
+    }
+    if !vm.get("resources").is_some_and(Value::is_object) {
+        vm["resources"] = json!({});
+    }
+    let r = &mut vm["resources"];
+    for part in ["limits", "requests"] {
+        if !r.get(part).is_some_and(Value::is_object) {
+            r[part] = json!({});
+        }
+    }
+    for (res, default) in [
+        ("cpu", proto::vm::DEFAULT_CPU),
+        ("memory", proto::vm::DEFAULT_MEMORY),
+    ] {
+        // The limit: as given, else the request, else the default; the request: the limit.
+        let limit = r["limits"]
+            .get(res)
+            .or_else(|| r["requests"].get(res))
+            .cloned()
+            .unwrap_or_else(|| json!(default));
+        if r["requests"].get(res).is_none() {
+            r["requests"][res] = limit.clone();
+        }
+        r["limits"][res] = limit;
     }
 }
 
@@ -241,11 +288,15 @@ pub(crate) fn secret_defaults(obj: &mut Value) {
 }
 
 pub(super) fn qos_class(pod: &Value) -> &'static str {
-    let cs = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    // A VM pod's QoS is its VM's (as a pod of that one container).
+    let cs = match pod.pointer("/spec/virtualMachine") {
+        Some(vm) => vec![vm.clone()],
+        None => pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+    };
     let mut any = false;
     let mut guaranteed = !cs.is_empty();
     for c in &cs {

@@ -664,6 +664,17 @@ pub fn site_candidates(site: &str, summary: &SiteSummary, site_taints: &[Taint])
         .collect()
 }
 
+/// The scheduler pods name when they name none (the API sets it on create).
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
+/// Whether Atoll's schedulers place `pod`: it names the default scheduler (or none). A pod
+/// naming another scheduler waits for that one, as on Kubernetes.
+pub fn for_default_scheduler(pod: &serde_json::Value) -> bool {
+    pod.pointer("/spec/schedulerName")
+        .and_then(serde_json::Value::as_str)
+        .is_none_or(|s| s.is_empty() || s == DEFAULT_SCHEDULER)
+}
+
 /// A scheduler's Event about `pod` (`Scheduled`, `FailedScheduling`), reported by `instance`
 /// (the site, for a site's scheduler: also its `source.host`), as the key and object to create.
 pub fn pod_event(

@@ -462,6 +462,10 @@ impl<R: Runtime> Worker<R> {
 
     /// Bring the node toward the pod, then report.
     async fn sync(&mut self, p: &PodObj) {
+        if proto::vm::is_vm(&p.raw) {
+            let msg = "this node runs no virtual machines (VM pods go to nodes labelled vm.atoll.io/runtime)";
+            return self.refuse(p, "VMUnsupported", msg.into()).await;
+        }
         if self.state.name.is_empty() {
             self.state.tenant = p.tenant.clone();
             self.state.namespace = p.namespace().to_string();

@@ -204,6 +204,33 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
+    /// Refuse a pod this node cannot run: phase Failed with `reason` and `message` (as kubelet
+    /// reports a pod it does not admit), and a Warning event; posted once.
+    pub(super) async fn refuse(&mut self, p: &PodObj, reason: &str, message: String) {
+        if self.posted.is_some()
+            || p.raw.pointer("/status/reason").and_then(Value::as_str) == Some(reason)
+        {
+            return;
+        }
+        let status = json!({"phase": "Failed", "reason": reason, "message": message,
+            "hostIP": self.node.node_ip, "hostIPs": [{"ip": self.node.node_ip}]});
+        let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
+        let req = http::Request::patch(format!(
+            "{}/status",
+            core_path(&p.tenant, p.namespace(), "pods", p.name())
+        ))
+        .header("content-type", "application/merge-patch+json")
+        .body(body);
+        let Ok(req) = req else { return };
+        match self.node.client.request::<Value>(req).await {
+            Ok(_) => {
+                self.posted = Some(status);
+                self.event(p, None, "Warning", reason, message);
+            }
+            Err(e) => tracing::debug!(pod = %p.name(), error = %e, "posting pod status failed"),
+        }
+    }
+
     /// Stop every container (SIGTERM, up to `grace`, SIGKILL), tear the pod down, and remove
     /// the pod object (when there still is one).
     /// Record an event about the pod (like kubelet's; fire and forget).

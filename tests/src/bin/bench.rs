@@ -84,6 +84,57 @@ fn print(name: &str, s: Stats) {
     );
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (0 for the
+/// benchmark itself: `self`).
+fn cpu_time(pid: u32) -> Duration {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_string()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command (which may hold spaces) start at the state (field 3);
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// CPU used per operation by each named process over a phase.
+struct Cpu(Vec<(&'static str, u32, Duration)>);
+
+impl Cpu {
+    fn start(procs: &[(&'static str, u32)]) -> Self {
+        Cpu(procs.iter().map(|&(n, p)| (n, p, cpu_time(p))).collect())
+    }
+
+    /// Print the CPU per operation of each process since `start`, and their total.
+    fn print(&self, ops: usize) {
+        let mut line = String::from("    CPU per op:");
+        let mut total = Duration::ZERO;
+        for (name, pid, before) in &self.0 {
+            let used = cpu_time(*pid).saturating_sub(*before);
+            total += used;
+            line.push_str(&format!(
+                " {name} {:.0} µs,",
+                used.as_secs_f64() * 1e6 / ops as f64
+            ));
+        }
+        line.push_str(&format!(
+            " total {:.0} µs",
+            total.as_secs_f64() * 1e6 / ops as f64
+        ));
+        println!("{line}");
+    }
+}
+
 /// Run `total` operations over `clients` concurrent tasks; `op(i)` performs operation i.
 async fn drive<F, Fut>(clients: usize, total: usize, op: F) -> anyhow::Result<Stats>
 where
@@ -116,10 +167,13 @@ where
     Ok(stats(all, start.elapsed()))
 }
 
+/// A pod for the create phase. It names a scheduler that does not run, so nothing else writes
+/// it: the figure is the API's write path alone (one storage write per create, as a raw put),
+/// not the scheduler's writes besides (`sim` measures those).
 fn pod(name: &str, value: usize) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": "bench"}, "annotations": {"pad": "x".repeat(value)}},
-        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
+        "spec": {"schedulerName": "bench-none", "containers": [{"name": "c", "image": "busybox:1.36"}]}
     }))
     .expect("pod")
 }
@@ -131,7 +185,7 @@ struct Results {
 
 /// Pod creates and gets spread over two replicas on the etcd at `url` (operation i goes to
 /// replica i mod 2; a get may read what the other replica created).
-async fn bench_replicas(o: &Opts, url: &str) -> anyhow::Result<Results> {
+async fn bench_replicas(o: &Opts, url: &str, etcd_pid: u32) -> anyhow::Result<Results> {
     let (a, b) = (
         tests::CloudCore::start_with(&["--etcd-servers", url]),
         tests::CloudCore::start_with(&["--etcd-servers", url]),
@@ -142,6 +196,12 @@ async fn bench_replicas(o: &Opts, url: &str) -> anyhow::Result<Results> {
     ]);
     let value = o.value;
     let p = apis.clone();
+    let cpu = Cpu::start(&[
+        ("etcd", etcd_pid),
+        ("replica a", a.pid()),
+        ("replica b", b.pid()),
+        ("client", 0),
+    ]);
     let create = drive(o.clients, o.ops, move |i| {
         let p = p.clone();
         async move {
@@ -153,6 +213,7 @@ async fn bench_replicas(o: &Opts, url: &str) -> anyhow::Result<Results> {
     })
     .await?;
     print("  pod create", create);
+    cpu.print(o.ops);
     let ops = o.ops;
     let get = drive(o.clients, o.ops, move |i| {
         let p = apis.clone();
@@ -167,11 +228,15 @@ async fn bench_replicas(o: &Opts, url: &str) -> anyhow::Result<Results> {
 }
 
 /// The API benchmark against a fresh cloud-core (on `etcd` when given, else sled).
-async fn bench_cloud(o: &Opts, etcd: Option<&str>) -> anyhow::Result<Results> {
+async fn bench_cloud(o: &Opts, etcd: Option<(&str, u32)>) -> anyhow::Result<Results> {
     let cc = match etcd {
-        Some(url) => tests::CloudCore::start_with(&["--etcd-servers", url]),
+        Some((url, _)) => tests::CloudCore::start_with(&["--etcd-servers", url]),
         None => tests::CloudCore::start(),
     };
+    let mut procs = vec![("cloud-core", cc.pid()), ("client", 0)];
+    if let Some((_, pid)) = etcd {
+        procs.insert(0, ("etcd", pid));
+    }
     let client = cc.client().await;
     let value = o.value;
     println!(
@@ -180,6 +245,7 @@ async fn bench_cloud(o: &Opts, etcd: Option<&str>) -> anyhow::Result<Results> {
     );
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let p = pods.clone();
+    let cpu = Cpu::start(&procs);
     let create = drive(o.clients, o.ops, move |i| {
         let p = p.clone();
         async move {
@@ -190,6 +256,7 @@ async fn bench_cloud(o: &Opts, etcd: Option<&str>) -> anyhow::Result<Results> {
     })
     .await?;
     print("  pod create", create);
+    cpu.print(o.ops);
     let p = pods.clone();
     let ops = o.ops;
     let get = drive(o.clients, o.ops, move |i| {
@@ -313,6 +380,7 @@ async fn bench_etcd(o: &Opts) -> anyhow::Result<Results> {
     // Same value size as a pod object of the create phase.
     let v = Arc::new(serde_json::to_vec(&pod("p0", o.value))?);
     let e = etcd.clone();
+    let cpu = Cpu::start(&[("etcd", server.pid()), ("client", 0)]);
     let put = drive(o.clients, o.ops, move |i| {
         let (mut e, v) = (e.clone(), v.clone());
         async move {
@@ -322,6 +390,8 @@ async fn bench_etcd(o: &Opts) -> anyhow::Result<Results> {
         }
     })
     .await?;
+    print("  put", put);
+    cpu.print(o.ops);
     let ops = o.ops;
     let get = drive(o.clients, o.ops, move |i| {
         let mut e = etcd.clone();
@@ -335,7 +405,6 @@ async fn bench_etcd(o: &Opts) -> anyhow::Result<Results> {
         }
     })
     .await?;
-    print("  put", put);
     print("  get", get);
     Ok(Results { create: put, get })
 }
@@ -358,11 +427,11 @@ async fn main() -> anyhow::Result<()> {
     if o.etcd {
         let server = tests::etcd::Etcd::start();
         println!("cloud-core on etcd");
-        let on_etcd = bench_cloud(&o, Some(&server.url())).await?;
+        let on_etcd = bench_cloud(&o, Some((&server.url(), server.pid()))).await?;
         drop(server);
         let server = tests::etcd::Etcd::start();
         println!("two cloud-core replicas on etcd (clients alternate between them)");
-        let two = bench_replicas(&o, &server.url()).await?;
+        let two = bench_replicas(&o, &server.url(), server.pid()).await?;
         drop(server);
         let etcd = bench_etcd(&o).await?;
         println!(
