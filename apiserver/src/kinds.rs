@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::api::{
     daemonset_defaults, deployment_defaults, namespace_companions, namespace_defaults,
     pod_defaults, replicaset_defaults, secret_defaults, tenant_companions, tenant_defaults,
+    vm_mirror,
 };
 use crate::error::Cause;
 use crate::resources::Resource;
@@ -41,6 +42,9 @@ pub struct Strategy {
     pub defaults: Option<fn(&mut Value)>,
     /// The defaults apply again on every update (not through the status subresource).
     pub defaults_on_update: bool,
+    /// What every write (create, update; not status) makes consistent: fields derived from
+    /// others.
+    pub normalize: Option<fn(&mut Value)>,
     /// The kind's own rules on a whole object.
     pub validate: Option<fn(&Value, &mut Vec<Cause>)>,
     /// Rules on an update (old, new): what may not change.
@@ -63,6 +67,7 @@ const BASE: Strategy = Strategy {
     decode_status: None,
     defaults: None,
     defaults_on_update: false,
+    normalize: None,
     validate: None,
     validate_update: None,
     deletion: Deletion::Immediate,
@@ -86,6 +91,7 @@ static PODS: Strategy = Strategy {
     decode: Some(typed::<k::core::Pod>),
     decode_status: Some(typed::<k::core::PodStatus>),
     defaults: Some(pod_defaults),
+    normalize: Some(vm_mirror),
     validate: Some(validate::pod),
     validate_update: Some(validate::pod_spec_update),
     deletion: Deletion::GracefulOnNode,

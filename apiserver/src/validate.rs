@@ -275,7 +275,12 @@ fn virtual_machine(spec: &Value, base: &str, volumes: &[&str], causes: &mut Vec<
         causes.push(Cause::invalid(&field, "", "must be an object"));
         return;
     };
+    // The API keeps `containers` the VM's mirror; anything else is a second workload.
+    let mirrored = spec.get("containers") == Some(&serde_json::json!([vm::mirror(v)]));
     for list in ["containers", "initContainers"] {
+        if list == "containers" && mirrored {
+            continue;
+        }
         if spec.get(list).is_some_and(|c| !c.is_null()) {
             causes.push(Cause {
                 reason: "FieldValueForbidden",
@@ -691,6 +696,8 @@ pub fn pod_spec_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
             if let Some(o) = s.as_object_mut() {
                 o.remove("activeDeadlineSeconds");
                 o.remove("tolerations");
+                // The VM's mirror follows the VM.
+                o.remove("containers");
             }
             if let Some(vm) = s.get_mut("virtualMachine").and_then(Value::as_object_mut) {
                 vm.remove("image");

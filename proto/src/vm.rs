@@ -134,6 +134,37 @@ pub struct VirtualMachineStatus {
     pub resources: Option<ResourceRequirements>,
 }
 
+/// The fields of a VM pod's one container, the VM's mirror.
+const MIRROR_FIELDS: &[&str] = &["name", "image", "imagePullPolicy", "resources"];
+
+/// The container a VM pod shows in `spec.containers`: a read-only mirror of its VM (name,
+/// image, pull policy, resources), kept by the API on every write, so that Kubernetes clients
+/// which need a container (`kubectl logs`, `describe`, `top`) handle a VM pod as a pod of one.
+pub fn mirror(vm: &serde_json::Value) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for f in MIRROR_FIELDS {
+        if let Some(v) = vm.get(*f).filter(|v| !v.is_null()) {
+            m.insert((*f).into(), v.clone());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Whether `containers` is (an earlier form of) the mirror of a VM named `name`: one container
+/// of that name with no field but the mirror's.
+pub fn is_mirror(containers: &serde_json::Value, name: &str) -> bool {
+    match containers.as_array().map(Vec::as_slice) {
+        None => containers.is_null(),
+        Some([]) => true,
+        Some([c]) => {
+            c.get("name").and_then(serde_json::Value::as_str) == Some(name)
+                && c.as_object()
+                    .is_some_and(|o| o.keys().all(|k| MIRROR_FIELDS.contains(&k.as_str())))
+        }
+        Some(_) => false,
+    }
+}
+
 /// A pod's VM, if it is a VM pod (`None` also when the field does not decode).
 pub fn vm_of(pod: &serde_json::Value) -> Option<VirtualMachine> {
     VirtualMachine::deserialize(pod.pointer("/spec/virtualMachine")?).ok()

@@ -101,6 +101,9 @@ fn vm_pods_are_pods_at_both_tiers() {
     );
     assert_eq!(get("{.spec.overhead.memory}"), proto::vm::OVERHEAD_MEMORY);
     assert_eq!(get("{.status.qosClass}"), "Guaranteed");
+    // Its one container is the VM's mirror, for clients that need a container.
+    assert_eq!(get("{.spec.containers[*].name}"), "vm");
+    assert_eq!(get("{.spec.containers[0].resources.limits.cpu}"), "2");
     let row = cc.kubectl_ok(&["get", "pod", "web-vm"]);
     assert!(
         row.lines()
@@ -114,8 +117,17 @@ fn vm_pods_are_pods_at_both_tiers() {
         "web-vm",
         "--type=merge",
         "-p",
-        r#"{"spec":{"virtualMachine":{"powerSpec":"Shutdown"}}}"#,
+        r#"{"spec":{"virtualMachine":{"powerSpec":"Shutdown","image":"registry.invalid/vm:v2"}}}"#,
     ]);
+    assert_eq!(get("{.spec.containers[0].image}"), "registry.invalid/vm:v2");
+    // The object as read goes back unchanged (kubectl replace of what get printed).
+    let live = cc.kubectl_ok(&["get", "pod", "web-vm", "-o", "json"]);
+    let out = kubectl(&kc, &dir, &["replace", "-f", "-"], Some(&live));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e = err(
         cc.kubectl(&[
             "patch",
@@ -176,6 +188,10 @@ fn vm_pods_are_pods_at_both_tiers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The site's VM pod goes up as any pod (the cloud judges it as a create).
+    wait_for("local-vm at the cloud", T, || {
+        cc.kubectl(&["get", "pod", "local-vm"]).status.success()
+    });
     // Bound by hand to a node that runs no VMs: its agent refuses it as kubelet does.
     let pinned = vm_pod("pinned", "").replace("spec:\n", "spec:\n  nodeName: n1\n");
     let out = apply(&ekc, &edir, &pinned);

@@ -125,6 +125,32 @@ pub fn defaults(res: &Resource, obj: &mut Value) {
     if let Some(d) = crate::kinds::of(res).defaults {
         d(obj);
     }
+    normalize(res, obj);
+}
+
+/// What every write of the kind makes consistent (its strategy's `normalize`).
+pub fn normalize(res: &Resource, obj: &mut Value) {
+    if let Some(n) = crate::kinds::of(res).normalize {
+        n(obj);
+    }
+}
+
+/// A VM pod's `spec.containers` is its VM's mirror ([`proto::vm::mirror`]), refreshed on every
+/// write; a containers list that is not an earlier mirror is left for validation to refuse.
+pub(crate) fn vm_mirror(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    let Some(vm) = spec.get("virtualMachine").filter(|v| v.is_object()) else {
+        return;
+    };
+    let Some(name) = vm.get("name").and_then(Value::as_str) else {
+        return;
+    };
+    let mirror = proto::vm::mirror(vm);
+    if proto::vm::is_mirror(spec.get("containers").unwrap_or(&Value::Null), name) {
+        spec["containers"] = json!([mirror]);
+    }
 }
 
 /// A workload's defaults (apps/v1), its pod template's included.
@@ -178,7 +204,18 @@ pub(crate) fn pod_defaults(obj: &mut Value) {
             spec[k] = v;
         }
     }
+    let vm_name = spec
+        .pointer("/virtualMachine/name")
+        .and_then(Value::as_str)
+        .map(String::from);
     for list in ["containers", "initContainers"] {
+        // A VM's mirror takes no container defaults (it stays the mirror).
+        let mirrored = vm_name.as_deref().is_some_and(|n| {
+            list == "containers" && proto::vm::is_mirror(spec.get(list).unwrap_or(&Value::Null), n)
+        });
+        if mirrored {
+            continue;
+        }
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs.iter_mut().filter(|c| c.is_object()) {
                 if c.get("imagePullPolicy").is_none() {

@@ -345,6 +345,8 @@ impl Api {
         normalize_quantities(&mut new);
         if crate::kinds::of(res).defaults_on_update && !status {
             defaults(res, &mut new);
+        } else if !status {
+            super::objects::normalize(res, &mut new);
         }
         self.validate(res, &new, Some(current))?;
         Ok(new)
