@@ -12,9 +12,20 @@ need=()
 for pkg in ca-certificates runc containernetworking-plugins busybox-static docker-registry skopeo umoci iproute2 nftables etcd-server etcd-client protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
-if [ ${#need[@]} -gt 0 ]; then
+# VM pods: qemu (without its Recommends, which clash with backported qemu-utils on some
+# machines), qemu-img, and the cloud kernel and cpio the test VM image is built from.
+vm_need=()
+for pkg in qemu-system-x86 qemu-utils linux-image-cloud-amd64 cpio; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || vm_need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ] || [ ${#vm_need[@]} -gt 0 ]; then
   apt-get update
+fi
+if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
+fi
+if [ ${#vm_need[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${vm_need[@]}"
 fi
 # The Kubernetes Python client: a real client users run (its watch sends `watch=True`).
 if ! python3 -c 'import kubernetes' 2>/dev/null; then

@@ -132,7 +132,13 @@ fn pod_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
     if status.is_empty() {
         status = "Pending".into();
     }
-    for c in &statuses {
+    // Waiting and terminated reasons come from the containers (a VM pod's: its mirror's).
+    let containers = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for c in &containers {
         if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
             status = r.to_string();
         } else if let Some(r) = c
@@ -146,7 +152,7 @@ fn pod_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         status = "Terminating".into();
     }
     let restarts = if restarts > 0 {
-        let last = statuses
+        let last = containers
             .iter()
             .filter_map(|c| c.pointer("/lastState/terminated/finishedAt"))
             .filter_map(Value::as_str)

@@ -64,6 +64,13 @@ struct RunArgs {
     /// First container restart back-off (doubles up to 5 minutes), e.g. 10s, 500ms.
     #[arg(long, env = "ATOLL_RESTART_BACKOFF", default_value = "10s", value_parser = boot::parse_duration)]
     restart_backoff: Duration,
+    /// VM pods: the qemu to run them with (default: `qemu-system-x86_64` on PATH; KVM when a
+    /// probe guest runs under it within 3 s, else TCG).
+    #[arg(long, env = "ATOLL_QEMU")]
+    qemu: Option<PathBuf>,
+    /// Run no VM pods on this node, even where qemu is installed.
+    #[arg(long, env = "ATOLL_NO_VMS")]
+    no_vms: bool,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +169,20 @@ async fn run(r: Run) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("listen on {}: {e}", r.args.listen))?;
     let port = listener.local_addr()?.port();
+    let vm = if r.args.no_vms {
+        None
+    } else {
+        match edge_agent::vm::qemu::Qemu::detect(r.args.qemu.clone()).await {
+            Ok(q) => {
+                tracing::info!(qemu = %q.binary.display(), accel = q.accel.name(), "VM pods run under qemu");
+                Some(q)
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "this node runs no VM pods");
+                None
+            }
+        }
+    };
     let node = Arc::new(edge_agent::pods::Node {
         client: client.clone(),
         name: r.node_name.clone(),
@@ -171,8 +192,17 @@ async fn run(r: Run) -> anyhow::Result<()> {
         network: Some(network),
         node_ip: node_ip.clone(),
         backoff: r.args.restart_backoff,
+        vm,
     });
-    let endpoint = edge_agent::node::Endpoint { ip: node_ip, port };
+    let labels = match &node.vm {
+        Some(_) => vec![(proto::vm::NODE_LABEL.to_string(), "qemu".to_string())],
+        None => Vec::new(),
+    };
+    let endpoint = edge_agent::node::Endpoint {
+        ip: node_ip,
+        port,
+        labels,
+    };
     edge_agent::serve(node, listener, &r.kubeconfig, endpoint, cancel).await?;
     Ok(())
 }

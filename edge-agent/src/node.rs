@@ -89,6 +89,8 @@ pub struct Endpoint {
     pub ip: String,
     /// The agent's HTTPS port.
     pub port: u16,
+    /// Labels the agent sets on its node (what it can run: `vm.atoll.io/runtime`).
+    pub labels: Vec<(String, String)>,
 }
 
 /// The node's status as the agent reports it.
@@ -133,6 +135,20 @@ pub async fn register(
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
+    }
+    if !ep.labels.is_empty() {
+        let labels: serde_json::Map<String, serde_json::Value> = ep
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        nodes
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"labels": labels}})),
+            )
+            .await?;
     }
     post_status(client, name, host, ep).await?;
     renew_lease(client, name).await
@@ -258,6 +274,7 @@ mod tests {
             &Endpoint {
                 ip: "10.0.0.1".into(),
                 port: 10250,
+                labels: Vec::new(),
             },
         );
         assert_eq!(s["addresses"][0]["address"], "10.0.0.1");

@@ -83,7 +83,24 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Ids of every container the runtime holds (running or exited).
     fn list(&self) -> Vec<String>;
+    /// Start a process as it is, under the shim (a VM's qemu): its output is the log, its
+    /// exit the container's; `signal("TERM")` asks it to stop through its QMP socket.
+    fn start_exec(
+        &self,
+        id: &str,
+        exec: Exec,
+        log: PathBuf,
+    ) -> impl Future<Output = Result<State, RuntimeError>> + Send {
+        let _ = (id, exec, log);
+        async {
+            Err(RuntimeError::Start(
+                "this runtime runs no processes as they are".into(),
+            ))
+        }
+    }
 }
+
+pub use crate::shim::Exec;
 
 /// What the shim records in `started.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -253,22 +270,17 @@ impl Runc {
         }
         Ok(rootfs)
     }
-}
 
-impl Runtime for Runc {
-    async fn start(&self, c: ContainerConfig) -> Result<State, RuntimeError> {
-        let dir = self.cdir(&c.id);
-        if dir.exists() {
-            self.remove(&c.id).await?;
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
-        let rootfs = self.mount_rootfs(&dir, &c.image_rootfs).await?;
-        let mut spec = c.spec;
-        spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
-        let cfg = dir.join("config.json");
-        std::fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap_or_default())
-            .map_err(|e| io("write", &cfg, e))?;
-        if let Some(p) = c.log.parent() {
+    /// Start `edge-agent shim` for container `id` (in `dir`, logging to `log`; `exec`: the
+    /// process in `exec.json` rather than runc) and wait until it runs or has ended.
+    async fn spawn_shim(
+        &self,
+        id: &str,
+        dir: &Path,
+        log: &Path,
+        exec: bool,
+    ) -> Result<State, RuntimeError> {
+        if let Some(p) = log.parent() {
             std::fs::create_dir_all(p).map_err(|e| io("create", p, e))?;
         }
         let shim_log = dir.join("shim.log");
@@ -276,16 +288,20 @@ impl Runtime for Runc {
         let shim_err = shim_out.try_clone().map_err(|e| io("open", &shim_log, e))?;
         // The shim runs in its own process group so that a signal to the agent's group (^C,
         // a service manager stopping the agent) does not reach the containers.
-        let child = std::process::Command::new(&self.exe)
-            .arg("shim")
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("shim")
             .arg("--id")
-            .arg(&c.id)
+            .arg(id)
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .arg("--runc-root")
             .arg(&self.runc_root)
             .arg("--log")
-            .arg(&c.log)
+            .arg(log);
+        if exec {
+            cmd.arg("--exec");
+        }
+        let child = cmd
             // One malloc arena: the shim's threads move a few KiB at a time.
             .env("MALLOC_ARENA_MAX", "1")
             .stdin(std::process::Stdio::null())
@@ -303,19 +319,55 @@ impl Runtime for Runc {
         });
         let deadline = tokio::time::Instant::now() + START_DEADLINE;
         loop {
-            match self.state(&c.id) {
+            match self.state(id) {
                 State::Missing => {}
                 s => return Ok(s),
             }
             if tokio::time::Instant::now() >= deadline {
-                self.signal(&c.id, "KILL").await;
+                self.signal(id, "KILL").await;
                 return Err(RuntimeError::Start(format!(
-                    "container {} did not start within {START_DEADLINE:?}",
-                    c.id
+                    "container {id} did not start within {START_DEADLINE:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// What container `id` runs as it is, if it is such a process.
+    fn exec_of(&self, id: &str) -> Option<Exec> {
+        self.read::<Exec>(id, "exec.json")
+    }
+
+    /// Signal the process of container `id` (by the pid its shim recorded).
+    async fn kill_pid(&self, id: &str, signal: &str) {
+        let Some(s) = self.read::<Started>(id, "started.json") else {
+            return;
+        };
+        if !pid_alive(s.pid) {
+            return;
+        }
+        let mut c = tokio::process::Command::new("kill");
+        c.args(["-s", signal]).arg(s.pid.to_string());
+        if let Err(e) = run_cmd(&mut c, Duration::from_secs(10)).await {
+            tracing::debug!(container = %id, %signal, error = %e, "kill");
+        }
+    }
+}
+
+impl Runtime for Runc {
+    async fn start(&self, c: ContainerConfig) -> Result<State, RuntimeError> {
+        let dir = self.cdir(&c.id);
+        if dir.exists() {
+            self.remove(&c.id).await?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let rootfs = self.mount_rootfs(&dir, &c.image_rootfs).await?;
+        let mut spec = c.spec;
+        spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
+        let cfg = dir.join("config.json");
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap_or_default())
+            .map_err(|e| io("write", &cfg, e))?;
+        self.spawn_shim(&c.id, &dir, &c.log, false).await
     }
 
     fn state(&self, id: &str) -> State {
@@ -356,6 +408,23 @@ impl Runtime for Runc {
     }
 
     async fn signal(&self, id: &str, signal: &str) {
+        if let Some(x) = self.exec_of(id) {
+            // A VM asked to stop gets an ACPI power-down, as a host's power button.
+            if let (Some(sock), "TERM") = (&x.qmp, signal) {
+                match crate::vm::qemu::qmp(
+                    sock,
+                    "system_powerdown",
+                    serde_json::json!({}),
+                    Duration::from_secs(5),
+                )
+                .await
+                {
+                    Ok(_) => return,
+                    Err(e) => tracing::debug!(container = %id, error = %e, "power-down"),
+                }
+            }
+            return self.kill_pid(id, signal).await;
+        }
         let mut c = self.runc();
         c.args(["kill", id, signal]);
         if let Err(e) = run_cmd(&mut c, Duration::from_secs(10)).await {
@@ -364,11 +433,15 @@ impl Runtime for Runc {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        let mut c = self.runc();
-        c.args(["delete", "--force", id]);
-        if let Err(e) = run_cmd(&mut c, Duration::from_secs(30)).await {
-            if !e.contains("does not exist") && !e.contains("not found") {
-                tracing::debug!(container = %id, error = %e, "runc delete");
+        if self.exec_of(id).is_some() {
+            self.kill_pid(id, "KILL").await;
+        } else {
+            let mut c = self.runc();
+            c.args(["delete", "--force", id]);
+            if let Err(e) = run_cmd(&mut c, Duration::from_secs(30)).await {
+                if !e.contains("does not exist") && !e.contains("not found") {
+                    tracing::debug!(container = %id, error = %e, "runc delete");
+                }
             }
         }
         let dir = self.cdir(id);
@@ -388,6 +461,17 @@ impl Runtime for Runc {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("remove", &dir, e)),
         }
+    }
+
+    async fn start_exec(&self, id: &str, exec: Exec, log: PathBuf) -> Result<State, RuntimeError> {
+        let dir = self.cdir(id);
+        if dir.exists() {
+            self.remove(id).await?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let f = dir.join("exec.json");
+        crate::shim::write_json_atomic(&f, &exec).map_err(|e| io("write", &f, e))?;
+        self.spawn_shim(id, &dir, &log, true).await
     }
 
     fn list(&self) -> Vec<String> {

@@ -1,4 +1,5 @@
-//! `edge-agent shim`: one small process per container, between the agent and `runc run`.
+//! `edge-agent shim`: one small process per container, between the agent and `runc run` (or,
+//! for a VM pod, the VM's qemu: `--exec`).
 //!
 //! It runs `runc run` in the foreground (runc stays the container's parent and returns its exit
 //! status), writes the container's stdout and stderr to the log file in the CRI format
@@ -35,6 +36,38 @@ pub struct ShimArgs {
     /// The CRI log file.
     #[arg(long)]
     pub log: PathBuf,
+    /// Run the process `exec.json` in `--dir` describes (a VM's qemu) instead of `runc run`.
+    #[arg(long)]
+    pub exec: bool,
+}
+
+/// What the shim runs in `--exec` mode (`exec.json`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Exec {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// A network namespace (by `ip netns` name) to run it in.
+    pub netns: Option<String>,
+    /// Cgroup directories to put it in (one per controller), created by the agent.
+    pub cgroups: Vec<PathBuf>,
+    /// Its QMP socket, for a graceful stop (ACPI power-down).
+    pub qmp: Option<PathBuf>,
+}
+
+/// The command for an [`Exec`]: in its network namespace through `ip netns exec` (which execs
+/// the program, so the pid is the program's).
+fn exec_command(x: &Exec) -> Option<Command> {
+    let (prog, args) = x.argv.split_first()?;
+    let mut c = match &x.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(prog);
+            c
+        }
+        None => Command::new(prog),
+    };
+    c.args(args);
+    Some(c)
 }
 
 /// CRI log records for `buf`; complete lines are consumed, a tail longer than [`MAX_LINE`]
@@ -135,17 +168,47 @@ pub fn run(a: ShimArgs) -> ExitCode {
     };
     let pid_file = a.dir.join("pid");
     let runc_log = a.dir.join("runc.log");
-    let mut child = match Command::new("runc")
-        .arg("--root")
-        .arg(&a.runc_root)
-        .arg("--log")
-        .arg(&runc_log)
-        .args(["--log-format", "json", "run", "--bundle"])
-        .arg(&a.dir)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg("--no-new-keyring")
-        .arg(&a.id)
+    let exec: Option<Exec> = if a.exec {
+        match std::fs::read(a.dir.join("exec.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            Some(x) => Some(x),
+            None => {
+                let x = Exited {
+                    exit_code: 128,
+                    started_at: None,
+                    finished_at: Utc::now(),
+                    start_error: Some("no readable exec.json".into()),
+                };
+                let _ = write_json_atomic(&a.dir.join("exit.json"), &x);
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    let mut cmd = match &exec {
+        Some(x) => match exec_command(x) {
+            Some(c) => c,
+            None => return ExitCode::from(1),
+        },
+        None => {
+            let mut c = Command::new("runc");
+            c.arg("--root")
+                .arg(&a.runc_root)
+                .arg("--log")
+                .arg(&runc_log)
+                .args(["--log-format", "json", "run", "--bundle"])
+                .arg(&a.dir)
+                .arg("--pid-file")
+                .arg(&pid_file)
+                .arg("--no-new-keyring")
+                .arg(&a.id);
+            c
+        }
+    };
+    let mut child = match cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -157,12 +220,21 @@ pub fn run(a: ShimArgs) -> ExitCode {
                 exit_code: 128,
                 started_at: None,
                 finished_at: Utc::now(),
-                start_error: Some(format!("runc: {e}")),
+                start_error: Some(format!("{}: {e}", if a.exec { "exec" } else { "runc" })),
             };
             let _ = write_json_atomic(&a.dir.join("exit.json"), &x);
             return ExitCode::from(1);
         }
     };
+    if let Some(x) = &exec {
+        // The process is what runs: it joins its cgroups at once, and its pid is the record.
+        for cg in &x.cgroups {
+            if let Err(e) = std::fs::write(cg.join("cgroup.procs"), child.id().to_string()) {
+                eprintln!("shim: joining {}: {e}", cg.display());
+            }
+        }
+        let _ = std::fs::write(&pid_file, child.id().to_string());
+    }
     let mut pumps = Vec::new();
     if let Some(o) = child.stdout.take() {
         pumps.push(pump("stdout", o, log.clone()));
@@ -224,6 +296,12 @@ pub fn run(a: ShimArgs) -> ExitCode {
     } else {
         None
     };
+    if let Some(x) = &exec {
+        // Its cgroups go with it (the pod's own directory is the agent's to remove).
+        for cg in &x.cgroups {
+            let _ = std::fs::remove_dir(cg);
+        }
+    }
     let x = Exited {
         exit_code: if start_error.is_some() && exit_code == 0 {
             128

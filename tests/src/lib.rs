@@ -6,6 +6,7 @@ pub mod fuzz;
 pub mod rawsite;
 pub mod registry;
 pub mod sim;
+pub mod vmimage;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -698,6 +699,7 @@ pub struct Agent {
     pub pod_cidr: String,
     _cidr_lock: std::fs::File,
     registries: Vec<String>,
+    vms: bool,
 }
 
 impl Agent {
@@ -708,6 +710,15 @@ impl Agent {
 
     /// Start an agent that may pull over plain HTTP from `registries`.
     pub fn start_with(kubeconfig: &Path, node: &str, registries: &[String]) -> Self {
+        Self::start_opts(kubeconfig, node, registries, false)
+    }
+
+    /// Start an agent that runs VM pods (the others run none: no qemu probe at their start).
+    pub fn start_vms(kubeconfig: &Path, node: &str, registries: &[String]) -> Self {
+        Self::start_opts(kubeconfig, node, registries, true)
+    }
+
+    fn start_opts(kubeconfig: &Path, node: &str, registries: &[String], vms: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (pod_cidr, lock) = lease_pod_cidr();
         let mut a = Agent {
@@ -718,6 +729,7 @@ impl Agent {
             pod_cidr,
             _cidr_lock: lock,
             registries: registries.to_vec(),
+            vms,
         };
         a.spawn();
         a
@@ -738,6 +750,9 @@ impl Agent {
             .args(["--pod-cidr", &self.pod_cidr, "--restart-backoff", "1s"]);
         for r in &self.registries {
             cmd.args(["--insecure-registry", r]);
+        }
+        if !self.vms {
+            cmd.arg("--no-vms");
         }
         self.proc.spawn(cmd);
     }

@@ -305,11 +305,52 @@ pub fn busybox_index_image(dir: &Path, tag: &str) -> PathBuf {
 }
 
 fn write_layout(dir: &Path, tag: &str, as_index: bool) -> PathBuf {
-    let layer = busybox_layer();
-    let layout = dir.join(format!(
-        "busybox-{tag}{}",
-        if as_index { "-index" } else { "" }
-    ));
+    let name = format!("busybox-{tag}{}", if as_index { "-index" } else { "" });
+    write_layout_of(dir, &name, tag, busybox_layer(), as_index)
+}
+
+/// A one-layer image of `files` (path in the image, mode, contents; directories are made as
+/// needed): an OCI layout `dir/<name>` tagged `tag`. (VM images: `/boot/...`, `/disk/...`.)
+pub fn files_image(dir: &Path, name: &str, tag: &str, files: &[(&str, u32, &[u8])]) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _, _) in files {
+        let mut p = Path::new(path).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_path_buf());
+            p = d.parent();
+        }
+    }
+    let header = |kind: tar::EntryType, mode: u32, size: usize| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(size as u64);
+        h
+    };
+    for d in &dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
+        b.append_data(&mut h, d, std::io::empty()).expect("dir");
+    }
+    for (path, mode, data) in files {
+        let mut h = header(tar::EntryType::Regular, *mode, data.len());
+        b.append_data(&mut h, path, *data).expect("file");
+    }
+    let tar = b.into_inner().expect("layer tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    let layer = Layer {
+        gz: gz.finish().expect("gzip"),
+        diff_id: sha256(&tar),
+    };
+    write_layout_of(dir, name, tag, &layer, false)
+}
+
+fn write_layout_of(dir: &Path, name: &str, tag: &str, layer: &Layer, as_index: bool) -> PathBuf {
+    let layout = dir.join(name);
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("layout dir");
     let put = |data: &[u8]| -> String {

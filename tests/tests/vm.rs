@@ -2,6 +2,7 @@
 //! (strict fields, OpenAPI and `kubectl explain`, validation, defaults, the table), and their
 //! scheduling (VM resources plus overhead, only on nodes that run VMs).
 
+use std::path::Path;
 use std::time::Duration;
 
 use tests::{err, kubectl, wait_for, Agent, CloudCore, EdgeCore};
@@ -225,4 +226,270 @@ fn vm_pods_are_pods_at_both_tiers() {
             .count()
             == 1
     });
+}
+
+/// The pod's qemu: the pids in its VM's cgroup (memory controller).
+fn vm_pids(uid: &str) -> Vec<String> {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/memory/atoll/{uid}/vm/cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
+    assert!(
+        tests::vmimage::available(),
+        "qemu, cpio and linux-image-cloud-amd64 are needed (deploy/test.sh installs them)"
+    );
+    let reg = tests::registry::Registry::start();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    reg.push(
+        &tests::vmimage::vm_image(scratch.path(), "vm-v1", "v1"),
+        "vm:v1",
+    );
+    reg.push(
+        &tests::registry::busybox_image(scratch.path(), "v1"),
+        "busybox:v1",
+    );
+    let cc = CloudCore::start();
+    let s1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
+    let mut agent = Agent::start_vms(&s1.kubeconfig(), "n1", &[reg.addr()]);
+    wait_for("n1 labelled as running VMs, in s1's summary", T, || {
+        String::from_utf8_lossy(
+            &cc.kubectl(&[
+                "get",
+                "node",
+                "n1",
+                "-o",
+                "jsonpath={.metadata.labels.vm\\.atoll\\.io/runtime}",
+            ])
+            .stdout,
+        ) == "qemu"
+            && String::from_utf8_lossy(
+                &cc.kubectl(&[
+                    "get",
+                    "edgesite",
+                    "s1",
+                    "-o",
+                    "jsonpath={.status.summary.ready}",
+                ])
+                .stdout,
+            ) == "1"
+    });
+    let (kc, dir) = (cc.kubeconfig(), cc.dir.path().to_path_buf());
+
+    // Created at the cloud, placed on the site, run by n1's agent under qemu.
+    let vm = |name: &str, image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 60\n  virtualMachine:\n    name: vm\n    image: {}/{image}\n    resources: {{limits: {{cpu: '1', memory: 128Mi}}}}\n",
+            reg.addr()
+        )
+    };
+    let start = std::time::Instant::now();
+    let out = apply(&kc, &dir, &vm("guest", "vm:v1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |pod: &str, path: &str| {
+        String::from_utf8_lossy(
+            &cc.kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
+                .stdout,
+        )
+        .into_owned()
+    };
+    wait_for(
+        "the VM Running at the cloud",
+        Duration::from_secs(120),
+        || {
+            field(
+                "guest",
+                "{.status.phase}/{.status.virtualMachineStatus.state}",
+            ) == "Running/active"
+        },
+    );
+    let running_after = start.elapsed();
+    let row = cc.kubectl_ok(&["get", "pod", "guest"]);
+    assert!(row.contains(" 1/1 ") && row.contains("Running"), "{row}");
+    assert_eq!(
+        field("guest", "{.status.virtualMachineStatus.powerState}"),
+        "running"
+    );
+    // The serial console is the log, at both tiers.
+    let mut console = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !console.contains("atoll-vm: ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `atoll-vm: ready` on the guest's console within 120 s:\n{console}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let out = cc.kubectl(&["logs", "guest"]);
+        console = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let edge_logs = s1.kubectl_ok(&["logs", "guest", "-c", "vm"]);
+    assert!(edge_logs.contains("atoll-vm: booted"), "{edge_logs}");
+    let tail = cc.kubectl_ok(&["logs", "guest", "--tail", "1"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    eprintln!(
+        "VM pod create -> Running at the cloud: {running_after:?}; -> guest ready on its console: {:?}",
+        start.elapsed()
+    );
+
+    // The guest holds the pod's IP on its tenant's network: a container pod of the tenant
+    // reaches its HTTP server.
+    let vm_ip = field("guest", "{.status.podIP}");
+    assert!(
+        console.contains(&format!("inet {vm_ip}/24")),
+        "guest address:\n{console}"
+    );
+    let client = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  nodeName: n1\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {}/busybox:v1\n    command: [sh, -c, 'for i in $(seq 1 100); do timeout 2 wget -q -O- http://{vm_ip}/ && exit 0; sleep 0.2; done; echo unreachable; exit 1']\n",
+        reg.addr()
+    );
+    let out = apply(&kc, &dir, &client);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the client pod finished", Duration::from_secs(90), || {
+        matches!(
+            field("client", "{.status.phase}").as_str(),
+            "Succeeded" | "Failed"
+        )
+    });
+    let said = cc.kubectl_ok(&["logs", "client"]);
+    assert!(
+        said.contains("hello from the VM"),
+        "the container pod got: {said}"
+    );
+    assert_eq!(field("client", "{.status.phase}"), "Succeeded");
+    // Another tenant's pod on the same node does not reach it.
+    let out = apply(
+        &kc,
+        &dir,
+        "apiVersion: v1\nkind: Tenant\nmetadata: {name: acme}\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acme = cc.tenant_kubeconfig("acme");
+    let stranger = client
+        .replace("name: client", "name: stranger")
+        .replace("seq 1 100", "seq 1 5");
+    let out = apply(&acme, &dir, &stranger);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acme_field = |path: &str| {
+        String::from_utf8_lossy(
+            &kubectl(
+                &acme,
+                &dir,
+                &["get", "pod", "stranger", "-o", &format!("jsonpath={path}")],
+                None,
+            )
+            .stdout,
+        )
+        .into_owned()
+    };
+    wait_for(
+        "the other tenant's pod finished",
+        Duration::from_secs(90),
+        || {
+            matches!(
+                acme_field("{.status.phase}").as_str(),
+                "Succeeded" | "Failed"
+            )
+        },
+    );
+    let said = String::from_utf8_lossy(&kubectl(&acme, &dir, &["logs", "stranger"], None).stdout)
+        .into_owned();
+    assert!(
+        said.contains("unreachable") && !said.contains("hello from the VM"),
+        "another tenant got: {said}"
+    );
+
+    // qemu runs in the pod's cgroup, limited to the guest's memory plus the overhead.
+    let uid = field("guest", "{.metadata.uid}");
+    let pids = vm_pids(&uid);
+    assert_eq!(pids.len(), 1, "one qemu in the VM's cgroup: {pids:?}");
+    let limit: u64 = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/atoll/{uid}/vm/memory.limit_in_bytes"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    assert_eq!(limit, (128 + 80) << 20);
+
+    // The agent restarts: qemu is re-adopted, the guest not rebooted.
+    agent.restart();
+    wait_for("the restarted agent adopted the VM", T, || {
+        agent.log().contains("adopted running container")
+    });
+    assert_eq!(vm_pids(&uid), pids, "the same qemu");
+    let logs = cc.kubectl_ok(&["logs", "guest"]);
+    assert_eq!(logs.matches("atoll-vm: booted").count(), 1, "{logs}");
+    assert_eq!(
+        field("guest", "{.status.virtualMachineStatus.restartCount}"),
+        "0"
+    );
+
+    // Deletion asks the guest to power down (well within the grace period), then removes it.
+    let t = std::time::Instant::now();
+    cc.kubectl_ok(&["delete", "pod", "guest", "--wait=true", "--timeout=90s"]);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(45),
+        "deletion took {took:?}: no power-down?"
+    );
+    wait_for("qemu gone", T, || vm_pids(&uid).is_empty());
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/atoll/{uid}")).exists(),
+        "the pod's cgroup is removed"
+    );
+    // (Its vCPU freed:) an image that is no VM image is refused with the reason, and a Failed event.
+    let out = apply(&kc, &dir, &vm("not-a-vm", "busybox:v1"));
+    assert!(out.status.success());
+    wait_for("not-a-vm refused", Duration::from_secs(90), || {
+        field(
+            "not-a-vm",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "VMImageRefused"
+    });
+    assert!(field(
+        "not-a-vm",
+        "{.status.containerStatuses[0].state.waiting.message}"
+    )
+    .contains("not a VM image"),);
+    assert_eq!(
+        field("not-a-vm", "{.status.virtualMachineStatus.state}"),
+        "error"
+    );
+    let events = cc.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=not-a-vm",
+    ]);
+    assert!(
+        events.contains("Failed") && events.contains("VMImageRefused"),
+        "{events}"
+    );
+
+    cc.kubectl_ok(&["delete", "pod", "not-a-vm", "--wait=true", "--timeout=60s"]);
 }

@@ -135,14 +135,41 @@ pub(super) async fn link_delete(name: &str) -> Result<()> {
     }
 }
 
-/// Whether the pod's netns exists and its `eth0` holds `addr`.
+/// Whether the pod's netns exists and its `eth0` holds `addr`, or lent it to a VM's guest
+/// (`eth0` is then a port of the netns' [`VM_BRIDGE`]).
 pub(super) async fn has_addr(netns: &str, addr: Ipv4Addr) -> bool {
     if !netns_exists(netns).await {
         return false;
     }
     let args = ["-n", netns, "-j", "-4", "addr", "show", "dev", IFNAME];
     match run(Path::new("ip"), &args, None, None).await {
-        Ok(out) if out.status.success() => addr_listed(&out.stdout, addr),
+        Ok(out) if out.status.success() => {
+            addr_listed(&out.stdout, addr) || lent_to_vm(netns).await
+        }
         _ => false,
     }
+}
+
+/// Whether the pod's `eth0` is a port of its VM bridge.
+pub(super) async fn lent_to_vm(netns: &str) -> bool {
+    let args = ["-n", netns, "-j", "link", "show", "dev", IFNAME];
+    match run(Path::new("ip"), &args, None, None).await {
+        Ok(out) if out.status.success() => serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.get(0)?.get("master")?.as_str().map(|m| m == VM_BRIDGE))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Whether the netns has a link named `dev`.
+pub(super) async fn has_link(netns: &str, dev: &str) -> bool {
+    run(
+        Path::new("ip"),
+        &["-n", netns, "link", "show", "dev", dev],
+        None,
+        None,
+    )
+    .await
+    .is_ok_and(|o| o.status.success())
 }

@@ -50,6 +50,11 @@ pub const CNI_VERSION: &str = "1.0.0";
 pub const NETNS_DIR: &str = "/var/run/netns";
 /// The pod-side interface.
 pub const IFNAME: &str = "eth0";
+/// A VM pod's bridge in its netns: `eth0` and the guest's tap are its ports, and the guest
+/// holds the pod's address.
+pub const VM_BRIDGE: &str = "vmbr0";
+/// A VM pod's tap device in its netns (qemu opens it by this name).
+pub const VM_TAP: &str = "vmtap0";
 /// Plugins this module executes (bridge calls host-local itself, through `CNI_PATH`).
 const REQUIRED_PLUGINS: [&str; 2] = ["bridge", "host-local"];
 /// The name the system tenant (`""`) goes by.
@@ -350,6 +355,39 @@ impl Network {
     /// The network of a pod set up by this agent.
     pub fn get(&self, pod_uid: &str) -> Option<PodNet> {
         self.state().pods.get(pod_uid).and_then(PodRecord::pod_net)
+    }
+
+    /// Lend a pod's address to its VM (idempotent): in the pod's netns, a bridge with `eth0`
+    /// and a tap for qemu as its ports, and the address taken off `eth0` (the guest holds it:
+    /// by DHCP or the kernel command line). The pod's network must be set up.
+    pub async fn lend_to_vm(&self, pod_uid: &str) -> Result<PodNet> {
+        let net = self
+            .get(pod_uid)
+            .ok_or_else(|| NetError::Config(format!("pod {pod_uid} has no network")))?;
+        let ns = net
+            .netns
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if lent_to_vm(&ns).await && has_link(&ns, VM_TAP).await {
+            return Ok(net);
+        }
+        let cidr = format!("{}/24", net.ip);
+        if !has_link(&ns, VM_BRIDGE).await {
+            ip(&["-n", &ns, "link", "add", VM_BRIDGE, "type", "bridge"]).await?;
+        }
+        if !has_link(&ns, VM_TAP).await {
+            ip(&["-n", &ns, "tuntap", "add", "dev", VM_TAP, "mode", "tap"]).await?;
+        }
+        // Taken off eth0 (absent already after a crash half-way: not an error).
+        let _ = ip(&["-n", &ns, "addr", "del", &cidr, "dev", IFNAME]).await;
+        for dev in [IFNAME, VM_TAP] {
+            ip(&["-n", &ns, "link", "set", dev, "master", VM_BRIDGE]).await?;
+        }
+        for dev in [VM_BRIDGE, VM_TAP, IFNAME] {
+            ip(&["-n", &ns, "link", "set", dev, "up"]).await?;
+        }
+        Ok(net)
     }
 
     /// Give a pod its netns, wired to its tenant's bridge. Idempotent: a pod whose netns still

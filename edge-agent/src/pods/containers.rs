@@ -10,6 +10,9 @@ impl<R: Runtime> Worker<R> {
         p: &PodObj,
         c: &Container,
     ) -> Result<State, (String, String)> {
+        if let Some(vm) = proto::vm::vm_of(&p.raw) {
+            return self.start_vm(p, c, &vm).await;
+        }
         let policy = PullPolicy::parse(
             c.image_pull_policy.as_deref(),
             c.image.as_deref().unwrap_or(""),

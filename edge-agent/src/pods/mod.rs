@@ -33,6 +33,7 @@ mod env;
 mod sandbox;
 mod state;
 mod status;
+mod vm;
 mod volumes;
 
 pub use env::*;
@@ -64,6 +65,8 @@ pub struct Node<R: Runtime> {
     pub node_ip: String,
     /// First restart back-off (kubelet: 10 s).
     pub backoff: Duration,
+    /// The qemu VM pods run under (`None`: this node runs no VMs).
+    pub vm: Option<crate::vm::qemu::Qemu>,
 }
 
 /// A pod as the API serves it, with the fields the typed struct does not carry.
@@ -462,7 +465,7 @@ impl<R: Runtime> Worker<R> {
 
     /// Bring the node toward the pod, then report.
     async fn sync(&mut self, p: &PodObj) {
-        if proto::vm::is_vm(&p.raw) {
+        if proto::vm::is_vm(&p.raw) && self.node.vm.is_none() {
             let msg = "this node runs no virtual machines (VM pods go to nodes labelled vm.atoll.io/runtime)";
             return self.refuse(p, "VMUnsupported", msg.into()).await;
         }
@@ -741,6 +744,7 @@ mod tests {
             network: None,
             node_ip: "10.0.0.1".into(),
             backoff: Duration::from_millis(300),
+            vm: None,
         });
         let mut raw = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u1"},
             "spec": {"nodeName": "n1", "hostNetwork": true, "containers": [{"name": "c", "image": "test/img:v1", "command": ["sleep", "1"]}]}});

@@ -3,18 +3,28 @@
 
 use super::*;
 
-/// Remove the pod's (empty) cgroup directories; runc removes the containers' own.
+/// Remove the pod's (empty) cgroup directories; runc removes the containers' own, the shim a
+/// VM's (any left empty go too).
 pub fn remove_cgroups(uid: &str) {
     let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
     for sub in rd.filter_map(|e| e.ok()) {
-        let _ = std::fs::remove_dir(sub.path().join("atoll").join(uid));
+        let pod = sub.path().join("atoll").join(uid);
+        if let Ok(children) = std::fs::read_dir(&pod) {
+            for c in children.filter_map(|e| e.ok()) {
+                if c.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(pod);
     }
 }
 
 pub(super) async fn teardown_files<R: Runtime>(node: &Node<R>, uid: &str, st: &PodState) {
     remove_cgroups(uid);
+    let _ = std::fs::remove_file(Path::new(super::vm::QMP_DIR).join(format!("{uid}.qmp")));
     if let Some(net) = &node.network {
         if let Err(e) = net.teardown(uid, &st.tenant).await {
             tracing::warn!(pod = %uid, error = %e, "network teardown failed");

@@ -171,6 +171,10 @@ impl<R: Runtime> Worker<R> {
         if !inits.is_empty() {
             status["initContainerStatuses"] = json!(inits);
         }
+        if let (Some(vm), Some(c)) = (proto::vm::vm_of(&p.raw), status["containerStatuses"].get(0))
+        {
+            status["virtualMachineStatus"] = super::vm::vm_status(&vm, c);
+        }
         if let Some(ip) = &self.pod_ip {
             status["podIP"] = json!(ip);
             status["podIPs"] = json!([{"ip": ip}]);
