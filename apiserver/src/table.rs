@@ -107,16 +107,19 @@ fn pod_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             .and_then(Value::as_array)
             .map_or(0, Vec::len)
     };
-    let statuses = if vm {
-        o.pointer("/status/virtualMachineStatus")
-            .map(|v| vec![v.clone()])
-            .unwrap_or_default()
-    } else {
-        o.pointer("/status/containerStatuses")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
+    let empty = Vec::new();
+    // Waiting and terminated reasons come from the containers (a VM pod's: its mirror's).
+    let containers = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let vm_status: Vec<Value> = o
+        .pointer("/status/virtualMachineStatus")
+        .filter(|_| vm)
+        .cloned()
+        .into_iter()
+        .collect();
+    let statuses = if vm { &vm_status } else { containers };
     let ready = statuses
         .iter()
         .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
@@ -132,13 +135,7 @@ fn pod_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
     if status.is_empty() {
         status = "Pending".into();
     }
-    // Waiting and terminated reasons come from the containers (a VM pod's: its mirror's).
-    let containers = o
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for c in &containers {
+    for c in containers {
         if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
             status = r.to_string();
         } else if let Some(r) = c

@@ -163,31 +163,42 @@ fn containers(
         {
             causes.push(Cause::required(format!("{field}[{i}].image")));
         }
-        for (j, m) in c
-            .get("volumeMounts")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-            .iter()
-            .enumerate()
-        {
-            let vn = m.get("name").and_then(Value::as_str).unwrap_or("");
-            if !volumes.contains(&vn) {
-                causes.push(Cause {
-                    reason: "FieldValueNotFound",
-                    message: format!("Not found: {vn:?}"),
-                    field: format!("{field}[{i}].volumeMounts[{j}].name"),
-                });
-            }
-            if m.get("mountPath")
+        volume_mounts(c, &format!("{field}[{i}]"), volumes, true, causes);
+    }
+}
+
+/// The `volumeMounts` of `owner` (a container or a VM, at `field`): each names one of the
+/// pod's `volumes`, and has a `mountPath` when `need_path`.
+fn volume_mounts(
+    owner: &Value,
+    field: &str,
+    volumes: &[&str],
+    need_path: bool,
+    causes: &mut Vec<Cause>,
+) {
+    let mounts = owner
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for (j, m) in mounts.iter().enumerate() {
+        let vn = m.get("name").and_then(Value::as_str).unwrap_or("");
+        if !volumes.contains(&vn) {
+            causes.push(Cause {
+                reason: "FieldValueNotFound",
+                message: format!("Not found: {vn:?}"),
+                field: format!("{field}.volumeMounts[{j}].name"),
+            });
+        }
+        if need_path
+            && m.get("mountPath")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .is_empty()
-            {
-                causes.push(Cause::required(format!(
-                    "{field}[{i}].volumeMounts[{j}].mountPath"
-                )));
-            }
+        {
+            causes.push(Cause::required(format!(
+                "{field}.volumeMounts[{j}].mountPath"
+            )));
         }
     }
 }
@@ -368,23 +379,7 @@ fn virtual_machine(spec: &Value, base: &str, volumes: &[&str], causes: &mut Vec<
             }
         }
     }
-    for (j, m) in v
-        .get("volumeMounts")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .enumerate()
-    {
-        let vn = m.get("name").and_then(Value::as_str).unwrap_or("");
-        if !volumes.contains(&vn) {
-            causes.push(Cause {
-                reason: "FieldValueNotFound",
-                message: format!("Not found: {vn:?}"),
-                field: format!("{field}.volumeMounts[{j}].name"),
-            });
-        }
-    }
+    volume_mounts(v, &field, volumes, false, causes);
 }
 
 /// A config map: data keys, at most 1 MiB of data.

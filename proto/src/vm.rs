@@ -2,7 +2,7 @@
 //! `spec.containers`, and the VM's state in `status.virtualMachineStatus`. The field names are
 //! Arktos'; the pod is scheduled, listed and deleted like any other.
 //!
-//! Both structs are read from the JSON a pod is kept as (`vm_of`, `vm_status_of`): the
+//! Both structs are read from the JSON a pod is kept as (`vm_of`): the
 //! Kubernetes `PodSpec` type knows nothing of them.
 
 use std::collections::BTreeMap;
@@ -172,12 +172,7 @@ pub fn vm_of(pod: &serde_json::Value) -> Option<VirtualMachine> {
     VirtualMachine::deserialize(pod.pointer("/spec/virtualMachine")?).ok()
 }
 
-/// Whether a pod (or a pod template's spec, given `/spec`-rooted `pod`) is a VM pod.
+/// Whether a pod is a VM pod.
 pub fn is_vm(pod: &serde_json::Value) -> bool {
     pod.pointer("/spec/virtualMachine").is_some()
-}
-
-/// A pod's VM status, if reported.
-pub fn vm_status_of(pod: &serde_json::Value) -> Option<VirtualMachineStatus> {
-    VirtualMachineStatus::deserialize(pod.pointer("/status/virtualMachineStatus")?).ok()
 }

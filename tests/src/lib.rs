@@ -293,6 +293,12 @@ impl CloudCore {
         ok(self.kubectl(args), args)
     }
 
+    /// `kubectl get KIND NAME -o jsonpath=PATH`: the text, empty when it is not there (or the
+    /// object is not).
+    pub fn jsonpath(&self, kind: &str, name: &str, path: &str) -> String {
+        jsonpath(&self.kubeconfig(), self.dir.path(), kind, name, path)
+    }
+
     /// A `kube` client with the admin kubeconfig.
     pub async fn client(&self) -> kube::Client {
         client_for(&self.kubeconfig()).await
@@ -817,6 +823,17 @@ pub fn percentile_ms(mut v: Vec<Duration>, p: f64) -> f64 {
     v.sort();
     v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// `kubectl get KIND NAME -o jsonpath=PATH` with `kubeconfig`: stdout, empty on failure.
+pub fn jsonpath(kubeconfig: &Path, scratch: &Path, kind: &str, name: &str, path: &str) -> String {
+    let out = kubectl(
+        kubeconfig,
+        scratch,
+        &["get", kind, name, "-o", &format!("jsonpath={path}")],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The `Connected` condition of EdgeSite `site` at the cloud (`True`, `False`, or empty).

@@ -222,6 +222,28 @@ fn sha256(data: &[u8]) -> String {
     s
 }
 
+/// A tar entry's header: root-owned, a fixed mtime (reproducible layers).
+fn tar_header(kind: tar::EntryType, mode: u32, size: usize) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_size(size as u64);
+    h
+}
+
+/// A layer from its tar: gzip'd, with its diff id.
+fn layer_of(tar: Vec<u8>) -> Layer {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    Layer {
+        gz: gz.finish().expect("gzip"),
+        diff_id: sha256(&tar),
+    }
+}
+
 fn busybox_layer() -> &'static Layer {
     static LAYER: OnceLock<Layer> = OnceLock::new();
     LAYER.get_or_init(|| {
@@ -232,16 +254,7 @@ fn busybox_layer() -> &'static Layer {
             .expect("busybox --list");
         let applets = String::from_utf8_lossy(&list.stdout).into_owned();
         let mut b = tar::Builder::new(Vec::new());
-        let header = |kind: tar::EntryType, mode: u32, size: usize| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_mode(mode);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1_700_000_000);
-            h.set_size(size as u64);
-            h
-        };
+        let header = tar_header;
         for (dir, mode) in [
             ("bin", 0o755),
             ("dev", 0o755),
@@ -272,13 +285,7 @@ fn busybox_layer() -> &'static Layer {
             let mut h = header(tar::EntryType::Regular, 0o644, text.len());
             b.append_data(&mut h, path, text.as_bytes()).expect("etc");
         }
-        let tar = b.into_inner().expect("layer tar");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar).expect("gzip");
-        Layer {
-            gz: gz.finish().expect("gzip"),
-            diff_id: sha256(&tar),
-        }
+        layer_of(b.into_inner().expect("layer tar"))
     })
 }
 
@@ -321,16 +328,7 @@ pub fn files_image(dir: &Path, name: &str, tag: &str, files: &[(&str, u32, &[u8]
             p = d.parent();
         }
     }
-    let header = |kind: tar::EntryType, mode: u32, size: usize| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        h.set_size(size as u64);
-        h
-    };
+    let header = tar_header;
     for d in &dirs {
         let mut h = header(tar::EntryType::Directory, 0o755, 0);
         b.append_data(&mut h, d, std::io::empty()).expect("dir");
@@ -339,13 +337,7 @@ pub fn files_image(dir: &Path, name: &str, tag: &str, files: &[(&str, u32, &[u8]
         let mut h = header(tar::EntryType::Regular, *mode, data.len());
         b.append_data(&mut h, path, *data).expect("file");
     }
-    let tar = b.into_inner().expect("layer tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).expect("gzip");
-    let layer = Layer {
-        gz: gz.finish().expect("gzip"),
-        diff_id: sha256(&tar),
-    };
+    let layer = layer_of(b.into_inner().expect("layer tar"));
     write_layout_of(dir, name, tag, &layer, false)
 }
 

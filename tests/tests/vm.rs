@@ -8,6 +8,8 @@ use std::time::Duration;
 use tests::{err, kubectl, wait_for, Agent, CloudCore, EdgeCore};
 
 const T: Duration = Duration::from_secs(60);
+/// The node label a VM-running agent sets, as a jsonpath.
+const VM_LABEL_PATH: &str = "{.metadata.labels.vm\\.atoll\\.io/runtime}";
 
 fn vm_pod(name: &str, extra_vm: &str) -> String {
     format!(
@@ -84,13 +86,7 @@ fn vm_pods_are_pods_at_both_tiers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let get = |path: &str| {
-        String::from_utf8_lossy(
-            &cc.kubectl(&["get", "pod", "web-vm", "-o", &format!("jsonpath={path}")])
-                .stdout,
-        )
-        .into_owned()
-    };
+    let get = |path: &str| cc.jsonpath("pod", "web-vm", path);
     assert_eq!(get("{.spec.virtualMachine.powerSpec}"), "Running");
     assert_eq!(
         get("{.spec.virtualMachine.imagePullPolicy}"),
@@ -146,32 +142,17 @@ fn vm_pods_are_pods_at_both_tiers() {
     let s1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
     let _agent = Agent::start(&s1.kubeconfig(), "n1");
     wait_for("s1's summary names n1 ready", T, || {
-        String::from_utf8_lossy(
-            &cc.kubectl(&[
-                "get",
-                "edgesite",
-                "s1",
-                "-o",
-                "jsonpath={.status.summary.ready}",
-            ])
-            .stdout,
-        ) == "1"
+        cc.jsonpath("edgesite", "s1", "{.status.summary.ready}") == "1"
     });
     let out = apply(&kc, &dir, &vm_pod("waits", ""));
     assert!(out.status.success());
     let mut msg = String::new();
     wait_for("waits unschedulable", T, || {
-        msg = String::from_utf8_lossy(
-            &cc.kubectl(&[
-                "get",
-                "pod",
-                "waits",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
-            ])
-            .stdout,
-        )
-        .into_owned();
+        msg = cc.jsonpath(
+            "pod",
+            "waits",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        );
         !msg.is_empty()
     });
     assert!(msg.contains("node affinity/selector"), "{msg}");
@@ -202,15 +183,12 @@ fn vm_pods_are_pods_at_both_tiers() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for("pinned refused by n1's agent", T, || {
-        String::from_utf8_lossy(
-            &s1.kubectl(&[
-                "get",
-                "pod",
-                "pinned",
-                "-o",
-                "jsonpath={.status.phase}/{.status.reason}",
-            ])
-            .stdout,
+        tests::jsonpath(
+            &s1.kubeconfig(),
+            s1.dir.path(),
+            "pod",
+            "pinned",
+            "{.status.phase}/{.status.reason}",
         ) == "Failed/VMUnsupported"
     });
     let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: vms}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: vms}}\n  template:\n    metadata: {labels: {app: vms}}\n    spec:\n      virtualMachine: {name: vm, image: registry.invalid/vm:v1}\n";
@@ -257,26 +235,8 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
     let s1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
     let mut agent = Agent::start_vms(&s1.kubeconfig(), "n1", &[reg.addr()]);
     wait_for("n1 labelled as running VMs, in s1's summary", T, || {
-        String::from_utf8_lossy(
-            &cc.kubectl(&[
-                "get",
-                "node",
-                "n1",
-                "-o",
-                "jsonpath={.metadata.labels.vm\\.atoll\\.io/runtime}",
-            ])
-            .stdout,
-        ) == "qemu"
-            && String::from_utf8_lossy(
-                &cc.kubectl(&[
-                    "get",
-                    "edgesite",
-                    "s1",
-                    "-o",
-                    "jsonpath={.status.summary.ready}",
-                ])
-                .stdout,
-            ) == "1"
+        cc.jsonpath("node", "n1", VM_LABEL_PATH) == "qemu"
+            && cc.jsonpath("edgesite", "s1", "{.status.summary.ready}") == "1"
     });
     let (kc, dir) = (cc.kubeconfig(), cc.dir.path().to_path_buf());
 
@@ -294,13 +254,7 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let field = |pod: &str, path: &str| {
-        String::from_utf8_lossy(
-            &cc.kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
-                .stdout,
-        )
-        .into_owned()
-    };
+    let field = |pod: &str, path: &str| cc.jsonpath("pod", pod, path);
     wait_for(
         "the VM Running at the cloud",
         Duration::from_secs(120),
@@ -394,18 +348,7 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let acme_field = |path: &str| {
-        String::from_utf8_lossy(
-            &kubectl(
-                &acme,
-                &dir,
-                &["get", "pod", "stranger", "-o", &format!("jsonpath={path}")],
-                None,
-            )
-            .stdout,
-        )
-        .into_owned()
-    };
+    let acme_field = |path: &str| tests::jsonpath(&acme, &dir, "pod", "stranger", path);
     wait_for(
         "the other tenant's pod finished",
         Duration::from_secs(90),

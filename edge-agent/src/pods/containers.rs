@@ -18,12 +18,7 @@ impl<R: Runtime> Worker<R> {
             c.image.as_deref().unwrap_or(""),
         );
         let image_ref = c.image.clone().unwrap_or_default();
-        let img = match self.node.images.ensure(&image_ref, policy).await {
-            Ok(i) => i,
-            Err(ImageError::NeverPull(m)) => return Err(("ErrImageNeverPull".into(), m)),
-            Err(ImageError::InvalidName(m)) => return Err(("InvalidImageName".into(), m)),
-            Err(e) => return Err(("ErrImagePull".into(), e.to_string())),
-        };
+        let img = self.pull(&image_ref, policy).await?;
         let env = self.env(p, c, &img.config.env).await?;
         let env_map: BTreeMap<String, String> = env
             .iter()
@@ -73,8 +68,38 @@ impl<R: Runtime> Worker<R> {
             user,
             &mounts,
         );
+        let log = self.begin_attempt(p, c, &img.id);
+        self.node
+            .runtime
+            .start(ContainerConfig {
+                id,
+                image_rootfs: img.rootfs.clone(),
+                spec: oci_spec,
+                log,
+            })
+            .await
+            .map_err(|e| ("RunContainerError".to_string(), e.to_string()))
+    }
+
+    /// The image `reference` under `policy`, or kubelet's waiting reason and message.
+    pub(super) async fn pull(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+    ) -> Result<crate::image::Image, (String, String)> {
+        match self.node.images.ensure(reference, policy).await {
+            Ok(i) => Ok(i),
+            Err(ImageError::NeverPull(m)) => Err(("ErrImageNeverPull".into(), m)),
+            Err(ImageError::InvalidName(m)) => Err(("InvalidImageName".into(), m)),
+            Err(e) => Err(("ErrImagePull".into(), e.to_string())),
+        }
+    }
+
+    /// Record a new attempt of container `c` running image `image_id` (durably, before it
+    /// starts) and return its log file (`<attempt>.log`, attempt = its restart count).
+    pub(super) fn begin_attempt(&mut self, p: &PodObj, c: &Container, image_id: &str) -> PathBuf {
         let cs = self.state.containers.entry(c.name.clone()).or_default();
-        cs.image_id = img.id.clone();
+        cs.image_id = image_id.to_string();
         let attempt = cs.restart_count;
         let log = log_dir(
             &self.node.root,
@@ -86,16 +111,7 @@ impl<R: Runtime> Worker<R> {
         .join(&c.name)
         .join(format!("{attempt}.log"));
         save_state(&self.node.root, &self.uid, &self.state);
-        self.node
-            .runtime
-            .start(ContainerConfig {
-                id,
-                image_rootfs: img.rootfs.clone(),
-                spec: oci_spec,
-                log,
-            })
-            .await
-            .map_err(|e| ("RunContainerError".to_string(), e.to_string()))
+        log
     }
 
     /// Drive init containers (in order), then app containers.

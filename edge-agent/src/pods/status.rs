@@ -191,21 +191,31 @@ impl<R: Runtime> Worker<R> {
             self.posted = Some(status);
             return;
         }
-        let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
-        let req = http::Request::patch(format!(
-            "{}/status",
-            core_path(&p.tenant, p.namespace(), "pods", p.name())
-        ))
-        .header("content-type", "application/merge-patch+json")
-        .body(body);
-        let Ok(req) = req else { return };
-        match self.node.client.request::<Value>(req).await {
+        match self.patch_status(p, &status).await {
             Ok(_) => self.posted = Some(status),
             Err(e) => {
                 tracing::debug!(pod = %p.name(), error = %e, "posting pod status failed");
                 self.posted = None;
             }
         }
+    }
+
+    /// Merge-patch the pod's status with `status`.
+    async fn patch_status(&self, p: &PodObj, status: &Value) -> Result<(), String> {
+        let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
+        let req = http::Request::patch(format!(
+            "{}/status",
+            core_path(&p.tenant, p.namespace(), "pods", p.name())
+        ))
+        .header("content-type", "application/merge-patch+json")
+        .body(body)
+        .map_err(|e| e.to_string())?;
+        self.node
+            .client
+            .request::<Value>(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Refuse a pod this node cannot run: phase Failed with `reason` and `message` (as kubelet
@@ -218,15 +228,7 @@ impl<R: Runtime> Worker<R> {
         }
         let status = json!({"phase": "Failed", "reason": reason, "message": message,
             "hostIP": self.node.node_ip, "hostIPs": [{"ip": self.node.node_ip}]});
-        let body = serde_json::to_vec(&json!({"status": status})).unwrap_or_default();
-        let req = http::Request::patch(format!(
-            "{}/status",
-            core_path(&p.tenant, p.namespace(), "pods", p.name())
-        ))
-        .header("content-type", "application/merge-patch+json")
-        .body(body);
-        let Ok(req) = req else { return };
-        match self.node.client.request::<Value>(req).await {
+        match self.patch_status(p, &status).await {
             Ok(_) => {
                 self.posted = Some(status);
                 self.event(p, None, "Warning", reason, message);

@@ -95,12 +95,7 @@ impl<R: Runtime> Worker<R> {
         }
         let image_ref = vm.image.clone().unwrap_or_default();
         let policy = PullPolicy::parse(vm.image_pull_policy.as_deref(), &image_ref);
-        let img = match self.node.images.ensure(&image_ref, policy).await {
-            Ok(i) => i,
-            Err(ImageError::NeverPull(m)) => return Err(("ErrImageNeverPull".into(), m)),
-            Err(ImageError::InvalidName(m)) => return Err(("InvalidImageName".into(), m)),
-            Err(e) => return Err(("ErrImagePull".into(), e.to_string())),
-        };
+        let img = self.pull(&image_ref, policy).await?;
         let refused = |m: String| ("VMImageRefused".to_string(), m);
         let files = vm_image::inspect(&img.rootfs).map_err(refused)?;
         let dir = self.pod_dir().join("vm");
@@ -159,19 +154,7 @@ impl<R: Runtime> Worker<R> {
             cgroups: self.vm_cgroups(&c.name, vcpus, memory_mib),
             qmp: Some(qmp),
         };
-        let cs = self.state.containers.entry(c.name.clone()).or_default();
-        cs.image_id = img.id.clone();
-        let attempt = cs.restart_count;
-        let log = log_dir(
-            &self.node.root,
-            &p.tenant,
-            p.namespace(),
-            p.name(),
-            &self.uid,
-        )
-        .join(&c.name)
-        .join(format!("{attempt}.log"));
-        save_state(&self.node.root, &self.uid, &self.state);
+        let log = self.begin_attempt(p, c, &img.id);
         self.node
             .runtime
             .start_exec(&self.cid(&c.name), exec, log)

@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 use tests::{kubectl, wait_for, Agent, CloudCore, EdgeCore};
 
 fn field(cc: &CloudCore, pod: &str, path: &str) -> String {
-    String::from_utf8_lossy(
-        &cc.kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
-            .stdout,
-    )
-    .into_owned()
+    cc.jsonpath("pod", pod, path)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,16 +33,7 @@ fn main() -> anyhow::Result<()> {
     let agent = Agent::start_vms(&s1.kubeconfig(), "n1", &[reg.addr()]);
     let t = Duration::from_secs(120);
     wait_for("n1 runs VMs", t, || {
-        String::from_utf8_lossy(
-            &cc.kubectl(&[
-                "get",
-                "node",
-                "n1",
-                "-o",
-                "jsonpath={.metadata.labels.vm\\.atoll\\.io/runtime}",
-            ])
-            .stdout,
-        ) == "qemu"
+        cc.jsonpath("node", "n1", "{.metadata.labels.vm\\.atoll\\.io/runtime}") == "qemu"
     });
     let accel = if agent.log().contains("accel=\"kvm\"") {
         "kvm"
