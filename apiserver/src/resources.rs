@@ -109,7 +109,7 @@ pub static RESOURCES: &[Resource] = &[
         Space::Tenant,
         &["po"],
         &["all"],
-        &["status", "binding", "log", "eviction"],
+        &["status", "binding", "log", "eviction", "resize"],
         "io.k8s.api.core.v1.Pod",
         true
     ),

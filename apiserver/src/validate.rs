@@ -164,6 +164,84 @@ fn containers(
             causes.push(Cause::required(format!("{field}[{i}].image")));
         }
         volume_mounts(c, &format!("{field}[{i}]"), volumes, true, causes);
+        container_resources(c, &format!("{field}[{i}]"), causes);
+    }
+}
+
+/// A container's `resources` (no request above its limit, nothing negative) and
+/// `resizePolicy` (cpu and memory, NotRequired or RestartContainer), as kube-apiserver checks them.
+fn container_resources(c: &Value, field: &str, causes: &mut Vec<Cause>) {
+    let q = |part: &str, res: &str| -> Option<(String, f64)> {
+        let v = c.pointer(&format!("/resources/{part}/{res}"))?;
+        let s = v
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string());
+        let n = proto::quantity(&s)?;
+        Some((s, n))
+    };
+    for part in ["limits", "requests"] {
+        for res in c
+            .pointer(&format!("/resources/{part}"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|m| m.keys())
+        {
+            if let Some((s, _)) = q(part, res).filter(|(_, n)| *n < 0.0) {
+                causes.push(Cause::invalid(
+                    format!("{field}.resources.{part}[{res}]"),
+                    &s,
+                    "must be greater than or equal to 0",
+                ));
+            }
+        }
+    }
+    for res in c
+        .pointer("/resources/requests")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.keys())
+    {
+        if let (Some((rs, r)), Some((ls, l))) = (q("requests", res), q("limits", res)) {
+            if r > l {
+                causes.push(Cause::invalid(
+                    format!("{field}.resources.requests"),
+                    &rs,
+                    &format!("must be less than or equal to {res} limit of {ls}"),
+                ));
+            }
+        }
+    }
+    let policies = c
+        .get("resizePolicy")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut seen = std::collections::HashSet::new();
+    for (j, p) in policies.iter().enumerate() {
+        let f = format!("{field}.resizePolicy[{j}]");
+        let name = p.get("resourceName").and_then(Value::as_str).unwrap_or("");
+        if !["cpu", "memory"].contains(&name) {
+            causes.push(Cause::not_supported(
+                format!("{f}.resourceName"),
+                name,
+                &["cpu", "memory"],
+            ));
+        } else if !seen.insert(name) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                message: format!("Duplicate value: {name:?}"),
+                field: format!("{f}.resourceName"),
+            });
+        }
+        let rp = p.get("restartPolicy").and_then(Value::as_str).unwrap_or("");
+        if !["NotRequired", "RestartContainer"].contains(&rp) {
+            causes.push(Cause::not_supported(
+                format!("{f}.restartPolicy"),
+                rp,
+                &["NotRequired", "RestartContainer"],
+            ));
+        }
     }
 }
 

@@ -83,6 +83,20 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Ids of every container the runtime holds (running or exited).
     fn list(&self) -> Vec<String>;
+    /// Change a running container's Linux resources (an OCI `LinuxResources` object: memory
+    /// limit, CPU shares and quota) in place, without restarting it.
+    fn update(
+        &self,
+        id: &str,
+        resources: &Value,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        let _ = (id, resources);
+        async {
+            Err(RuntimeError::Start(
+                "this runtime cannot change a container's resources".into(),
+            ))
+        }
+    }
     /// Start a process as it is, under the shim (a VM's qemu): its output is the log, its
     /// exit the container's; `signal("TERM")` asks it to stop through its QMP socket.
     fn start_exec(
@@ -463,6 +477,17 @@ impl Runtime for Runc {
         }
     }
 
+    async fn update(&self, id: &str, resources: &Value) -> Result<(), RuntimeError> {
+        let f = self.cdir(id).join("resources.json");
+        crate::shim::write_json_atomic(&f, resources).map_err(|e| io("write", &f, e))?;
+        let mut c = self.runc();
+        c.args(["update", "--resources"]).arg(&f).arg(id);
+        run_cmd(&mut c, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(RuntimeError::Start)
+    }
+
     async fn start_exec(&self, id: &str, exec: Exec, log: PathBuf) -> Result<State, RuntimeError> {
         let dir = self.cdir(id);
         if dir.exists() {
@@ -576,6 +601,18 @@ impl Runtime for Fake {
             .containers
             .remove(id);
         Ok(())
+    }
+    async fn update(&self, id: &str, resources: &Value) -> Result<(), RuntimeError> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match g.containers.get_mut(id) {
+            Some((c, State::Running { .. })) => {
+                c.spec["linux"]["resources"] = resources.clone();
+                Ok(())
+            }
+            _ => Err(RuntimeError::Start(format!(
+                "container {id} is not running"
+            ))),
+        }
     }
     fn list(&self) -> Vec<String> {
         self.inner

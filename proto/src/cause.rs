@@ -36,6 +36,14 @@ impl Cause {
             field: field.into(),
         }
     }
+    /// A change that is not allowed.
+    pub fn forbidden(field: impl Into<String>, why: &str) -> Self {
+        Cause {
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {why}"),
+            field: field.into(),
+        }
+    }
     /// A value that is not one of the supported ones.
     pub fn not_supported(field: impl Into<String>, value: &str, allowed: &[&str]) -> Self {
         let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();

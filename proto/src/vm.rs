@@ -31,6 +31,9 @@ pub const OVERHEAD_CPU: &str = "100m";
 /// TCG at about 57 MiB resident beyond a 128 MiB guest (13 MiB of qemu's binary, its 16 MiB
 /// translation cache, heap and device state); the qemu process's cgroup gets guest + this.
 pub const OVERHEAD_MEMORY: &str = "80Mi";
+/// The unit (bytes) a running VM's memory grows in: x86-64 Linux onlines hot-plugged memory
+/// in 128 MiB blocks.
+pub const MEMORY_BLOCK: f64 = 128.0 * 1024.0 * 1024.0;
 
 /// Label a node's agent sets when it runs VM pods (its value: the hypervisor, `qemu`). The
 /// schedulers place a VM pod only on such nodes, as if its RuntimeClass selected them.

@@ -54,7 +54,15 @@ ip -4 -o addr show dev eth0 2>/dev/null | sed 's/^/atoll-vm: /'
 echo "hello from the VM" > /www/index.html
 httpd -p 80 -h /www
 echo "atoll-vm: ready"
-while true; do sleep 3600; done
+# Online hot-plugged vCPUs and memory blocks; say what the guest has whenever it changes.
+last=""
+while true; do
+  for f in /sys/devices/system/cpu/cpu*/online; do [ "$(cat $f)" = 0 ] && echo 1 > $f; done 2>/dev/null
+  for f in /sys/devices/system/memory/memory*/state; do [ "$(cat $f)" = offline ] && echo online > $f; done 2>/dev/null
+  now="cpus=$(grep -c ^processor /proc/cpuinfo) memtotal_kib=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+  [ "$now" != "$last" ] && echo "atoll-vm: $now" && last="$now"
+  sleep 1
+done
 "#;
 
 const UDHCPC: &str = r#"#!/bin/sh
@@ -101,7 +109,7 @@ pub fn boot_files(scratch: &Path) -> (Vec<u8>, Vec<u8>) {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
     for a in [
         "sh", "mount", "mkdir", "insmod", "echo", "ip", "cat", "sed", "sleep", "acpid", "udhcpc",
-        "httpd", "poweroff",
+        "httpd", "poweroff", "grep", "awk",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("applet");
     }

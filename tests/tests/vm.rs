@@ -243,7 +243,7 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
     // Created at the cloud, placed on the site, run by n1's agent under qemu.
     let vm = |name: &str, image: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 60\n  virtualMachine:\n    name: vm\n    image: {}/{image}\n    resources: {{limits: {{cpu: '1', memory: 128Mi}}}}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 60\n  virtualMachine:\n    name: vm\n    image: {}/{image}\n    resources: {{limits: {{cpu: '1', memory: 256Mi}}}}\n",
             reg.addr()
         )
     };
@@ -377,7 +377,91 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
     .trim()
     .parse()
     .unwrap();
-    assert_eq!(limit, (128 + 80) << 20);
+    assert_eq!(limit, (256 + 80) << 20);
+
+    // In-place resize: a vCPU and a DIMM hot-plugged through QMP; the guest onlines them.
+    let guest_has = |logs: &str| -> Option<(u32, u64)> {
+        let l = logs.lines().rev().find(|l| l.contains("atoll-vm: cpus="))?;
+        let mut it = l.split_whitespace().filter_map(|w| w.split_once('='));
+        let cpus = it.next()?.1.parse().ok()?;
+        let mem = it.next()?.1.parse().ok()?;
+        Some((cpus, mem))
+    };
+    let mut before = None;
+    wait_for("the guest reports its size", T, || {
+        before = guest_has(&cc.kubectl_ok(&["logs", "guest"]));
+        before.is_some()
+    });
+    let (cpus0, mem0) = before.unwrap();
+    assert_eq!(cpus0, 1);
+    let resize = |res: &str| {
+        cc.kubectl(&[
+            "patch",
+            "pod",
+            "guest",
+            "--subresource",
+            "resize",
+            "-p",
+            &format!(r#"{{"spec":{{"virtualMachine":{{"resources":{{"limits":{res}}}}}}}}}"#),
+        ])
+    };
+    let out = resize(r#"{"cpu":"2","memory":"384Mi"}"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut now = None;
+    wait_for(
+        "the guest onlined a second vCPU and 128Mi more",
+        Duration::from_secs(120),
+        || {
+            now = guest_has(&cc.kubectl_ok(&["logs", "guest"]));
+            now.is_some_and(|(c, m)| c == 2 && m >= mem0 + 120 * 1024)
+        },
+    );
+    wait_for("the actual resources in the status", T, || {
+        field(
+            "guest",
+            "{.status.containerStatuses[0].resources.limits.memory}",
+        ) == "384Mi"
+            && field(
+                "guest",
+                "{.status.virtualMachineStatus.resources.limits.cpu}",
+            ) == "2"
+    });
+    assert_eq!(
+        field("guest", "{.status.virtualMachineStatus.restartCount}"),
+        "0"
+    );
+    assert_eq!(
+        field("guest", "{.spec.virtualMachine.resources.requests.memory}"),
+        "384Mi"
+    );
+    let limit = |uid: &str| -> u64 {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory/atoll/{uid}/vm/memory.limit_in_bytes"
+        ))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    assert_eq!(limit(&uid), (384 + 80) << 20);
+    // What a guest cannot take is refused, with the field.
+    for (res, want) in [
+        (r#"{"cpu":"2","memory":"256Mi"}"#, "can only grow in place"),
+        (r#"{"cpu":"2","memory":"400Mi"}"#, "whole blocks of 128Mi"),
+        (r#"{"cpu":"1500m","memory":"384Mi"}"#, "whole number"),
+    ] {
+        let out = resize(res);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && msg.contains(want), "{res}: {msg}");
+        assert!(
+            msg.contains("spec.virtualMachine.resources.limits"),
+            "{msg}"
+        );
+    }
 
     // The agent restarts: qemu is re-adopted, the guest not rebooted.
     agent.restart();
@@ -387,6 +471,9 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
     assert_eq!(vm_pids(&uid), pids, "the same qemu");
     let logs = cc.kubectl_ok(&["logs", "guest"]);
     assert_eq!(logs.matches("atoll-vm: booted").count(), 1, "{logs}");
+    // ...with its hot-plugged size (nothing plugged again, nothing lost).
+    assert_eq!(guest_has(&logs), now, "{logs}");
+    assert_eq!(limit(&uid), (384 + 80) << 20);
     assert_eq!(
         field("guest", "{.status.virtualMachineStatus.restartCount}"),
         "0"

@@ -182,7 +182,7 @@ impl Writer {
             n["status"] = status;
             n
         } else {
-            let new = self.api.finish_update(res, current, new, false)?;
+            let new = self.api.finish_update(res, current, new, Part::Main)?;
             if write::finalized(res, current, &new) {
                 // As a `PUT` removing the last finalizer of a terminating object: it goes.
                 return self.commit_removal(res, key, current).await;

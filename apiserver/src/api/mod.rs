@@ -35,6 +35,7 @@ pub use internal::{component, Writer};
 pub use objects::*;
 use read::*;
 use subresources::unbound;
+use write::Part;
 
 /// Internal resource holding edge join tokens by hash (never served).
 pub const JOIN_TOKENS: &str = "jointokens";
@@ -526,10 +527,16 @@ impl Api {
             ("create", Some("binding")) => self.bind(&t, &req).await,
             ("update", sub @ (None | Some("status") | Some("finalize"))) => {
                 let body = parse_body(&req.headers, &req.body)?;
-                self.update(&t, &req, body, sub == Some("status")).await
+                self.update(&t, &req, body, Part::of(sub)).await
             }
-            ("patch", sub @ (None | Some("status"))) => {
-                self.patch(&t, &req, sub == Some("status")).await
+            ("patch", sub @ (None | Some("status"))) => self.patch(&t, &req, Part::of(sub)).await,
+            ("get", Some("resize")) if res.plural == "pods" => self.get(&t, &req),
+            ("update", Some("resize")) if res.plural == "pods" => {
+                let body = parse_body(&req.headers, &req.body)?;
+                self.update(&t, &req, body, Part::Resize).await
+            }
+            ("patch", Some("resize")) if res.plural == "pods" => {
+                self.patch(&t, &req, Part::Resize).await
             }
             ("get" | "update" | "patch", Some("scale")) => self.scale(&t, &req, verb).await,
             ("delete", None) => self.delete(&t, &req).await,

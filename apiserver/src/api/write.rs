@@ -3,6 +3,28 @@
 
 use super::*;
 
+/// Which part of an object a write goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The object itself (metadata and spec; the status is kept).
+    Main,
+    /// The status subresource: only the status is taken.
+    Status,
+    /// A pod's `resize` subresource: only container (and VM) resources are taken.
+    Resize,
+}
+
+impl Part {
+    /// The part a subresource name writes (`finalize` writes the object).
+    pub(super) fn of(sub: Option<&str>) -> Part {
+        if sub == Some("status") {
+            Part::Status
+        } else {
+            Part::Main
+        }
+    }
+}
+
 /// The site-origin annotation is the region's to set (it decides who may write an object and
 /// where it syncs): a write keeps the stored object's value, whatever the body says, and a new
 /// object gets it only from the edge's hooks or the hub.
@@ -318,7 +340,7 @@ impl Api {
                 }
             }
         }
-        self.finish_update(res, current, new, false)
+        self.finish_update(res, current, new, Part::Main)
     }
 
     /// The end of every update: the origin annotation kept, generation bumped on a spec
@@ -329,8 +351,9 @@ impl Api {
         res: &Resource,
         current: &Value,
         mut new: Value,
-        status: bool,
+        part: Part,
     ) -> ApiResult<Value> {
+        let status = part == Part::Status;
         keep_origin(Some(current), &mut new);
         if res.group.is_empty() && res.plural == "tenants" {
             keep_partition(current, &mut new)?;
@@ -348,7 +371,22 @@ impl Api {
         } else if !status {
             super::objects::normalize(res, &mut new);
         }
-        self.validate(res, &new, Some(current))?;
+        if part == Part::Resize {
+            // The object's own rules, and the resize's in place of the update's.
+            self.validate(res, &new, None)?;
+            let mut causes = Vec::new();
+            super::subresources::resize_rules(current, &new, &mut causes);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(
+                    res.group,
+                    res.kind,
+                    meta_str(&new, "name"),
+                    causes,
+                ));
+            }
+        } else {
+            self.validate(res, &new, Some(current))?;
+        }
         Ok(new)
     }
 
@@ -509,10 +547,11 @@ impl Api {
         t: &Target,
         current: &Value,
         mut body: Value,
-        status: bool,
+        part: Part,
         q: &Query,
     ) -> ApiResult<(Value, Vec<String>)> {
         let res = t.res;
+        let status = part == Part::Status;
         self.admit(res, Write::Update { current, status })?;
         if !body.is_object() {
             return Err(ApiError::bad_request(format!(
@@ -541,7 +580,9 @@ impl Api {
                 ),
             ));
         }
-        let mut new = if status {
+        let mut new = if part == Part::Resize {
+            super::subresources::resized(current, &body)
+        } else if status {
             let mut n = current.clone();
             match body.get("status") {
                 Some(s) => n["status"] = s.clone(),
@@ -585,7 +626,7 @@ impl Api {
             }
             m.insert("name".into(), json!(name));
         }
-        let new = self.finish_update(res, current, new, status)?;
+        let new = self.finish_update(res, current, new, part)?;
         Ok((new, warnings))
     }
 
@@ -627,8 +668,9 @@ impl Api {
         t: &Target,
         req: &Request,
         body: Value,
-        status: bool,
+        part: Part,
     ) -> ApiResult<Reply> {
+        let status = part == Part::Status;
         let key = t.key(t.name());
         let current = self
             .store
@@ -645,14 +687,15 @@ impl Api {
             }
             Precondition::Version(v)
         };
-        let (new, warnings) = self.merge_update(t, &current, body, status, &req.query)?;
+        let (new, warnings) = self.merge_update(t, &current, body, part, &req.query)?;
         let out = self
             .commit_update(t, key, &current, new, pre, dry_run(&req.query)?, status)
             .await?;
         Ok(Reply::json(StatusCode::OK, &out).warn(warnings))
     }
 
-    pub(super) async fn patch(&self, t: &Target, req: &Request, status: bool) -> ApiResult<Reply> {
+    pub(super) async fn patch(&self, t: &Target, req: &Request, part: Part) -> ApiResult<Reply> {
+        let status = part == Part::Status;
         let ct = req
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -695,7 +738,7 @@ impl Api {
                 return Err(ApiError::stale(t.res.group, t.res.plural, t.name()));
             }
             meta_mut(&mut patched).insert("resourceVersion".into(), json!(cur_rv.to_string()));
-            let (new, warnings) = self.merge_update(t, &current, patched, status, &req.query)?;
+            let (new, warnings) = self.merge_update(t, &current, patched, part, &req.query)?;
             match self
                 .commit_update(
                     t,

@@ -100,6 +100,7 @@ impl<R: Runtime> Worker<R> {
     pub(super) fn begin_attempt(&mut self, p: &PodObj, c: &Container, image_id: &str) -> PathBuf {
         let cs = self.state.containers.entry(c.name.clone()).or_default();
         cs.image_id = image_id.to_string();
+        cs.resources = Some(super::resize::resources_json(c));
         let attempt = cs.restart_count;
         let log = log_dir(
             &self.node.root,
@@ -150,7 +151,7 @@ impl<R: Runtime> Worker<R> {
         for c in &spec.containers {
             let id = self.cid(&c.name);
             match self.node.runtime.state(&id) {
-                State::Running { .. } => {}
+                State::Running { .. } => self.resize(p, c).await,
                 State::Missing => {
                     self.lost(&c.name);
                     self.try_start(p, c).await

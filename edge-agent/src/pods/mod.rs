@@ -30,6 +30,7 @@ use crate::runtime::{ContainerConfig, Runtime, State};
 
 mod containers;
 mod env;
+mod resize;
 mod sandbox;
 mod state;
 mod status;
@@ -200,6 +201,10 @@ pub struct CState {
     /// The current attempt was started (so finding it missing means it was lost).
     #[serde(default)]
     pub started: bool,
+    /// The resources the current attempt runs with (the API's `resources` object; a resize
+    /// changes them in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Value>,
 }
 
 /// What the agent remembers about a pod.
@@ -231,6 +236,8 @@ struct Transient {
     wait: Duration,
     /// When the last start attempt failed.
     failed_at: Option<tokio::time::Instant>,
+    /// A resize not (yet) done: its condition type, reason and message.
+    resize: Option<(&'static str, &'static str, String)>,
 }
 
 /// Watch this node's pods and run a worker per pod until cancelled.

@@ -78,6 +78,15 @@ impl<R: Runtime> Worker<R> {
         if !matches!(rs, State::Missing) {
             v["containerID"] = json!(format!("runc://{id}"));
         }
+        // What the container runs with (a resize changes it in place), and what the node
+        // allocated to it.
+        if let Some(r) = cs.resources.as_ref().filter(|_| !init) {
+            let r = if r.is_null() { json!({}) } else { r.clone() };
+            if let Some(req) = r.get("requests") {
+                v["allocatedResources"] = req.clone();
+            }
+            v["resources"] = r;
+        }
         v
     }
 
@@ -161,6 +170,19 @@ impl<R: Runtime> Worker<R> {
             ),
             existing("PodScheduled").unwrap_or_else(|| cond("PodScheduled", true, None)),
         ];
+        let mut conditions = conditions;
+        // A resize not done yet (kubelet's PodResizePending / PodResizeInProgress).
+        let resize = spec
+            .containers
+            .iter()
+            .filter_map(|c| self.transient.get(&c.name).and_then(|t| t.resize.clone()))
+            .next();
+        if let Some((ty, reason, message)) = resize {
+            let mut c = cond(ty, true, None);
+            c["reason"] = json!(reason);
+            c["message"] = json!(message);
+            conditions.push(c);
+        }
         let mut status = json!({
             "phase": phase,
             "conditions": conditions,

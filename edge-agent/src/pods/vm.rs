@@ -22,7 +22,12 @@ fn amount(q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -
 
 /// The VM's size: vCPUs and MiB of memory (its limits, as the API defaulted them).
 pub fn size(vm: &VirtualMachine) -> (u32, u64) {
-    let limits = vm.resources.as_ref().and_then(|r| r.limits.as_ref());
+    size_of(vm.resources.as_ref())
+}
+
+/// vCPUs and MiB of memory of a VM with `resources`.
+pub fn size_of(resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>) -> (u32, u64) {
+    let limits = resources.and_then(|r| r.limits.as_ref());
     let cpu = amount(limits.and_then(|l| l.get("cpu")))
         .unwrap_or(1.0)
         .clamp(1.0, 255.0) as u32;
@@ -41,7 +46,7 @@ pub fn mac_for(ip: std::net::Ipv4Addr) -> String {
 impl<R: Runtime> Worker<R> {
     /// The cgroup directories of the VM (created, with its limits: the guest's memory and vCPUs
     /// plus the per-VM overhead).
-    fn vm_cgroups(&self, name: &str, vcpus: u32, mem_mib: u64) -> Vec<PathBuf> {
+    pub(super) fn vm_cgroups(&self, name: &str, vcpus: u32, mem_mib: u64) -> Vec<PathBuf> {
         let overhead_mem = proto::quantity(proto::vm::OVERHEAD_MEMORY).unwrap_or(0.0) as u64;
         let overhead_cpu =
             (proto::quantity(proto::vm::OVERHEAD_CPU).unwrap_or(0.0) * 1000.0) as u64;
@@ -210,7 +215,8 @@ pub fn vm_status(vm: &VirtualMachine, container: &Value) -> Value {
         "powerState": power,
         "ready": running,
         "restartCount": container.get("restartCount").cloned().unwrap_or(json!(0)),
-        "resources": vm.resources,
+        // What the VM runs with (hot-plug changes it in place).
+        "resources": container.get("resources").cloned().or_else(|| serde_json::to_value(&vm.resources).ok()),
     });
     if let Some(id) = container.get("containerID").and_then(Value::as_str) {
         s["virtualMachineId"] = json!(id.replace("runc://", "qemu://"));

@@ -20,6 +20,8 @@ pub const PROBE_DEADLINE: Duration = Duration::from_secs(3);
 /// The smallest guest (MiB) that gets DIMM slots for memory hot-plug (a 128 MiB guest of the
 /// Debian cloud kernel runs out of memory at boot with them).
 pub const MIN_HOTPLUG_MIB: u64 = 256;
+/// The unit memory is hot-plugged in (MiB): the API's `MEMORY_BLOCK`.
+pub const DIMM_BLOCK_MIB: u64 = (proto::vm::MEMORY_BLOCK as u64) >> 20;
 /// Longest QMP line the agent reads.
 const MAX_QMP_LINE: usize = 64 * 1024;
 
@@ -347,6 +349,87 @@ pub async fn qmp(sock: &Path, cmd: &str, args: Value, deadline: Duration) -> Res
     tokio::time::timeout(deadline, exchange)
         .await
         .map_err(|_| format!("QMP {cmd}: no answer within {deadline:?}"))?
+}
+
+/// How long one hot-plug command may take.
+const PLUG_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Plug vCPUs into the VM behind `sock` until it has `total` (idempotent: counts the plugged
+/// ones first), on the free slots `query-hotpluggable-cpus` lists.
+pub async fn plug_vcpus(sock: &Path, total: u32) -> Result<(), String> {
+    let slots = qmp(sock, "query-hotpluggable-cpus", json!({}), PLUG_DEADLINE).await?;
+    let slots = slots.as_array().cloned().unwrap_or_default();
+    let plugged = slots.iter().filter(|s| s.get("qom-path").is_some()).count() as u32;
+    if plugged >= total {
+        return Ok(());
+    }
+    let free: Vec<&Value> = slots
+        .iter()
+        .filter(|s| s.get("qom-path").is_none())
+        .collect();
+    let need = (total - plugged) as usize;
+    if free.len() < need {
+        return Err(format!(
+            "the VM can have at most {} vCPUs (it was started with room for that many: as many as the node has)",
+            plugged as usize + free.len()
+        ));
+    }
+    // qemu lists free slots highest first; plug in ascending order.
+    let mut free = free;
+    free.reverse();
+    for slot in free.into_iter().take(need) {
+        let mut args = slot.get("props").cloned().unwrap_or(json!({}));
+        let id = format!(
+            "vcpu-s{}-c{}-t{}",
+            args.get("socket-id").and_then(Value::as_u64).unwrap_or(0),
+            args.get("core-id").and_then(Value::as_u64).unwrap_or(0),
+            args.get("thread-id").and_then(Value::as_u64).unwrap_or(0)
+        );
+        args["driver"] = slot.get("type").cloned().unwrap_or(Value::Null);
+        args["id"] = json!(id);
+        qmp(sock, "device_add", args, PLUG_DEADLINE)
+            .await
+            .map_err(|e| format!("hot-plugging a vCPU: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Plug DIMMs into the VM behind `sock` until its memory is `total_mib` (idempotent: reads
+/// base and plugged memory first).
+pub async fn plug_memory(sock: &Path, total_mib: u64) -> Result<(), String> {
+    let sum = qmp(sock, "query-memory-size-summary", json!({}), PLUG_DEADLINE).await?;
+    let mib = |k: &str| sum.get(k).and_then(Value::as_u64).unwrap_or(0) >> 20;
+    let (base, plugged) = (mib("base-memory"), mib("plugged-memory"));
+    if base + plugged >= total_mib {
+        return Ok(());
+    }
+    if base < MIN_HOTPLUG_MIB {
+        return Err(format!(
+            "the VM was started without memory hot-plug (a guest under {MIN_HOTPLUG_MIB}Mi boots without DIMM slots); recreate the pod to give it more memory"
+        ));
+    }
+    let add = total_mib - base - plugged;
+    // Named after where they start in the hot-plugged range: unique per VM.
+    let (mem, dimm) = (format!("mem-{plugged}"), format!("dimm-{plugged}"));
+    qmp(
+        sock,
+        "object-add",
+        json!({"qom-type": "memory-backend-ram", "id": mem, "size": add << 20}),
+        PLUG_DEADLINE,
+    )
+    .await?;
+    if let Err(e) = qmp(
+        sock,
+        "device_add",
+        json!({"driver": "pc-dimm", "id": dimm, "memdev": mem}),
+        PLUG_DEADLINE,
+    )
+    .await
+    {
+        let _ = qmp(sock, "object-del", json!({"id": mem}), PLUG_DEADLINE).await;
+        return Err(format!("hot-plugging {add}Mi of memory: {e}"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
