@@ -52,6 +52,9 @@ pub struct Exec {
     pub cgroups: Vec<PathBuf>,
     /// Its QMP socket, for a graceful stop (ACPI power-down).
     pub qmp: Option<PathBuf>,
+    /// A DHCP lease to serve in its network namespace while it runs (a VM's address).
+    #[serde(default)]
+    pub dhcp: Option<crate::vm::dhcp::Lease>,
 }
 
 /// The command for an [`Exec`]: in its network namespace through `ip netns exec` (which execs
@@ -235,6 +238,21 @@ pub fn run(a: ShimArgs) -> ExitCode {
         }
         let _ = std::fs::write(&pid_file, child.id().to_string());
     }
+    // The VM's DHCP server, on a thread in its network namespace, for as long as it runs.
+    let dhcp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dhcp = exec.as_ref().and_then(|x| {
+        let lease = x.dhcp.clone()?;
+        let ns = Path::new("/run/netns").join(x.netns.as_ref()?);
+        let stop = dhcp_stop.clone();
+        std::thread::Builder::new()
+            .name("dhcp".into())
+            .spawn(move || {
+                if let Err(e) = crate::vm::dhcp::serve(&lease, &ns, stop) {
+                    eprintln!("shim: DHCP server: {e}");
+                }
+            })
+            .ok()
+    });
     let mut pumps = Vec::new();
     if let Some(o) = child.stdout.take() {
         pumps.push(pump("stdout", o, log.clone()));
@@ -273,6 +291,10 @@ pub fn run(a: ShimArgs) -> ExitCode {
             Duration::from_millis(50)
         });
     };
+    dhcp_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = dhcp {
+        let _ = t.join();
+    }
     let exit_code = match status {
         Some(s) => {
             use std::os::unix::process::ExitStatusExt;

@@ -47,8 +47,10 @@ X
       192) bits=$((bits+2));; 128) bits=$((bits+1));; esac
   done
   ip addr add "$ip/$bits" dev eth0 && ip route add default via "$gw"
+  # Ask the node's DHCP server too (what a disk image without ip= relies on).
+  udhcpc -i eth0 -q -n -t 10 -T 1 -s /etc/udhcpc.sh >/dev/null 2>&1 &
 else
-  udhcpc -i eth0 -q -n -s /etc/udhcpc.sh >/dev/null 2>&1
+  udhcpc -i eth0 -q -n -t 10 -T 1 -s /etc/udhcpc.sh >/dev/null 2>&1
 fi
 ip -4 -o addr show dev eth0 2>/dev/null | sed 's/^/atoll-vm: /'
 echo "hello from the VM" > /www/index.html
@@ -67,8 +69,9 @@ done
 
 const UDHCPC: &str = r#"#!/bin/sh
 case "$1" in bound|renew)
-  ip addr add "$ip/${mask:-24}" dev "$interface"
-  [ -n "$router" ] && ip route add default via "${router%% *}"
+  echo "atoll-vm: dhcp lease $ip/${mask:-24} router ${router%% *} host ${hostname:-}" > /dev/console
+  ip addr add "$ip/${mask:-24}" dev "$interface" 2>/dev/null
+  [ -n "$router" ] && ip route add default via "${router%% *}" 2>/dev/null
 esac
 "#;
 

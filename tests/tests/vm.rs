@@ -305,6 +305,15 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
         console.contains(&format!("inet {vm_ip}/24")),
         "guest address:\n{console}"
     );
+    // The node's DHCP server hands the guest the same address (and the gateway, its name).
+    let gw = {
+        let o = vm_ip.rsplit_once('.').unwrap().0;
+        format!("{o}.1")
+    };
+    let lease = format!("atoll-vm: dhcp lease {vm_ip}/24 router {gw} host guest");
+    wait_for("the guest's DHCP lease on its console", T, || {
+        cc.kubectl_ok(&["logs", "guest"]).contains(&lease)
+    });
     let client = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  nodeName: n1\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {}/busybox:v1\n    command: [sh, -c, 'for i in $(seq 1 100); do timeout 2 wget -q -O- http://{vm_ip}/ && exit 0; sleep 0.2; done; echo unreachable; exit 1']\n",
         reg.addr()
@@ -432,7 +441,9 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
     });
     assert_eq!(
         field("guest", "{.status.virtualMachineStatus.restartCount}"),
-        "0"
+        "0",
+        "the guest restarted during the hot-plug; its console:\n{}",
+        String::from_utf8_lossy(&cc.kubectl(&["logs", "guest", "--previous"]).stdout)
     );
     assert_eq!(
         field("guest", "{.spec.virtualMachine.resources.requests.memory}"),

@@ -158,6 +158,15 @@ impl<R: Runtime> Worker<R> {
             netns,
             cgroups: self.vm_cgroups(&c.name, vcpus, memory_mib),
             qmp: Some(qmp),
+            dhcp: plan.net.as_ref().map(|n| crate::vm::dhcp::Lease {
+                device: crate::network::VM_BRIDGE.into(),
+                mac: n.mac.clone(),
+                ip: n.ip,
+                prefix: n.prefix,
+                gateway: n.gateway,
+                dns: Vec::new(),
+                hostname: p.name().chars().take(63).collect(),
+            }),
         };
         let log = self.begin_attempt(p, c, &img.id);
         self.node

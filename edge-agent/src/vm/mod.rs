@@ -2,5 +2,6 @@
 //! the accelerator probe, the command line, QMP). The pod worker drives them
 //! (`pods/vm.rs`); the runtime runs qemu under the shim like a container.
 
+pub mod dhcp;
 pub mod image;
 pub mod qemu;

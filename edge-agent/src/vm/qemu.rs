@@ -80,7 +80,10 @@ pub async fn probe(binary: &Path, accel: Accel, deadline: Duration) -> Result<()
     let img = dir.path().join("probe.img");
     std::fs::write(&img, probe_sector()).map_err(|e| e.to_string())?;
     let mut c = tokio::process::Command::new(binary);
+    // The CPU model the VMs get: on some hosts KVM runs a guest but cannot give it the host's
+    // CPU (qemu aborts setting an MSR), so the probe asks for the same.
     c.args(["-machine", "pc", "-accel", accel.name()])
+        .args(["-cpu", cpu_model(accel)])
         .args([
             "-nodefaults",
             "-no-user-config",
@@ -202,6 +205,15 @@ fn mask(prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(bits)
 }
 
+/// The CPU model a guest gets under `accel`.
+fn cpu_model(accel: Accel) -> &'static str {
+    if accel == Accel::Kvm {
+        "host"
+    } else {
+        "max"
+    }
+}
+
 /// qemu's arguments for `plan` (the binary excluded).
 pub fn argv(q: &Qemu, plan: &VmPlan) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
@@ -210,10 +222,12 @@ pub fn argv(q: &Qemu, plan: &VmPlan) -> Vec<String> {
     push(&["-machine", "q35"]);
     match q.accel {
         Accel::Kvm => push(&["-accel", "kvm"]),
-        // A bounded translation cache (qemu's default is 1 GiB on a large host).
-        Accel::Tcg => push(&["-accel", "tcg,tb-size=16"]),
+        // A bounded translation cache (qemu's default is 1 GiB on a large host), one
+        // translation thread for all vCPUs: multi-threaded TCG splits the cache into per-vCPU
+        // regions at start and aborts when a hot-plugged vCPU finds none left.
+        Accel::Tcg => push(&["-accel", "tcg,tb-size=16,thread=single"]),
     }
-    push(&["-cpu", if q.accel == Accel::Kvm { "host" } else { "max" }]);
+    push(&["-cpu", cpu_model(q.accel)]);
     push(&[
         "-smp",
         &format!("{},maxcpus={}", plan.vcpus, plan.max_vcpus.max(plan.vcpus)),
@@ -469,7 +483,7 @@ mod tests {
         let a = argv(&q, &plan(true, false, true)).join(" ");
         assert!(
             a.contains(
-                "-accel tcg,tb-size=16 -cpu max -smp 2,maxcpus=4 -m 256M,slots=8,maxmem=1024M"
+                "-accel tcg,tb-size=16,thread=single -cpu max -smp 2,maxcpus=4 -m 256M,slots=8,maxmem=1024M"
             ),
             "{a}"
         );
