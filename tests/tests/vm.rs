@@ -490,6 +490,73 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
         "0"
     );
 
+    // powerSpec Shutdown powers the guest off (ACPI) and keeps it off; Running starts it again,
+    // and the console of the attempt before is `kubectl logs --previous`.
+    cc.kubectl_ok(&[
+        "patch",
+        "pod",
+        "guest",
+        "-p",
+        r#"{"spec":{"virtualMachine":{"powerSpec":"Shutdown"}}}"#,
+    ]);
+    wait_for("the VM powered off", T, || {
+        field("guest", "{.status.virtualMachineStatus.powerState}") == "shutdown"
+            && vm_pids(&uid).is_empty()
+    });
+    assert_eq!(
+        field("guest", "{.status.virtualMachineStatus.state}"),
+        "stopped"
+    );
+    let row = cc.kubectl_ok(&["get", "pod", "guest"]);
+    assert!(row.contains(" 0/1 "), "{row}");
+    cc.kubectl_ok(&[
+        "patch",
+        "pod",
+        "guest",
+        "-p",
+        r#"{"spec":{"virtualMachine":{"powerSpec":"Running"}}}"#,
+    ]);
+    wait_for("the VM running again", Duration::from_secs(120), || {
+        field("guest", "{.status.virtualMachineStatus.state}") == "active"
+            && cc
+                .kubectl_ok(&["logs", "guest"])
+                .contains("atoll-vm: ready")
+    });
+    assert_eq!(
+        field("guest", "{.status.virtualMachineStatus.restartCount}"),
+        "1"
+    );
+    let previous = cc.kubectl_ok(&["logs", "guest", "--previous"]);
+    assert!(
+        previous.contains("reboot: Power down") && previous.contains("cpus=2"),
+        "{previous}"
+    );
+    let current = cc.kubectl_ok(&["logs", "guest"]);
+    assert_eq!(current.matches("atoll-vm: booted").count(), 1, "{current}");
+    // -f follows the console as the guest writes it.
+    let mut follow = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["logs", "-f", "guest"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("atoll-vm: dhcp lease"))
+    });
+    wait_for("kubectl logs -f shows the console", T, || {
+        reader.is_finished()
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(reader.join().unwrap().is_some());
+
     // Deletion asks the guest to power down (well within the grace period), then removes it.
     let t = std::time::Instant::now();
     cc.kubectl_ok(&["delete", "pod", "guest", "--wait=true", "--timeout=90s"]);

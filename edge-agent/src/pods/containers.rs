@@ -148,10 +148,28 @@ impl<R: Runtime> Worker<R> {
                 }
             }
         }
+        // A VM whose powerSpec is Shutdown is powered off and kept off.
+        let off =
+            proto::vm::vm_of(&p.raw).is_some_and(|v| v.power_spec.as_deref() == Some("Shutdown"));
         for c in &spec.containers {
             let id = self.cid(&c.name);
             match self.node.runtime.state(&id) {
-                State::Running { .. } => self.resize(p, c).await,
+                State::Running { .. } if off => self.power_off(p, c).await,
+                State::Running { .. } => {
+                    self.transient
+                        .entry(c.name.clone())
+                        .or_default()
+                        .powering_off = None;
+                    self.resize(p, c).await
+                }
+                State::Missing | State::Exited { .. } if off => {
+                    let t = self.transient.entry(c.name.clone()).or_default();
+                    t.powering_off = None;
+                    t.waiting = Some((
+                        "VMPoweredOff".into(),
+                        "the VM's powerSpec is Shutdown".into(),
+                    ));
+                }
                 State::Missing => {
                     self.lost(&c.name);
                     self.try_start(p, c).await
@@ -162,6 +180,37 @@ impl<R: Runtime> Worker<R> {
                     }
                 }
             }
+        }
+    }
+
+    /// Power a running VM off (its powerSpec became Shutdown): an ACPI power-down, and after
+    /// the pod's grace period a kill. The worker does not wait for it.
+    async fn power_off(&mut self, p: &PodObj, c: &Container) {
+        let id = self.cid(&c.name);
+        let grace = Duration::from_secs(
+            p.spec()
+                .termination_grace_period_seconds
+                .unwrap_or(30)
+                .clamp(0, 3600) as u64,
+        );
+        let t = self.transient.entry(c.name.clone()).or_default();
+        match t.powering_off {
+            None => {
+                t.powering_off = Some(tokio::time::Instant::now());
+                self.event(
+                    p,
+                    Some(&c.name),
+                    "Normal",
+                    "Killing",
+                    format!("Powering off VM {} (powerSpec Shutdown)", c.name),
+                );
+                self.node.runtime.signal(&id, "TERM").await;
+            }
+            Some(at) if at.elapsed() >= grace => {
+                tracing::info!(pod = %p.name(), "the VM did not power off within its grace period: SIGKILL");
+                self.node.runtime.signal(&id, "KILL").await;
+            }
+            Some(_) => {}
         }
     }
 

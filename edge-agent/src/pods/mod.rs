@@ -238,6 +238,18 @@ struct Transient {
     failed_at: Option<tokio::time::Instant>,
     /// A resize not (yet) done: its condition type, reason and message.
     resize: Option<(&'static str, &'static str, String)>,
+    /// When the VM was asked to power off (its `powerSpec` became `Shutdown`).
+    powering_off: Option<tokio::time::Instant>,
+}
+
+/// The restart policy the worker applies: the pod's (default `Always`), except that a VM whose
+/// `shutdownBehavior` is `terminate` ends its pod when the guest powers off (`Never`).
+fn restart_policy(p: &PodObj) -> String {
+    if proto::vm::vm_of(&p.raw).is_some_and(|v| v.shutdown_behavior.as_deref() == Some("terminate"))
+    {
+        return "Never".into();
+    }
+    p.spec().restart_policy.unwrap_or_else(|| "Always".into())
 }
 
 /// Watch this node's pods and run a worker per pod until cancelled.
@@ -484,10 +496,7 @@ impl<R: Runtime> Worker<R> {
             save_state(&self.node.root, &self.uid, &self.state);
         }
         let spec = p.spec();
-        let policy = spec
-            .restart_policy
-            .clone()
-            .unwrap_or_else(|| "Always".into());
+        let policy = restart_policy(p);
         if !self.adopted {
             self.adopted = true;
             for c in spec
@@ -584,6 +593,28 @@ mod tests {
                 &[st(true, None, false), st(false, Some(0), false)]
             ),
             "Running"
+        );
+    }
+
+    #[test]
+    fn a_vm_that_terminates_on_shutdown_never_restarts() {
+        let pod = |extra: Value| {
+            let mut vm = json!({"name": "vm", "image": "i"});
+            if let (Some(o), Some(e)) = (vm.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            PodObj::from_value(json!({"metadata": {"name": "p", "uid": "u"},
+                "spec": {"restartPolicy": "Always", "virtualMachine": vm, "containers": [{"name": "vm", "image": "i"}]}}))
+            .unwrap()
+        };
+        assert_eq!(restart_policy(&pod(json!({}))), "Always");
+        assert_eq!(
+            restart_policy(&pod(json!({"shutdownBehavior": "stop"}))),
+            "Always"
+        );
+        assert_eq!(
+            restart_policy(&pod(json!({"shutdownBehavior": "terminate"}))),
+            "Never"
         );
     }
 
