@@ -159,6 +159,11 @@ fn vm_pods_are_pods_at_both_tiers() {
 
     // The edge's API serves the same schema and rules, and templates may carry a VM.
     let (ekc, edir) = (s1.kubeconfig(), s1.dir.path().to_path_buf());
+    let explain = s1.kubectl_ok(&["explain", "pod.spec.virtualMachine.powerSpec"]);
+    assert!(explain.contains("powerSpec"), "{explain}");
+    let typo = apply(&ekc, &edir, &vm_pod("typo", "    powerSpecc: Running\n"));
+    assert!(String::from_utf8_lossy(&typo.stderr)
+        .contains("unknown field \"spec.virtualMachine.powerSpecc\""));
     let e = err(apply(&ekc, &edir, &both), &["apply", "both at the edge"]);
     assert!(
         e.contains("containers and virtualMachine workloads in same pod"),
