@@ -209,6 +209,25 @@ fn vm_pods_are_pods_at_both_tiers() {
             .count()
             == 1
     });
+    // A DaemonSet of VMs is accepted and runs only on nodes that run VMs (n1 does not).
+    let ds = deploy
+        .replace("kind: Deployment", "kind: DaemonSet")
+        .replace("name: vms", "name: vm-daemons")
+        .replace("app: vms", "app: vmd")
+        .replace("  replicas: 1\n", "");
+    let out = apply(&kc, &dir, &ds);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the VM DaemonSet observed, scheduling nowhere", T, || {
+        cc.jsonpath(
+            "daemonset",
+            "vm-daemons",
+            "{.status.observedGeneration}/{.status.desiredNumberScheduled}",
+        ) == "1/0"
+    });
 }
 
 /// The pod's qemu: the pids in its VM's cgroup (memory controller).

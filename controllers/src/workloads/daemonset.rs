@@ -41,9 +41,13 @@ pub(super) fn tolerates(t: &Value, taint: &Value) -> bool {
 }
 
 /// Whether a daemon pod with `spec` belongs on `node`: nodeSelector, required node affinity,
-/// and every NoSchedule/NoExecute taint tolerated.
+/// every NoSchedule/NoExecute taint tolerated, and for a VM pod a node that runs VMs (as the
+/// schedulers place VM pods).
 pub fn should_run(spec: &Value, node: &Value) -> bool {
     let nl = labels(node);
+    if spec.get("virtualMachine").is_some() && nl.get(proto::vm::NODE_LABEL).is_none() {
+        return false;
+    }
     if let Some(sel) = spec.get("nodeSelector").and_then(Value::as_object) {
         if !sel.iter().all(|(k, v)| nl.get(k) == Some(v)) {
             return false;

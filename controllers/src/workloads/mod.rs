@@ -619,6 +619,12 @@ mod tests {
         let spec = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": "atoll.io/site", "operator": "In", "values": ["s2"]}]}]}}}, "tolerations": [{"operator": "Exists"}]});
         assert!(!should_run(&spec, &node));
+        // A VM daemon only on nodes that run VMs.
+        let vm = json!({"virtualMachine": {"name": "vm", "image": "i"}});
+        assert!(!should_run(&vm, &json!({"metadata": {"name": "n1"}})));
+        let vm_node =
+            json!({"metadata": {"name": "n2", "labels": {proto::vm::NODE_LABEL: "qemu"}}});
+        assert!(should_run(&vm, &vm_node));
     }
 
     fn rs(replicas: i64) -> Value {
