@@ -1,6 +1,8 @@
 //! VM pods (Arktos' `spec.virtualMachine`) end to end with stock kubectl: the API at both tiers
 //! (strict fields, OpenAPI and `kubectl explain`, validation, defaults, the table), and their
-//! scheduling (VM resources plus overhead, only on nodes that run VMs).
+//! scheduling (VM resources plus overhead, only on nodes that run VMs); and the runtime: boot,
+//! console logs, network and DHCP, hot-plug resize, power, agent restarts and an offline
+//! reboot-like restart, deletion.
 
 use std::path::Path;
 use std::time::Duration;
@@ -255,7 +257,7 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
         &tests::registry::busybox_image(scratch.path(), "v1"),
         "busybox:v1",
     );
-    let cc = CloudCore::start();
+    let mut cc = CloudCore::start();
     let s1 = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
     let mut agent = Agent::start_vms(&s1.kubeconfig(), "n1", &[reg.addr()]);
     wait_for("n1 labelled as running VMs, in s1's summary", T, || {
@@ -278,7 +280,7 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let field = |pod: &str, path: &str| cc.jsonpath("pod", pod, path);
+    let field = |pod: &str, path: &str| tests::jsonpath(&kc, &dir, "pod", pod, path);
     wait_for(
         "the VM Running at the cloud",
         Duration::from_secs(120),
@@ -580,6 +582,43 @@ fn a_vm_pod_boots_logs_survives_the_agent_and_powers_down() {
     let _ = follow.kill();
     let _ = follow.wait();
     assert!(reader.join().unwrap().is_some());
+
+    // Reboot-like with the cloud down: the agent and the VM gone (`edge-agent reset`); the
+    // restarted agent brings the VM back from the site's API alone; the cloud learns on return.
+    cc.kill9();
+    agent.kill9();
+    let out = std::process::Command::new(tests::bin("edge-agent"))
+        .args(["reset", "--root-dir"])
+        .arg(agent.root())
+        .args(["--pod-cidr", &agent.pod_cidr])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(vm_pids(&uid).is_empty(), "reset stops qemu");
+    agent.restart();
+    let at_edge =
+        |path: &str| tests::jsonpath(&s1.kubeconfig(), s1.dir.path(), "pod", "guest", path);
+    wait_for(
+        "the VM back after the reboot, with no cloud",
+        Duration::from_secs(120),
+        || {
+            at_edge(
+                "{.status.virtualMachineStatus.state}/{.status.virtualMachineStatus.restartCount}",
+            ) == "active/2"
+                && s1
+                    .kubectl_ok(&["logs", "guest"])
+                    .contains("atoll-vm: ready")
+        },
+    );
+    assert_eq!(vm_pids(&uid).len(), 1);
+    cc.restart();
+    wait_for("the cloud sees the VM's restart", T, || {
+        field("guest", "{.status.virtualMachineStatus.restartCount}") == "2"
+    });
 
     // Deletion asks the guest to power down (well within the grace period), then removes it.
     let t = std::time::Instant::now();
