@@ -199,26 +199,45 @@ pub async fn start(
     // The region's singletons: one replica runs them at a time.
     let singletons = {
         let (store, api) = (store.clone(), api.clone());
-        move |term: &CancellationToken, tracker: &TaskTracker| {
-            tracker.spawn(controllers::lifecycle::expire_events(
-                store.clone(),
-                controllers::lifecycle::EVENT_TTL,
-                term.child_token(),
+        // Each runs fenced by the term it runs in (on etcd): a deposed leader's writes fail.
+        move |term: &CancellationToken, tracker: &TaskTracker, fence: Option<store::Fence>| {
+            let f = || fence.clone();
+            tracker.spawn(store::fenced(
+                f(),
+                controllers::lifecycle::expire_events(
+                    store.clone(),
+                    controllers::lifecycle::EVENT_TTL,
+                    term.child_token(),
+                ),
             ));
-            tracker.spawn(scheduler::run(api.clone(), term.child_token()));
-            tracker.spawn(controllers::lifecycle::run(api.clone(), term.child_token()));
-            tracker.spawn(controllers::workloads::run(api.clone(), term.child_token()));
+            tracker.spawn(store::fenced(
+                f(),
+                scheduler::run(api.clone(), term.child_token()),
+            ));
+            tracker.spawn(store::fenced(
+                f(),
+                controllers::lifecycle::run(api.clone(), term.child_token()),
+            ));
+            tracker.spawn(store::fenced(
+                f(),
+                controllers::workloads::run(api.clone(), term.child_token()),
+            ));
         }
     };
     match etcd {
-        None => singletons(&cancel, tracker),
+        None => singletons(&cancel, tracker, None),
         Some(etcd) => {
             // On etcd, compaction is one of the singletons too.
             let singletons = {
                 let store = store.clone();
-                move |term: &CancellationToken, tracker: &TaskTracker| {
-                    singletons(term, tracker);
-                    tracker.spawn(compact(store.clone(), term.child_token()));
+                move |term: &CancellationToken,
+                      tracker: &TaskTracker,
+                      fence: Option<store::Fence>| {
+                    singletons(term, tracker, fence.clone());
+                    tracker.spawn(store::fenced(
+                        fence,
+                        compact(store.clone(), term.child_token()),
+                    ));
                 }
             };
             let holder = format!(
@@ -289,14 +308,14 @@ pub async fn start(
 }
 
 /// Run the singletons (`start`) while this replica holds the region's leadership on etcd:
-/// campaign, start them under a term token, stop them when the term is lost (their writes
-/// compare revisions, so a deposed leader's last writes fail rather than undo the next
-/// leader's), campaign again.
+/// campaign, start them under a term token and fenced by the term (each of their writes also
+/// compares the leader key's creation revision, so a deposed leader that has not noticed yet
+/// commits nothing), stop them when the term is lost, campaign again.
 async fn lead(
     etcd: Arc<store::EtcdStorage>,
     holder: String,
     cancel: CancellationToken,
-    start: impl Fn(&CancellationToken, &TaskTracker),
+    start: impl Fn(&CancellationToken, &TaskTracker, Option<store::Fence>),
 ) {
     loop {
         let term = tokio::select! {
@@ -315,7 +334,7 @@ async fn lead(
         };
         let token = cancel.child_token();
         let loops = TaskTracker::new();
-        start(&token, &loops);
+        start(&token, &loops, Some(term.fence()));
         loops.close();
         tokio::select! {
             _ = cancel.cancelled() => {}

@@ -117,12 +117,41 @@ pub const LEADER_TTL: Duration = Duration::from_secs(10);
 pub struct Term {
     lost: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
+    fence: Fence,
 }
 
 impl Term {
     /// Completes when the term is over.
     pub async fn lost(&mut self) {
         let _ = self.lost.wait_for(|l| *l).await;
+    }
+
+    /// This term's fence: writes made under it (see [`fenced`]) commit only while the term's
+    /// leader key is still the one this term created.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+}
+
+/// A leader's fencing token: its leader key and the revision that created it. Every etcd
+/// transaction made under it (in a task run by [`fenced`]) also compares the key's creation
+/// revision, so a deposed leader that has not noticed yet (a pause, a partition) commits
+/// nothing after another replica took over.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    key: Vec<u8>,
+    created: i64,
+}
+
+tokio::task_local! {
+    static FENCE: Fence;
+}
+
+/// Run `f` with its etcd writes fenced by `fence` (none: as it is).
+pub async fn fenced<F: std::future::Future>(fence: Option<Fence>, f: F) -> F::Output {
+    match fence {
+        Some(fence) => FENCE.scope(fence, f).await,
+        None => f.await,
     }
 }
 
@@ -436,11 +465,28 @@ impl Storage for EtcdStorage {
                 };
                 plan.push((key, pre, value));
             }
+            // A leader's write: only while its leader key is the one its term created.
+            let fence = FENCE.try_with(Fence::clone).ok();
+            if let Some(f) = &fence {
+                compares.push(Compare::create_revision(
+                    f.key.clone(),
+                    CompareOp::Equal,
+                    f.created,
+                ));
+                otherwise.push(TxnOp::get(f.key.clone(), None));
+            }
             let mut c = self.client.clone();
             let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
             let r = c.txn(txn).await.map_err(|e| self.err(e, 0))?;
             let responses = r.op_responses();
             if !r.succeeded() {
+                if let (Some(f), Some(TxnOpResponse::Get(g))) = (&fence, responses.last()) {
+                    if g.kvs().first().map(|kv| kv.create_revision()) != Some(f.created) {
+                        return Err(StoreError::Unavailable(
+                            "this replica's term as leader is over; another replica leads".into(),
+                        ));
+                    }
+                }
                 // Name the first key whose compare failed, as the local storage does.
                 let mut gets = responses.into_iter();
                 for (key, pre, _) in &plan {
@@ -687,8 +733,14 @@ impl EtcdStorage {
                     holder.as_bytes().to_vec(),
                     Some(PutOptions::new().with_lease(lease)),
                 )]);
-            let won = c.txn(txn).await.map_err(|e| self.err(e, 0))?.succeeded();
-            if won {
+            let r = c.txn(txn).await.map_err(|e| self.err(e, 0))?;
+            if r.succeeded() {
+                // The key was created by this transaction: its creation revision is the
+                // transaction's.
+                let fence = Fence {
+                    key: key.clone(),
+                    created: r.header().map_or(0, |h| h.revision()),
+                };
                 let (keeper, stream) = c
                     .lease_keep_alive(lease)
                     .await
@@ -696,7 +748,7 @@ impl EtcdStorage {
                 let (tx, lost) = tokio::sync::watch::channel(false);
                 let task = tokio::spawn(keep_alive(c.clone(), lease, keeper, stream, tx));
                 tracing::info!(name, holder, "leader");
-                return Ok(Term { lost, task });
+                return Ok(Term { lost, task, fence });
             }
             let _ = c.lease_revoke(lease).await;
             // Someone holds it: try again when its key goes (or a while later, whatever

@@ -30,7 +30,7 @@ pub mod storage;
 
 pub use cache::Listing;
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdConfig, EtcdConfigError, EtcdStorage, Term};
+pub use etcd::{fenced, EtcdConfig, EtcdConfigError, EtcdStorage, Fence, Term};
 pub use local::{BackendError, LocalStorage};
 pub use partitions::{Cursor, Position, Store, Watch, SYSTEM_PARTITION};
 pub use storage::{Page, Storage};

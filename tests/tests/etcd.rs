@@ -517,3 +517,50 @@ async fn etcd_is_compacted_only_behind_the_window_on_request() {
     assert_eq!(kept, want);
     assert!(!kept.is_empty());
 }
+
+/// A leader's writes are fenced by its term: once another replica holds the leadership (the
+/// first term resigned or its lease expired), a write under the old term's fence commits
+/// nothing and says why; under the new term's, and unfenced (an API client's), writes commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposed_leader_commits_nothing() {
+    let e = Etcd::start();
+    let a = EtcdStorage::connect(&config(&e, "/atoll")).await.unwrap();
+    let b = EtcdStorage::connect(&config(&e, "/atoll")).await.unwrap();
+    let k = Key::new("configmaps", "", "ns", "fenced");
+    let first = a.campaign("controllers", "a").await.unwrap();
+    let old = first.fence();
+    store::fenced(
+        Some(old.clone()),
+        a.txn(vec![put(&k, 1, Precondition::Absent)]),
+    )
+    .await
+    .expect("the leader writes");
+    // a's term ends (resigned); b leads.
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(30), b.campaign("controllers", "b"))
+        .await
+        .expect("b becomes leader")
+        .unwrap();
+    let err = store::fenced(Some(old), a.txn(vec![put(&k, 2, Precondition::Any)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unavailable(m) if m.contains("term as leader is over")),
+        "{err:?}"
+    );
+    let (_, got) = a.get(&k, 0).await.unwrap();
+    assert_eq!(
+        got.map(|v| v["n"].clone()),
+        Some(json!(1)),
+        "nothing committed"
+    );
+    store::fenced(
+        Some(second.fence()),
+        b.txn(vec![put(&k, 3, Precondition::Any)]),
+    )
+    .await
+    .expect("the new leader writes");
+    a.txn(vec![put(&k, 4, Precondition::Any)])
+        .await
+        .expect("an unfenced write");
+}
