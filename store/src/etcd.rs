@@ -101,7 +101,12 @@ pub struct EtcdStorage {
     root: Vec<u8>,
     /// The highest compaction point seen (ours or reported by etcd), for error messages.
     compacted: AtomicU64,
+    /// This storage's identity in the process (a fence applies to the storage it was won on).
+    id: u64,
 }
+
+/// The next [`EtcdStorage`]'s identity.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The barrier key under the root: `0xff` starts no encoded object key (no UTF-8 byte is 0xff),
 /// so it and the leader keys (`0xff leader/NAME`) are in the feed's range and in no list.
@@ -141,6 +146,9 @@ impl Term {
 pub struct Fence {
     key: Vec<u8>,
     created: i64,
+    /// The storage the term was won on: writes to other storages (another partition's etcd
+    /// cluster, where the leader key does not live) are not fenced.
+    storage: u64,
 }
 
 tokio::task_local! {
@@ -205,6 +213,7 @@ impl EtcdStorage {
             client,
             root,
             compacted: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -466,7 +475,10 @@ impl Storage for EtcdStorage {
                 plan.push((key, pre, value));
             }
             // A leader's write: only while its leader key is the one its term created.
-            let fence = FENCE.try_with(Fence::clone).ok();
+            let fence = FENCE
+                .try_with(Fence::clone)
+                .ok()
+                .filter(|f| f.storage == self.id);
             if let Some(f) = &fence {
                 compares.push(Compare::create_revision(
                     f.key.clone(),
@@ -740,6 +752,7 @@ impl EtcdStorage {
                 let fence = Fence {
                     key: key.clone(),
                     created: r.header().map_or(0, |h| h.revision()),
+                    storage: self.id,
                 };
                 let (keeper, stream) = c
                     .lease_keep_alive(lease)
