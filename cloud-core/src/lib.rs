@@ -112,7 +112,17 @@ async fn open_store(
     }
     let mut waited = false;
     loop {
-        match Store::open_partitioned(storage.clone(), parts.clone(), window).await {
+        // Positions are merged in the region's recorded partition order, not the flags'.
+        let given: Vec<String> = parts.iter().map(|(n, _)| n.clone()).collect();
+        let opened = match storage.partition_order(&given).await {
+            Ok(order) => {
+                let mut ordered = parts.clone();
+                ordered.sort_by_key(|(n, _)| order.iter().position(|o| o == n));
+                Store::open_partitioned(storage.clone(), ordered, window).await
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(s) => {
                 tracing::info!(endpoints = ?system.endpoints, prefix = %system.prefix,
                     partitions = ?s.partitions(), "storage on etcd");

@@ -112,6 +112,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// so it and the leader keys (`0xff leader/NAME`) are in the feed's range and in no list.
 const BARRIER: &[u8] = b"\xffbarrier";
 const LEADER: &[u8] = b"\xffleader/";
+/// The region's tenant partitions in position order (a JSON list of names).
+const PARTITIONS: &[u8] = b"\xffpartitions";
 
 /// How long a leader's lease lives without a keep-alive: another replica takes over within
 /// about this much after a leader dies.
@@ -721,6 +723,51 @@ impl Storage for EtcdStorage {
 }
 
 type WatchPair = (etcd_client::Watcher, etcd_client::WatchStream);
+
+impl EtcdStorage {
+    /// The order of the region's tenant partitions, as recorded in this (the system) cluster:
+    /// a merged resourceVersion is positional (`R0.R1...`), so every replica and every restart
+    /// must agree on it whatever order `--partition` flags come in. The first start records
+    /// `given`; later starts get the recorded order with partitions new in `given` appended
+    /// (and recorded). A recorded partition missing from `given` is refused: tenants live
+    /// there.
+    pub async fn partition_order(&self, given: &[String]) -> StorageResult<Vec<String>> {
+        let mut key = self.root.clone();
+        key.extend_from_slice(PARTITIONS);
+        let mut c = self.client.clone();
+        loop {
+            let r = c.get(key.clone(), None).await.map_err(|e| self.err(e, 0))?;
+            let (stored, rev): (Vec<String>, i64) = match r.kvs().first() {
+                None => (Vec::new(), 0),
+                Some(kv) => (
+                    serde_json::from_slice(kv.value()).map_err(|e| {
+                        corrupt(format!("the recorded partition order does not decode: {e}"))
+                    })?,
+                    kv.mod_revision(),
+                ),
+            };
+            let missing: Vec<&String> = stored.iter().filter(|n| !given.contains(n)).collect();
+            if !missing.is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "the region's partitions are {stored:?}; {missing:?} not given (its tenants live there): pass every recorded partition"
+                )));
+            }
+            let mut order = stored.clone();
+            order.extend(given.iter().filter(|n| !stored.contains(n)).cloned());
+            if order == stored {
+                return Ok(order);
+            }
+            let value = serde_json::to_vec(&order).unwrap_or_default();
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::put(key.clone(), value, None)]);
+            if c.txn(txn).await.map_err(|e| self.err(e, 0))?.succeeded() {
+                return Ok(order);
+            }
+            // Another replica recorded first: read again.
+        }
+    }
+}
 
 impl EtcdStorage {
     /// Become the holder of leadership `name` (as `holder`), waiting while another holds it:

@@ -564,3 +564,38 @@ async fn a_deposed_leader_commits_nothing() {
         .await
         .expect("an unfenced write");
 }
+
+/// The region's partition order is recorded in the system cluster: a merged resourceVersion is
+/// positional, so any flag order gets the recorded order, new partitions are appended, and a
+/// recorded partition left out is refused, naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_partition_order_is_the_regions() {
+    let e = Etcd::start();
+    let s = EtcdStorage::connect(&config(&e, "/atoll")).await.unwrap();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(s.partition_order(&[]).await.unwrap(), names(&[]));
+    assert_eq!(
+        s.partition_order(&names(&["a", "b"])).await.unwrap(),
+        names(&["a", "b"])
+    );
+    // Another replica (or a restart) with the flags in another order, one more partition.
+    let other = EtcdStorage::connect(&config(&e, "/atoll")).await.unwrap();
+    assert_eq!(
+        other
+            .partition_order(&names(&["c", "b", "a"]))
+            .await
+            .unwrap(),
+        names(&["a", "b", "c"])
+    );
+    let err = s.partition_order(&names(&["a", "c"])).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("[\"b\"] not given")),
+        "{err:?}"
+    );
+    // Another region (prefix) has its own.
+    let elsewhere = EtcdStorage::connect(&config(&e, "/other")).await.unwrap();
+    assert_eq!(
+        elsewhere.partition_order(&names(&["c"])).await.unwrap(),
+        names(&["c"])
+    );
+}
