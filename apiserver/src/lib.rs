@@ -12,6 +12,7 @@ pub mod error;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod logs;
+pub mod metrics;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;

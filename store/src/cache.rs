@@ -226,6 +226,11 @@ impl Cache {
         self.read().objects.get(key).cloned()
     }
 
+    /// Objects held.
+    pub(crate) fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
     /// The revision the cache has reached.
     pub(crate) fn current_rv(&self) -> u64 {
         self.read().rv

@@ -288,6 +288,11 @@ impl Store {
         self.part(self.part_of(key)).get(key)
     }
 
+    /// Objects held, every partition's.
+    pub fn object_count(&self) -> usize {
+        self.inner.parts.iter().map(|p| p.len()).sum()
+    }
+
     /// The revision the system partition's cache has reached.
     pub fn current_rv(&self) -> u64 {
         self.inner.parts[0].current_rv()

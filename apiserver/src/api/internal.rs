@@ -117,7 +117,6 @@ impl Writer {
         let (res, ops) = self.admit_create(key, obj)?;
         let evs = self
             .api
-            .store
             .commit(ops)
             .await
             .map_err(|e| store_err(res, &key.name, e))?;

@@ -135,6 +135,8 @@ pub struct Api {
     pub hooks: Option<Arc<dyn Hooks>>,
     /// Where `pods/log` streams come from (set once by the core that runs this API).
     logs: std::sync::OnceLock<Arc<dyn crate::logs::LogSource>>,
+    /// The process's metrics (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A write seen by [`Hooks::admit`].
@@ -251,6 +253,7 @@ impl Api {
             config,
             hooks,
             logs: std::sync::OnceLock::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 
@@ -304,11 +307,19 @@ impl Api {
         }];
         ops.extend(extra);
         ops.extend(also);
-        let mut evs = self.store.commit(ops).await?;
+        let mut evs = self.commit(ops).await?;
         if evs.is_empty() {
             return Err(StoreError::Closed);
         }
         Ok(evs.swap_remove(0))
+    }
+
+    /// Commit one store transaction of API objects (timed for the metrics).
+    pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<Vec<Arc<Event>>, StoreError> {
+        let (n, started) = (ops.len(), std::time::Instant::now());
+        let evs = self.store.commit(ops).await?;
+        self.metrics.commit(n, started.elapsed());
+        Ok(evs)
     }
 
     fn admit(&self, res: &Resource, w: Write<'_>) -> ApiResult<()> {
@@ -333,10 +344,18 @@ impl Api {
 
     /// Handle one request.
     pub async fn handle(&self, req: Request) -> Reply {
-        match self.route(req).await {
+        let started = std::time::Instant::now();
+        let mut labels = request_labels(&req);
+        let reply = match self.route(req).await {
             Ok(r) => r,
             Err(e) => Reply::error(&e),
-        }
+        };
+        labels.code = match &reply {
+            Reply::Full { status, .. } => status.as_u16().to_string(),
+            Reply::Stream { .. } => "200".into(),
+        };
+        self.metrics.request(labels, started.elapsed());
+        reply
     }
 
     async fn route(&self, req: Request) -> ApiResult<Reply> {
@@ -364,6 +383,22 @@ impl Api {
             .ok_or_else(ApiError::unauthorized)?;
         let span = tracing::debug_span!("request", method = %req.method, path = %path, user = %id.user, tenant = %id.tenant);
         let _g = span.enter();
+        if path == "/metrics" {
+            // As kube-apiserver: the `/metrics` non-resource path is for administrators.
+            if !id.is_system_admin() {
+                return Err(ApiError::forbidden_msg(format!(
+                    "forbidden: User {:?} cannot get path \"/metrics\"",
+                    id.user
+                )));
+            }
+            self.metrics.objects(self.store.object_count());
+            return Ok(Reply::Full {
+                status: StatusCode::OK,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: Bytes::from(self.metrics.encode()),
+                warnings: vec![],
+            });
+        }
         if path == "/openapi/v3" || path == "/openapi/v3/" {
             return Ok(Reply::Full {
                 status: StatusCode::OK,
@@ -561,6 +596,39 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// A request's metric labels (kube-apiserver's verbs; the code is filled in when answered).
+fn request_labels(req: &Request) -> crate::metrics::RequestLabels {
+    let mut l = crate::metrics::RequestLabels {
+        verb: req.method.as_str().to_string(),
+        group: String::new(),
+        version: String::new(),
+        resource: String::new(),
+        subresource: String::new(),
+        code: String::new(),
+    };
+    if let Some(Route::Resource(rp)) = path::parse(&req.path) {
+        let named = rp.name.is_some();
+        let watch = rp.watch || req.query.flag("watch");
+        l.verb = match (&req.method, named) {
+            (&Method::GET, _) if watch => "WATCH",
+            (&Method::GET, true) => "GET",
+            (&Method::GET, false) => "LIST",
+            (&Method::POST, _) => "CREATE",
+            (&Method::PUT, _) => "UPDATE",
+            (&Method::PATCH, _) => "PATCH",
+            (&Method::DELETE, true) => "DELETE",
+            (&Method::DELETE, false) => "DELETECOLLECTION",
+            (m, _) => m.as_str(),
+        }
+        .to_string();
+        l.group = rp.resource.group.to_string();
+        l.version = rp.resource.version.to_string();
+        l.resource = rp.resource.plural.to_string();
+        l.subresource = rp.subresource.unwrap_or_default();
+    }
+    l
 }
 
 impl Target {

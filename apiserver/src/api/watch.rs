@@ -69,7 +69,11 @@ impl Api {
             initial_end: send_initial,
         };
         // Replayed events go through the same selector translation as live ones.
-        tokio::spawn(ctx.run(tx, initial, replay, cursor, live));
+        let open = self.metrics.watch_opened();
+        tokio::spawn(async move {
+            ctx.run(tx, initial, replay, cursor, live).await;
+            drop(open);
+        });
         Ok(Reply::Stream {
             content_type: content_type(acc),
             rx,

@@ -532,7 +532,6 @@ impl Api {
     ) -> ApiResult<Arc<Value>> {
         let name = key.name.clone();
         let evs = self
-            .store
             .commit(self.create_ops(t, key, obj))
             .await
             .map_err(|e| store_err(t.res, &name, e))?;
