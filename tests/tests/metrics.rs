@@ -65,6 +65,23 @@ fn metrics_count_requests_commits_and_watches_at_both_tiers() {
     assert!(sample(&text, "atoll_store_commit_duration_seconds_count").is_some_and(|n| n >= 3.0));
     assert!(sample(&text, "atoll_store_objects").is_some_and(|n| n >= 3.0));
 
+    // The hub's view of the site: connected, its acknowledged revision close behind.
+    wait_for("s1's sync state in the metrics", T, || {
+        text = cc.kubectl_ok(&["get", "--raw", "/metrics"]);
+        sample(&text, r#"atoll_sync_site_connected{site="s1"}"#) == Some(1.0)
+            && sample(&text, r#"atoll_sync_site_acked_revision{site="s1"}"#)
+                .is_some_and(|n| n > 0.0)
+            && sample(
+                &text,
+                r#"atoll_sync_site_bytes{site="s1",direction="down"}"#,
+            )
+            .is_some_and(|n| n > 0.0)
+    });
+    assert!(
+        text.contains(r#"atoll_sync_site_lag_revisions{site="s1"}"#),
+        "{text}"
+    );
+
     // The edge's API serves its own.
     let at_edge = edge.kubectl_ok(&["get", "--raw", "/metrics"]);
     assert!(at_edge.contains("apiserver_request_total{"), "{at_edge}");

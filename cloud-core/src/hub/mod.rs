@@ -32,6 +32,7 @@ use crate::uplink;
 
 mod apply;
 mod join;
+mod metrics;
 mod session;
 mod status;
 mod tunnel;
@@ -99,6 +100,7 @@ pub struct Hub {
     live: Mutex<Live>,
     cfg: Config,
     site_cert_ttl: Duration,
+    metrics: metrics::SyncMetrics,
 }
 
 /// Finish the stream and give the peer a moment to read what was written (an error frame)
@@ -123,7 +125,9 @@ impl Hub {
         let kick = Arc::new(tokio::sync::Notify::new());
         let store = api.store.clone();
         let shares = Shares::start(store.clone(), kick.clone(), cancel.clone());
+        let metrics = metrics::SyncMetrics::register(&api.metrics);
         let hub = Arc::new(Hub {
+            metrics,
             store,
             api,
             pki,

@@ -93,6 +93,7 @@ impl Hub {
             })
             .ok();
         self.update_status().await;
+        self.metrics.connected(&site, true);
         tracing::info!(%site, remote = %conn.remote_address(), "site connected");
         self.retire_predecessors(&site, &fingerprint).await;
         let result = 'session: loop {
@@ -130,8 +131,14 @@ impl Hub {
                             }
                         }
                         let last = batch.last().map_or(0, |u| u.seq);
+                        let n = batch.len();
                         match self.apply_ups(&site, batch).await {
                             Ok(refused) => {
+                                self.metrics.uplink(
+                                    &site,
+                                    n.saturating_sub(refused.len()),
+                                    refused.len(),
+                                );
                                 let refused = refused
                                     .into_iter()
                                     .map(|r| {
@@ -148,6 +155,8 @@ impl Hub {
                         }
                     }
                     HubAction::DownAcked(rv) => {
+                        self.metrics
+                            .acked(&site, rv, self.store.current_rv(), &conn);
                         self.live
                             .lock()
                             .map(|mut l| {
@@ -225,6 +234,7 @@ impl Hub {
             })
             .ok();
         self.update_status().await;
+        self.metrics.connected(&site, false);
         tracing::info!(%site, reason = %result, "site disconnected");
         Ok(())
     }
