@@ -54,6 +54,9 @@ fn latency_histogram() -> Histogram {
 /// The metrics of one API server process.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Metrics registered by name through [`Metrics::once`] (a part that restarts, such as a
+    /// singleton under leader election, gets the same ones again).
+    named: Mutex<std::collections::HashMap<String, Box<dyn std::any::Any + Send>>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     watches: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -112,6 +115,7 @@ impl Metrics {
         );
         Metrics {
             registry: Mutex::new(r),
+            named: Mutex::new(std::collections::HashMap::new()),
             requests,
             latency,
             watches,
@@ -127,6 +131,24 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .register(name, help, metric);
+    }
+
+    /// The metric registered as `name`, registering `make()`'s the first time (later calls,
+    /// of a part that starts again, get a handle on the same one).
+    pub fn once<M: Metric + Clone + Send + 'static>(
+        &self,
+        name: &str,
+        help: &str,
+        make: impl FnOnce() -> M,
+    ) -> M {
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = named.get(name).and_then(|m| m.downcast_ref::<M>()) {
+            return m.clone();
+        }
+        let m = make();
+        self.register(name, help, m.clone());
+        named.insert(name.to_string(), Box::new(m.clone()));
+        m
     }
 
     /// Count a finished request.
@@ -208,6 +230,13 @@ mod tests {
         assert!(text.contains("apiserver_longrunning_watches 1"), "{text}");
         drop(g);
         assert!(m.encode().contains("apiserver_longrunning_watches 0"));
+        // A part that starts twice registers once.
+        let a = m.once("x_things", "Things", Counter::<u64>::default);
+        let b = m.once("x_things", "Things", Counter::<u64>::default);
+        a.inc();
+        b.inc();
+        assert_eq!(m.encode().matches("# TYPE x_things counter").count(), 1);
+        assert!(m.encode().contains("x_things_total 2"));
         assert!(m
             .encode()
             .contains("atoll_store_commit_duration_seconds_count 1"));

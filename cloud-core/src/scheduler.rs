@@ -93,6 +93,7 @@ pub struct CloudScheduler {
     /// Sites that gave a pod back, and when: not tried for it again for [`REJECTED_FOR`], or
     /// until the site's summary changes.
     rejected: HashMap<Key, Vec<(String, Instant)>>,
+    metrics: sched::metrics::SchedulerMetrics,
 }
 
 /// How long a site that could not bind a pod is passed over for it.
@@ -139,6 +140,7 @@ impl CloudScheduler {
             site_req: Tally::default(),
             returned: BTreeMap::new(),
             rejected: HashMap::new(),
+            metrics: sched::metrics::SchedulerMetrics::register(&api.metrics, "cloud"),
         }
     }
 
@@ -445,7 +447,14 @@ impl Scheduler for CloudScheduler {
         let t = std::time::Instant::now();
         let decisions = self.decide(retry);
         let (tried, decided) = (decisions.len(), t.elapsed());
+        let unfit = decisions.iter().filter(|d| d.2.is_err()).count();
         let placed = commit(&self.writer, decisions).await;
+        self.metrics.pass(
+            t.elapsed().as_secs_f64(),
+            placed,
+            unfit,
+            tried.saturating_sub(placed + unfit),
+        );
         tracing::debug!(
             tried,
             placed,

@@ -37,6 +37,7 @@ pub struct EdgeScheduler {
     summary_sent: Option<Instant>,
     /// Capacity changed since the last summary was computed.
     summary_dirty: bool,
+    metrics: sched::metrics::SchedulerMetrics,
 }
 
 impl EdgeScheduler {
@@ -49,6 +50,7 @@ impl EdgeScheduler {
             last_summary: None,
             summary_sent: None,
             summary_dirty: true,
+            metrics: sched::metrics::SchedulerMetrics::register(&api.metrics, "site"),
         }
     }
 
@@ -133,6 +135,7 @@ impl Scheduler for EdgeScheduler {
     /// Bind what fits, mark what does not; the writes go concurrently, so the store commits
     /// them in groups.
     async fn pass(&mut self, retry: bool) {
+        let started = std::time::Instant::now();
         self.cache.refresh();
         let mut binds = Vec::new();
         let mut failed = Vec::new();
@@ -155,17 +158,25 @@ impl Scheduler for EdgeScheduler {
         }
         use futures_util::StreamExt;
         let this = &*self;
+        let tried = binds.len();
         let bound = futures_util::stream::iter(binds)
             .map(|(key, pod, node)| async move { this.bind(&key, &pod, &node).await })
             .buffer_unordered(64)
             .filter(|b| std::future::ready(*b))
             .count()
             .await;
+        let (tried, unfit) = (tried, failed.len());
         futures_util::stream::iter(failed)
             .for_each_concurrent(64, |(key, pod, msg)| async move {
                 this.unschedulable(&key, &pod, &msg).await
             })
             .await;
+        self.metrics.pass(
+            started.elapsed().as_secs_f64(),
+            bound,
+            unfit,
+            tried.saturating_sub(bound),
+        );
         if bound > 0 {
             tracing::info!(site = %self.hooks.site(), bound, "bound pods");
         }

@@ -82,6 +82,28 @@ fn metrics_count_requests_commits_and_watches_at_both_tiers() {
         "{text}"
     );
 
+    // The cloud scheduler's attempts: a pod that fits nowhere (no nodes) is unschedulable.
+    let out = kubectl(
+        &cc.kubeconfig(),
+        cc.dir.path(),
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the scheduler's attempt counted", T, || {
+        text = cc.kubectl_ok(&["get", "--raw", "/metrics"]);
+        sample(
+            &text,
+            r#"scheduler_schedule_attempts_total{result="unschedulable",profile="cloud"}"#,
+        )
+        .is_some_and(|n| n >= 1.0)
+    });
+    assert!(text.contains("scheduler_scheduling_pass_duration_seconds_count"));
+
     // The edge's API serves its own.
     let at_edge = edge.kubectl_ok(&["get", "--raw", "/metrics"]);
     assert!(at_edge.contains("apiserver_request_total{"), "{at_edge}");

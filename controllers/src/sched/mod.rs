@@ -750,5 +750,6 @@ pub fn already_unschedulable(pod: &serde_json::Value, msg: &str) -> bool {
         .is_some_and(|c| c["status"] == "False" && c["message"] == msg)
 }
 
+pub mod metrics;
 #[cfg(test)]
 mod tests;
