@@ -57,6 +57,8 @@ pub struct Metrics {
     /// Metrics registered by name through [`Metrics::once`] (a part that restarts, such as a
     /// singleton under leader election, gets the same ones again).
     named: Mutex<std::collections::HashMap<String, Box<dyn std::any::Any + Send>>>,
+    /// Run before each scrape (gauges read from state only then, such as a queue's depth).
+    on_scrape: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     watches: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -116,6 +118,7 @@ impl Metrics {
         Metrics {
             registry: Mutex::new(r),
             named: Mutex::new(std::collections::HashMap::new()),
+            on_scrape: Mutex::new(Vec::new()),
             requests,
             latency,
             watches,
@@ -181,8 +184,24 @@ impl Metrics {
         self.objects.set(n as u64);
     }
 
+    /// Run `f` before each scrape (to set gauges read from state).
+    pub fn on_scrape(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+    }
+
     /// The text exposition format (`text/plain; version=0.0.4`).
     pub fn encode(&self) -> String {
+        for f in self
+            .on_scrape
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f();
+        }
         let mut out = String::new();
         let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {

@@ -327,6 +327,19 @@ pub async fn start(
     )?;
     let tls = apiserver::server::tls_config_swappable(serving.clone())?;
     let names = vec![cfg.listen.ip().to_string()];
+    // The outbox's depth (writes made here not yet acknowledged by the region), at each scrape.
+    {
+        let depth = api.metrics.once(
+            "atoll_edge_outbox_depth",
+            "Changes made at the site not yet acknowledged by the region",
+            prometheus_client::metrics::gauge::Gauge::<i64>::default,
+        );
+        let store = store.clone();
+        api.metrics.on_scrape(move || {
+            let n = store.list_of(hooks::OUTBOX, None).len();
+            depth.set(i64::try_from(n).unwrap_or(i64::MAX));
+        });
+    }
     let drv = driver::Driver::new(
         cfg.site.clone(),
         cfg.cloud.clone(),

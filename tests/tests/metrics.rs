@@ -18,7 +18,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn metrics_count_requests_commits_and_watches_at_both_tiers() {
-    let cc = CloudCore::start();
+    let mut cc = CloudCore::start();
     let edge = EdgeCore::join(&cc, "s1", &cc.join_token("s1", "10m"));
     for i in 0..3 {
         cc.kubectl_ok(&["create", "configmap", &format!("m{i}")]);
@@ -104,9 +104,26 @@ fn metrics_count_requests_commits_and_watches_at_both_tiers() {
     });
     assert!(text.contains("scheduler_scheduling_pass_duration_seconds_count"));
 
-    // The edge's API serves its own.
+    // The edge's API serves its own, with its outbox's depth: writes made while the region is
+    // down wait there, and drain when it is back.
     let at_edge = edge.kubectl_ok(&["get", "--raw", "/metrics"]);
     assert!(at_edge.contains("apiserver_request_total{"), "{at_edge}");
+    let depth = || {
+        sample(
+            &edge.kubectl_ok(&["get", "--raw", "/metrics"]),
+            "atoll_edge_outbox_depth",
+        )
+    };
+    cc.kill9();
+    edge.kubectl_ok(&["create", "configmap", "offline-1"]);
+    edge.kubectl_ok(&["create", "configmap", "offline-2"]);
+    assert!(depth().is_some_and(|n| n >= 2.0), "{:?}", depth());
+    cc.restart();
+    wait_for("the outbox drained", T, || depth() == Some(0.0));
+    assert!(cc
+        .kubectl(&["get", "configmap", "offline-2"])
+        .status
+        .success());
 
     // A tenant's user may not read them.
     let out = kubectl(
