@@ -80,17 +80,20 @@ spec:
         logs().contains("mem=67108864 quota=50000")
     });
     let started = field(&of("main", ".state.running.startedAt"));
+    let resize = |patch: &str| {
+        cc.kubectl_ok(&[
+            "patch",
+            "pod",
+            "web",
+            "--subresource",
+            "resize",
+            "-p",
+            patch,
+        ]);
+    };
 
     // A resize with the default policy changes the limits of the running container.
-    cc.kubectl_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource",
-        "resize",
-        "-p",
-        &resize_patch("main", &resources("700m", "96Mi")),
-    ]);
+    resize(&resize_patch("main", &resources("700m", "96Mi")));
     wait_for("main resized in place", T, || {
         logs().contains("mem=100663296 quota=70000")
             && field(&of("main", ".resources.limits.memory")) == "96Mi"
@@ -115,15 +118,7 @@ spec:
     });
 
     // A container whose policy says memory needs a restart is restarted with the new limit.
-    cc.kubectl_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource",
-        "resize",
-        "-p",
-        &resize_patch("side", &resources("100m", "48Mi")),
-    ]);
+    resize(&resize_patch("side", &resources("100m", "48Mi")));
     wait_for("side restarted with its new memory", T, || {
         field(&of("side", ".restartCount")) == "1"
             && field(&of("side", ".resources.limits.memory")) == "48Mi"
@@ -132,15 +127,7 @@ spec:
     assert_eq!(field(&of("main", ".restartCount")), "0");
 
     // More than the node has: accepted by the API, pending at the node as Infeasible.
-    cc.kubectl_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource",
-        "resize",
-        "-p",
-        &resize_patch("main", &resources("1000", "96Mi")),
-    ]);
+    resize(&resize_patch("main", &resources("1000", "96Mi")));
     let pending = "{.status.conditions[?(@.type==\"PodResizePending\")].reason}";
     wait_for("the resize pending as Infeasible", T, || {
         field(pending) == "Infeasible"
@@ -151,15 +138,7 @@ spec:
         agent.log()
     );
     assert_eq!(field(&of("main", ".resources.limits.cpu")), "700m");
-    cc.kubectl_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource",
-        "resize",
-        "-p",
-        &resize_patch("main", &resources("700m", "96Mi")),
-    ]);
+    resize(&resize_patch("main", &resources("700m", "96Mi")));
     wait_for("the pending resize withdrawn", T, || {
         field(pending).is_empty()
     });

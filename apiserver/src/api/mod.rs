@@ -503,18 +503,8 @@ impl Api {
             name: rp.name.clone(),
             sub: rp.subresource.clone(),
         };
-        let watch = rp.watch || req.query.flag("watch");
-        let verb = match (&req.method, t.name.is_some()) {
-            (&Method::GET, _) if watch => "watch",
-            (&Method::GET, true) => "get",
-            (&Method::GET, false) => "list",
-            (&Method::POST, _) => "create",
-            (&Method::PUT, _) => "update",
-            (&Method::PATCH, _) => "patch",
-            (&Method::DELETE, true) => "delete",
-            (&Method::DELETE, false) => "deletecollection",
-            (m, _) => return Err(ApiError::method_not_allowed(m.as_str(), &req.path)),
-        };
+        let verb = verb_of(&req, &rp)
+            .ok_or_else(|| ApiError::method_not_allowed(req.method.as_str(), &req.path))?;
         auth::authorize(&id, verb, res, &t.tenant, t.namespace.as_deref(), t.name())?;
         if !t.tenant.is_empty() {
             if let Some(h) = &self.hooks {
@@ -598,6 +588,22 @@ impl Api {
     }
 }
 
+/// The API verb of a request for resource path `rp` (`None`: a method the API does not serve).
+fn verb_of(req: &Request, rp: &ResourcePath) -> Option<&'static str> {
+    let watch = rp.watch || req.query.flag("watch");
+    Some(match (&req.method, rp.name.is_some()) {
+        (&Method::GET, _) if watch => "watch",
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return None,
+    })
+}
+
 /// A request's metric labels (kube-apiserver's verbs; the code is filled in when answered).
 fn request_labels(req: &Request) -> crate::metrics::RequestLabels {
     let mut l = crate::metrics::RequestLabels {
@@ -609,20 +615,8 @@ fn request_labels(req: &Request) -> crate::metrics::RequestLabels {
         code: String::new(),
     };
     if let Some(Route::Resource(rp)) = path::parse(&req.path) {
-        let named = rp.name.is_some();
-        let watch = rp.watch || req.query.flag("watch");
-        l.verb = match (&req.method, named) {
-            (&Method::GET, _) if watch => "WATCH",
-            (&Method::GET, true) => "GET",
-            (&Method::GET, false) => "LIST",
-            (&Method::POST, _) => "CREATE",
-            (&Method::PUT, _) => "UPDATE",
-            (&Method::PATCH, _) => "PATCH",
-            (&Method::DELETE, true) => "DELETE",
-            (&Method::DELETE, false) => "DELETECOLLECTION",
-            (m, _) => m.as_str(),
-        }
-        .to_string();
+        l.verb =
+            verb_of(req, &rp).map_or_else(|| req.method.as_str().to_string(), str::to_uppercase);
         l.group = rp.resource.group.to_string();
         l.version = rp.resource.version.to_string();
         l.resource = rp.resource.plural.to_string();
