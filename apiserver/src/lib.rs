@@ -20,6 +20,7 @@ pub mod path;
 pub mod protobuf;
 pub mod resources;
 pub mod server;
+pub mod streams;
 pub mod table;
 pub mod validate;
 

@@ -220,6 +220,50 @@ impl AgentLogs {
     }
 }
 
+impl AgentLogs {
+    /// Open a container stream (exec, attach) at `target`'s node's agent.
+    pub async fn open_stream(
+        &self,
+        target: &crate::streams::StreamTarget,
+    ) -> ApiResult<crate::streams::BoxPipe> {
+        let node = self
+            .store
+            .get(&Key::new("nodes", "", "", &target.node))
+            .ok_or_else(|| ApiError::not_found("", "nodes", &target.node))?;
+        let addr = agent_endpoint(&target.node, &node)?;
+        let (cert, key) = (self.cert)();
+        let node_name = target.node.as_str();
+        let unreachable = |why: String| {
+            tracing::info!(node = %node_name, %addr, error = %why, "node agent unreachable for a stream");
+            ApiError::unavailable(format!(
+                "the agent of node {node_name} at {addr} cannot be reached: {why}"
+            ))
+        };
+        let tls = client_tls(&cert, &key).map_err(|e| {
+            tracing::error!(error = %e, "agent client certificate unusable");
+            ApiError::internal("agent client certificate")
+        })?;
+        let io = upgrade(
+            addr,
+            tls,
+            &target.agent_path(),
+            &unreachable,
+            &|code, body| agent_error(code, body),
+        )
+        .await?;
+        Ok(Box::new(io))
+    }
+}
+
+impl crate::streams::StreamSource for AgentLogs {
+    fn open(
+        &self,
+        target: crate::streams::StreamTarget,
+    ) -> BoxFuture<'_, ApiResult<crate::streams::BoxPipe>> {
+        Box::pin(async move { self.open_stream(&target).await })
+    }
+}
+
 impl LogSource for AgentLogs {
     fn open(&self, target: LogTarget) -> BoxFuture<'_, ApiResult<LogStream>> {
         Box::pin(async move { self.fetch(&target).await })
@@ -376,16 +420,18 @@ pub async fn relay(
     .await
 }
 
-/// GET `path` at `addr` over `tls` (the server named by its IP), with a bearer `token` when
-/// given; a non-200 answer becomes `error(code, body)`.
-async fn get_stream(
+/// TLS to `addr` (named by its IP) and an HTTP/1.1 handshake on it.
+async fn connect(
     addr: SocketAddr,
     tls: rustls::ClientConfig,
-    path: &str,
-    token: Option<&str>,
     unreachable: &(dyn Fn(String) -> ApiError + Sync),
-    error: &(dyn Fn(u16, &str) -> ApiError + Sync),
-) -> ApiResult<LogStream> {
+) -> ApiResult<(
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    hyper::client::conn::http1::Connection<
+        TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+        http_body_util::Empty<Bytes>,
+    >,
+)> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| unreachable("connection timed out".into()))?
@@ -399,9 +445,80 @@ async fn get_stream(
     .await
     .map_err(|_| unreachable("tls handshake timed out".into()))?
     .map_err(|e| unreachable(format!("tls: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(e.to_string()))
+}
+
+/// Read at most [`MAX_ERROR_BODY`] bytes of an error answer's body.
+async fn error_text(mut body: hyper::body::Incoming) -> String {
+    let mut text = Vec::new();
+    let read = async {
+        while let Some(Ok(f)) = body.frame().await {
+            if let Ok(d) = f.into_data() {
+                text.extend_from_slice(&d[..d.len().min(MAX_ERROR_BODY - text.len())]);
+                if text.len() >= MAX_ERROR_BODY {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RESPONSE_TIMEOUT, read).await;
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Ask the agent at `addr` to upgrade `path` to a container stream (`proto::stream::UPGRADE`);
+/// on `101` the connection is the stream, otherwise `error(code, body)`.
+async fn upgrade(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    path: &str,
+    unreachable: &(dyn Fn(String) -> ApiError + Sync),
+    error: &(dyn Fn(u16, &str) -> ApiError + Sync),
+) -> ApiResult<TokioIo<hyper::upgrade::Upgraded>> {
+    let (mut sender, conn) = connect(addr, tls, unreachable).await?;
+    let conn = tokio::spawn(conn.with_upgrades());
+    let req = http::Request::post(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, proto::stream::UPGRADE)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|_| ApiError::bad_request("invalid stream request"))?;
+    let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            conn.abort();
+            return Err(unreachable(e.to_string()));
+        }
+        Err(_) => {
+            conn.abort();
+            return Err(unreachable("no answer in time".into()));
+        }
+    };
+    let status = resp.status();
+    if status != http::StatusCode::SWITCHING_PROTOCOLS {
+        let text = error_text(resp.into_body()).await;
+        conn.abort();
+        return Err(error(status.as_u16(), &text));
+    }
+    match tokio::time::timeout(RESPONSE_TIMEOUT, hyper::upgrade::on(resp)).await {
+        Ok(Ok(io)) => Ok(TokioIo::new(io)),
+        Ok(Err(e)) => Err(unreachable(format!("upgrade: {e}"))),
+        Err(_) => Err(unreachable("upgrade timed out".into())),
+    }
+}
+
+/// GET `path` at `addr` over `tls` (the server named by its IP), with a bearer `token` when
+/// given; a non-200 answer becomes `error(code, body)`.
+async fn get_stream(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    path: &str,
+    token: Option<&str>,
+    unreachable: &(dyn Fn(String) -> ApiError + Sync),
+    error: &(dyn Fn(u16, &str) -> ApiError + Sync),
+) -> ApiResult<LogStream> {
+    let (mut sender, conn) = connect(addr, tls, unreachable).await?;
     let conn = tokio::spawn(conn);
     let mut req = http::Request::get(path).header(http::header::HOST, addr.to_string());
     if let Some(t) = token {
@@ -422,23 +539,12 @@ async fn get_stream(
         }
     };
     let status = resp.status();
-    let mut body = resp.into_body();
     if status != http::StatusCode::OK {
-        let mut text = Vec::new();
-        let read = async {
-            while let Some(Ok(f)) = body.frame().await {
-                if let Ok(d) = f.into_data() {
-                    text.extend_from_slice(&d[..d.len().min(MAX_ERROR_BODY - text.len())]);
-                    if text.len() >= MAX_ERROR_BODY {
-                        break;
-                    }
-                }
-            }
-        };
-        let _ = tokio::time::timeout(RESPONSE_TIMEOUT, read).await;
+        let text = error_text(resp.into_body()).await;
         conn.abort();
-        return Err(error(status.as_u16(), &String::from_utf8_lossy(&text)));
+        return Err(error(status.as_u16(), &text));
     }
+    let mut body = resp.into_body();
     let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
     tokio::spawn(async move {
         loop {

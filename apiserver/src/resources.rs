@@ -109,7 +109,7 @@ pub static RESOURCES: &[Resource] = &[
         Space::Tenant,
         &["po"],
         &["all"],
-        &["status", "binding", "log", "eviction", "resize"],
+        &["status", "binding", "log", "exec", "attach", "eviction", "resize"],
         "io.k8s.api.core.v1.Pod",
         true
     ),

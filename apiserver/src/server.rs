@@ -153,6 +153,16 @@ pub fn into_response(reply: Reply) -> http::Response<Body> {
             body,
             warnings,
         } => full(status, content_type, body, &warnings),
+        Reply::Switching { headers } => {
+            let mut resp = http::Response::new(
+                Full::new(Bytes::new())
+                    .map_err(|never: Infallible| match never {})
+                    .boxed_unsync(),
+            );
+            *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            *resp.headers_mut() = headers;
+            resp
+        }
         Reply::Stream { content_type, rx } => {
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv()
@@ -178,7 +188,8 @@ pub fn into_response(reply: Reply) -> http::Response<Body> {
 
 /// Read a request (body capped at `max`) and run it through the API.
 pub async fn handle(api: Arc<Api>, req: http::Request<Incoming>) -> http::Response<Body> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let max = api.config.max_body;
     let declared = parts
         .headers
@@ -208,6 +219,7 @@ pub async fn handle(api: Arc<Api>, req: http::Request<Incoming>) -> http::Respon
         query: Query::parse(parts.uri.query()),
         headers: parts.headers,
         body,
+        upgrade,
     };
     let (method, path) = (request.method.clone(), request.path.clone());
     let reply = api.handle(request).await;
@@ -260,7 +272,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(api, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
                 _ = cancel.cancelled() => {}

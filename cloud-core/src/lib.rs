@@ -276,7 +276,7 @@ pub async fn start(
         cfg.site_cert_ttl,
         cancel.child_token(),
     );
-    api.set_log_source(Arc::new(logs::CloudLogs::new(
+    let cloud_logs = Arc::new(logs::CloudLogs::new(
         store.clone(),
         hub.clone(),
         kubelet_cert,
@@ -286,7 +286,9 @@ pub async fn start(
             ca_pem: ca_pem.clone(),
             token: token.clone(),
         },
-    )));
+    ));
+    api.set_log_source(cloud_logs.clone());
+    api.set_stream_source(cloud_logs);
     tracker.spawn(apiserver::server::serve(
         listener,
         tls,

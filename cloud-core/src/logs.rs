@@ -1,4 +1,4 @@
-//! Pod logs at the cloud: a pod on an edge site's node is read through that site, tunnelled
+//! Pod logs and exec/attach streams at the cloud: a pod on an edge site's node is read through that site, tunnelled
 //! over its live sync connection ([`Hub::open_logs`]), or, when the site is connected to
 //! another replica of the region (its EdgeSite's `status.replica`), through that replica's API;
 //! a pod on a cloud node (no site label) straight from the node's agent, presenting the cloud's
@@ -116,6 +116,51 @@ impl CloudLogs {
             }
             None => self.direct.fetch(&target).await,
         }
+    }
+}
+
+impl CloudLogs {
+    /// exec/attach: through the site's connection for a site's node, straight to the agent
+    /// for a cloud node. (A site held by another replica is not relayed yet: the client is
+    /// told which replica to use.)
+    async fn container_stream(
+        &self,
+        target: apiserver::streams::StreamTarget,
+    ) -> ApiResult<apiserver::streams::BoxPipe> {
+        let node = self
+            .store
+            .get(&Key::new("nodes", "", "", &target.node))
+            .ok_or_else(|| ApiError::not_found("", "nodes", &target.node))?;
+        let site = node
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(SITE_LABEL))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
+        let Some(site) = site else {
+            return self.direct.open_stream(&target).await;
+        };
+        let req = target
+            .opts
+            .to_proto(&target.tenant, &target.namespace, &target.pod);
+        match self.hub.open_stream(site, req).await {
+            Err(e) if e.code == 503 => match self.holder(site) {
+                Some(addr) => Err(ApiError::unavailable(format!(
+                    "site {site} is connected to the region's replica at {addr}; \
+                     exec and attach reach it through that replica"
+                ))),
+                None => Err(e),
+            },
+            r => r,
+        }
+    }
+}
+
+impl apiserver::streams::StreamSource for CloudLogs {
+    fn open(
+        &self,
+        target: apiserver::streams::StreamTarget,
+    ) -> BoxFuture<'_, ApiResult<apiserver::streams::BoxPipe>> {
+        Box::pin(self.container_stream(target))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod oci;
 pub mod pods;
 pub mod runtime;
 pub mod shim;
+pub mod streams;
 pub mod vm;
 
 /// The CA a kubeconfig trusts for its cluster (PEM).

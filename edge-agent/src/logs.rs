@@ -177,6 +177,10 @@ pub async fn serve(
                 let (root, who) = (root.clone(), who.clone());
                 async move {
                     let reply = match &who {
+                        Ok(cn) if crate::streams::is_stream(req.uri().path()) => {
+                            tracing::debug!(client = %cn, path = %req.uri().path(), "stream request");
+                            return Ok(crate::streams::handle(&root, req).await);
+                        }
                         Ok(cn) => {
                             tracing::debug!(client = %cn, path = %req.uri().path(), "log request");
                             handle(&root, req.method(), req.uri()).await
@@ -189,8 +193,9 @@ pub async fn serve(
                     Ok::<_, std::convert::Infallible>(reply.into_response())
                 }
             });
-            let conn =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .with_upgrades();
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(%peer, error = %e, "connection ended") },
                 _ = cancel.cancelled() => {}
@@ -200,13 +205,13 @@ pub async fn serve(
 }
 
 /// What a log request is answered with: a short text, or the log streamed as it is read.
-enum Reply {
+pub(crate) enum Reply {
     Text(http::StatusCode, Bytes),
     Stream(mpsc::Receiver<Bytes>),
 }
 
 impl Reply {
-    fn into_response(self) -> http::Response<UnsyncBoxBody<Bytes, std::io::Error>> {
+    pub(crate) fn into_response(self) -> http::Response<UnsyncBoxBody<Bytes, std::io::Error>> {
         let (status, content_type, body) = match self {
             Reply::Text(status, body) => (
                 status,
@@ -238,7 +243,7 @@ impl Reply {
     }
 }
 
-fn text(code: u16, msg: impl Into<String>) -> Reply {
+pub(crate) fn text(code: u16, msg: impl Into<String>) -> Reply {
     let mut body = msg.into();
     body.push('\n');
     Reply::Text(
@@ -249,7 +254,7 @@ fn text(code: u16, msg: impl Into<String>) -> Reply {
 
 /// A path segment that names a tenant, namespace, pod or container (and nothing else: no
 /// separators, no `..`).
-fn segment_ok(s: &str) -> bool {
+pub(crate) fn segment_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && !s.starts_with('.')

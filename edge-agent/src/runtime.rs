@@ -32,6 +32,8 @@ pub struct ContainerConfig {
     pub spec: Value,
     /// Where the container's output goes (CRI log format).
     pub log: PathBuf,
+    /// Keep a stdin pipe open for it (`stdin: true`): `kubectl attach -i` writes into it.
+    pub stdin: bool,
 }
 
 /// A container's state as the runtime knows it.
@@ -381,6 +383,19 @@ impl Runtime for Runc {
         let cfg = dir.join("config.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap_or_default())
             .map_err(|e| io("write", &cfg, e))?;
+        if c.stdin {
+            // The shim holds it open for reading and writing (so the container never sees end
+            // of file between attaches); attach opens it for writing.
+            let fifo = dir.join("stdin");
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &fifo,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+                0,
+            )
+            .map_err(|e| io("create", &fifo, e.into()))?;
+        }
         self.spawn_shim(&c.id, &dir, &c.log, false).await
     }
 

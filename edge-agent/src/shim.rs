@@ -211,8 +211,15 @@ pub fn run(a: ShimArgs) -> ExitCode {
             c
         }
     };
+    // A container with `stdin: true` reads the pipe the runtime made for it.
+    let stdin = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(a.dir.join("stdin"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
     let mut child = match cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

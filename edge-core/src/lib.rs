@@ -349,9 +349,10 @@ pub async fn start(
         serving,
         names,
     );
-    // Pod logs, here and tunnelled from the cloud: from the agents, as the site.
+    // Pod logs and exec/attach, here and tunnelled from the cloud: from the agents, as the site.
     let log_source = logs::source(store.clone(), drv.creds_handle());
     api.set_log_source(log_source.clone());
+    api.set_stream_source(log_source.clone());
     let drv = drv.with_logs(log_source);
     tracker.spawn(apiserver::server::serve(
         listener,

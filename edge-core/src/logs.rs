@@ -1,6 +1,7 @@
-//! Pod logs at the site: the API's log source (straight to the node's agent, presenting the
-//! site's client certificate) and the server for log requests the cloud tunnels over the sync
-//! connection (so `kubectl logs` at the cloud needs no inbound port at the site).
+//! Pod logs and container streams at the site: the API's log and stream source (straight to
+//! the node's agent, presenting the site's client certificate) and the server for log and
+//! exec/attach requests the cloud tunnels over the sync connection (so `kubectl logs` and
+//! `kubectl exec` at the cloud need no inbound port at the site).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -33,24 +34,85 @@ pub fn source(store: Store, creds: Arc<RwLock<Creds>>) -> Arc<AgentLogs> {
     ))
 }
 
-/// Answer the log requests the cloud opens as streams on `conn`, until the connection ends.
+/// Answer the log and container-stream requests the cloud opens as streams on `conn`, until
+/// the connection ends. Each kind has its own bounded pool; a stream over the bound is refused
+/// with 503 (the cloud's client sees it), not queued.
 pub async fn serve_tunnels(conn: quinn::Connection, store: Store, logs: Arc<AgentLogs>) {
-    let slots = Arc::new(Semaphore::new(MAX_TUNNELS));
+    let log_slots = Arc::new(Semaphore::new(MAX_TUNNELS));
+    let stream_slots = Arc::new(Semaphore::new(proto::stream::MAX_PER_SITE));
     while let Ok((send, recv)) = conn.accept_bi().await {
         let (store, logs) = (store.clone(), logs.clone());
-        let permit = slots.clone().try_acquire_owned();
+        let (log_slots, stream_slots) = (log_slots.clone(), stream_slots.clone());
         tokio::spawn(async move {
-            match permit {
-                Ok(_permit) => tunnel(send, recv, &store, &logs).await,
-                Err(_) => {
-                    let mut send = send;
-                    let e = ApiError::unavailable("too many log streams through this site");
-                    let _ = respond(&mut send, e.code, &e.message).await;
+            let (mut send, mut recv) = (send, recv);
+            let first =
+                tokio::time::timeout(REQUEST_TIMEOUT, sync::quic::read_frame(&mut recv)).await;
+            match first {
+                Ok(Ok(Some(Frame {
+                    body: Some(Body::LogRequest(r)),
+                }))) => match log_slots.try_acquire_owned() {
+                    Ok(_permit) => tunnel(send, r, &store, &logs).await,
+                    Err(_) => refuse(send, "too many log streams through this site").await,
+                },
+                Ok(Ok(Some(Frame {
+                    body: Some(Body::StreamRequest(r)),
+                }))) => match stream_slots.try_acquire_owned() {
+                    Ok(permit) => stream_tunnel(send, recv, r, &store, &logs, permit).await,
+                    Err(_) => refuse(send, "too many container streams through this site").await,
+                },
+                _ => {
+                    let _ = respond(&mut send, 400, "expected a log or stream request").await;
                     let _ = send.finish();
                 }
             }
         });
     }
+}
+
+async fn refuse(mut send: quinn::SendStream, why: &str) {
+    let e = ApiError::unavailable(why);
+    let _ = respond(&mut send, e.code, &e.message).await;
+    let _ = send.finish();
+}
+
+/// A container stream the cloud asked for: checked against the local store like a log request,
+/// opened at the node's agent, answered, and then spliced both ways until either side ends.
+/// The cloud finishing or stopping its stream (its client went away) drops the agent's side,
+/// which ends the process there.
+async fn stream_tunnel(
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    req: proto::sync::StreamRequest,
+    store: &Store,
+    logs: &AgentLogs,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    tracing::debug!(tenant = %req.tenant, namespace = %req.namespace, pod = %req.pod, container = %req.container, kind = %req.kind, "container stream from the cloud");
+    let opened = async {
+        let opts =
+            apiserver::streams::StreamOptions::from_proto(&req).map_err(ApiError::bad_request)?;
+        let target =
+            apiserver::streams::resolve(store, &req.tenant, &req.namespace, &req.pod, opts)?;
+        logs.open_stream(&target).await
+    };
+    let mut pipe = match opened.await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = respond(&mut send, e.code, &e.message).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    if respond(&mut send, 200, "").await.is_err() {
+        return;
+    }
+    let stopped = send.stopped();
+    let mut cloud = tokio::io::join(recv, send);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut cloud, &mut pipe) => {}
+        _ = stopped => {}
+    }
+    drop(permit);
 }
 
 async fn respond(send: &mut quinn::SendStream, code: u16, message: &str) -> Result<(), ()> {
@@ -71,22 +133,7 @@ async fn open(req: &LogRequest, store: &Store, logs: &AgentLogs) -> ApiResult<Op
     }
 }
 
-async fn tunnel(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    store: &Store,
-    logs: &AgentLogs,
-) {
-    let req = match tokio::time::timeout(REQUEST_TIMEOUT, sync::quic::read_frame(&mut recv)).await {
-        Ok(Ok(Some(Frame {
-            body: Some(Body::LogRequest(r)),
-        }))) => r,
-        _ => {
-            let _ = respond(&mut send, 400, "expected a log request").await;
-            let _ = send.finish();
-            return;
-        }
-    };
+async fn tunnel(mut send: quinn::SendStream, req: LogRequest, store: &Store, logs: &AgentLogs) {
     tracing::debug!(tenant = %req.tenant, namespace = %req.namespace, pod = %req.pod, container = %req.container, "log request from the cloud");
     let mut rx = match open(&req, store, logs).await {
         Ok(Some(rx)) => rx,

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod names;
 pub mod query;
 pub mod selectors;
+pub mod stream;
 pub mod sync;
 mod units;
 pub mod vm;

@@ -17,18 +17,25 @@ pub fn percent_encode(s: &str) -> String {
     utf8_percent_encode(s, COMPONENT).to_string()
 }
 
-/// A parsed query string (a repeated parameter keeps its last value).
+/// A parsed query string (a repeated parameter's value is its last; [`Query::all`] has each).
 #[derive(Default, Debug)]
-pub struct Query(HashMap<String, String>);
+pub struct Query(HashMap<String, String>, Vec<(String, String)>);
 
 impl Query {
     /// Parse `a=b&c=d` (`+` is a space; malformed escapes stay as they are).
     pub fn parse(q: Option<&str>) -> Self {
-        Query(
-            form_urlencoded::parse(q.unwrap_or("").as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        Query(pairs.iter().cloned().collect(), pairs)
+    }
+    /// Every value of a repeated parameter, in order (`command=sh&command=-c`).
+    pub fn all(&self, k: &str) -> Vec<&str> {
+        self.1
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     /// A parameter.
     pub fn get(&self, k: &str) -> Option<&str> {

@@ -13,6 +13,9 @@
 //! - cloud → edge `LogRequest` on a stream the cloud opens: the edge answers `LogResponse`
 //!   {code, message}, then (code 200) the raw log bytes until the stream ends (`kubectl logs`
 //!   tunnelled over the site's connection; no inbound port at the site).
+//! - cloud → edge `StreamRequest` (exec, attach) on a stream the cloud opens: answered with a
+//!   `LogResponse` too; on 200 both directions carry the channel frames of `crate::stream`
+//!   between the cloud's client and the container until either side ends the stream.
 
 /// Kind of change carried by `Down` and `Up`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -311,7 +314,44 @@ pub struct LogRequest {
     pub since_time: String,
 }
 
-/// Edge → cloud, first frame of the answer to a `LogRequest`.
+/// Cloud → edge, first frame of a stream the cloud opens on a site's live connection: exec in
+/// or attach to a container of a pod held by the site (see `crate::stream`). Answered with a
+/// `LogResponse`; on 200 the stream carries channel frames both ways.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamRequest {
+    /// `exec` or `attach`.
+    #[prost(string, tag = "1")]
+    pub kind: String,
+    /// Tenant of the pod (`""`: system space).
+    #[prost(string, tag = "2")]
+    pub tenant: String,
+    /// Namespace of the pod.
+    #[prost(string, tag = "3")]
+    pub namespace: String,
+    /// Pod name.
+    #[prost(string, tag = "4")]
+    pub pod: String,
+    /// Container (resolved by the cloud, checked again by the site).
+    #[prost(string, tag = "5")]
+    pub container: String,
+    /// The command (exec).
+    #[prost(string, repeated, tag = "6")]
+    pub command: Vec<String>,
+    /// Pass stdin.
+    #[prost(bool, tag = "7")]
+    pub stdin: bool,
+    /// Return stdout.
+    #[prost(bool, tag = "8")]
+    pub stdout: bool,
+    /// Return stderr.
+    #[prost(bool, tag = "9")]
+    pub stderr: bool,
+    /// A terminal.
+    #[prost(bool, tag = "10")]
+    pub tty: bool,
+}
+
+/// Edge → cloud, first frame of the answer to a `LogRequest` or a `StreamRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LogResponse {
     /// HTTP status: 200 means raw log bytes follow; anything else is an error and the stream
@@ -329,7 +369,7 @@ pub struct Frame {
     /// The message.
     #[prost(
         oneof = "frame::Body",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
     )]
     pub body: Option<frame::Body>,
 }
@@ -384,9 +424,12 @@ pub mod frame {
         /// Log stream request (cloud → edge, on a stream of its own).
         #[prost(message, tag = "15")]
         LogRequest(super::LogRequest),
-        /// Log stream answer header.
+        /// Log or container stream answer header.
         #[prost(message, tag = "16")]
         LogResponse(super::LogResponse),
+        /// Exec or attach stream request (cloud → edge, on a stream of its own).
+        #[prost(message, tag = "17")]
+        StreamRequest(super::StreamRequest),
     }
 }
 

@@ -696,5 +696,6 @@ fn name(b: &Body) -> &'static str {
         Body::RenewRequest(_) => "RenewRequest",
         Body::LogRequest(_) => "LogRequest",
         Body::LogResponse(_) => "LogResponse",
+        Body::StreamRequest(_) => "StreamRequest",
     }
 }

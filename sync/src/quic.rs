@@ -68,15 +68,19 @@ fn transport_with(stream_window: u32) -> Arc<quinn::TransportConfig> {
     ));
     // Bounded in-flight data per connection.
     t.stream_receive_window(quinn::VarInt::from_u32(stream_window));
-    t.receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024));
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(64));
+    t.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
+    // The sync stream, log tunnels and container-stream tunnels (each bounded by the hub).
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(128));
     Arc::new(t)
 }
 
+/// Receive window of a whole connection.
+pub const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
+
 /// Per-stream receive window at the cloud. Sites send little (uplink changes, log bytes), and
 /// a small per-stream window bounds what streams nobody reads (a stalled log tunnel) can hold
-/// of the connection's window: at most `hub::MAX_LOG_TUNNELS` × this, well under the
-/// connection's 16 MiB, so the sync stream always has room.
+/// of the connection's window: at most (`hub::MAX_LOG_TUNNELS` + `hub::MAX_STREAM_TUNNELS`)
+/// × this = 16 MiB, under the connection's 24 MiB, so the sync stream always has room.
 pub const SERVER_STREAM_WINDOW: u32 = 512 * 1024;
 
 /// The cloud's sync endpoint: serves `cert_chain_pem` (leaf then CA), asks for client

@@ -185,6 +185,7 @@ pub fn api_body(data: &[u8]) {
         query: Query::parse(Some("dryRun=All&fieldValidation=Strict")),
         headers,
         body: Bytes::copy_from_slice(body),
+        upgrade: None,
     };
     let _ = w.rt.block_on(w.api.handle(req));
 }

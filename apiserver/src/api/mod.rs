@@ -74,6 +74,12 @@ pub enum Reply {
         /// `Warning` headers.
         warnings: Vec<String>,
     },
+    /// A protocol switch (`101`): the stream is served by a task already waiting for the
+    /// connection (`pods/exec`, `pods/attach`).
+    Switching {
+        /// The response headers (`Upgrade`, `Sec-WebSocket-Accept`, ...).
+        headers: http::HeaderMap,
+    },
     /// A watch stream: newline-delimited JSON events.
     Stream {
         /// Content type.
@@ -121,6 +127,8 @@ pub struct Request {
     pub headers: HeaderMap,
     /// Body (already size-limited by the transport).
     pub body: Bytes,
+    /// The connection, once the response switches protocols (HTTP/1.1 upgrades only).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 /// The API: a store plus the generated schemas.
@@ -135,6 +143,8 @@ pub struct Api {
     pub hooks: Option<Arc<dyn Hooks>>,
     /// Where `pods/log` streams come from (set once by the core that runs this API).
     logs: std::sync::OnceLock<Arc<dyn crate::logs::LogSource>>,
+    /// Where `pods/exec` and `pods/attach` streams go (set once, as `logs`).
+    streams: std::sync::OnceLock<Arc<dyn crate::streams::StreamSource>>,
     /// The process's metrics (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -253,8 +263,14 @@ impl Api {
             config,
             hooks,
             logs: std::sync::OnceLock::new(),
+            streams: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
+    }
+
+    /// Serve `pods/exec` and `pods/attach` through `source`; false if one was already set.
+    pub fn set_stream_source(&self, source: Arc<dyn crate::streams::StreamSource>) -> bool {
+        self.streams.set(source).is_ok()
     }
 
     /// Serve `pods/log` from `source`; false if a source was already set.
@@ -353,6 +369,7 @@ impl Api {
         labels.code = match &reply {
             Reply::Full { status, .. } => status.as_u16().to_string(),
             Reply::Stream { .. } => "200".into(),
+            Reply::Switching { .. } => "101".into(),
         };
         self.metrics.request(labels, started.elapsed());
         reply
@@ -467,7 +484,7 @@ impl Api {
         }
     }
 
-    async fn resource(&self, req: Request, id: Identity, rp: ResourcePath) -> ApiResult<Reply> {
+    async fn resource(&self, mut req: Request, id: Identity, rp: ResourcePath) -> ApiResult<Reply> {
         let res = rp.resource;
         let mut tenant = rp.tenant.clone().unwrap_or_else(|| id.tenant.clone());
         if res.space == Space::System {
@@ -539,6 +556,10 @@ impl Api {
             ("get", None) => self.get(&t, &req),
             ("get", Some("status")) => self.get(&t, &req),
             ("get", Some("log")) => self.pod_log(&t, &req).await,
+            ("get" | "create", Some(sub @ ("exec" | "attach"))) if res.plural == "pods" => {
+                let kind = crate::streams::Kind::parse(sub).unwrap_or(crate::streams::Kind::Exec);
+                self.pod_stream(&t, &mut req, kind).await
+            }
             ("list", _) => self.list(&t, &req),
             ("watch", _) => self.watch(&t, &req).await,
             ("create", None) => {

@@ -49,6 +49,45 @@ impl Api {
         })
     }
 
+    /// `pods/exec` and `pods/attach`: checked, resolved to the pod's node, the node's side
+    /// opened, and only then the client's WebSocket accepted (so errors are plain `Status`
+    /// answers kubectl shows).
+    pub(super) async fn pod_stream(
+        &self,
+        t: &Target,
+        req: &mut Request,
+        kind: crate::streams::Kind,
+    ) -> ApiResult<Reply> {
+        let opts = crate::streams::StreamOptions::from_query(kind, &req.query)
+            .map_err(ApiError::bad_request)?;
+        let ns = t.namespace.as_deref().unwrap_or("");
+        let target = crate::streams::resolve(&self.store, &t.tenant, ns, t.name(), opts)?;
+        // After the request's own checks: kubectl retries a refused WebSocket with SPDY, and
+        // the error it shows is the second answer's.
+        let upgrade = crate::streams::negotiate(&req.headers)?;
+        let source = self
+            .streams
+            .get()
+            .ok_or_else(|| ApiError::unavailable("this server does not serve container streams"))?;
+        let on_upgrade = req
+            .upgrade
+            .take()
+            .ok_or_else(|| ApiError::bad_request("Upgrade request required (HTTP/1.1)"))?;
+        let pipe = source.open(target).await?;
+        let protocol = upgrade.protocol;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(io) => {
+                    crate::streams::serve(hyper_util::rt::TokioIo::new(io), pipe, protocol).await
+                }
+                Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+            }
+        });
+        Ok(Reply::Switching {
+            headers: crate::streams::switching_headers(&upgrade),
+        })
+    }
+
     pub(super) fn selectors(
         &self,
         t: &Target,
@@ -155,6 +194,8 @@ pub(super) fn resource_list(group: &str, version: &str) -> Value {
                 "token" => ("TokenRequest", json!(["create"])),
                 "binding" => ("Binding", json!(["create"])),
                 "log" => ("Pod", json!(["get"])),
+                "exec" => ("PodExecOptions", json!(["create", "get"])),
+                "attach" => ("PodAttachOptions", json!(["create", "get"])),
                 "finalize" => ("Namespace", json!(["update"])),
                 "scale" => ("Scale", json!(["get", "patch", "update"])),
                 "eviction" => ("Eviction", json!(["create"])),

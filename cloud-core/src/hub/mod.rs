@@ -71,14 +71,18 @@ struct Live {
     sessions: HashMap<usize, SessionInfo>,
     /// Refusal events per site: window start and count (rate limit).
     refusal_events: HashMap<String, (std::time::Instant, u32)>,
-    /// Log tunnels per site, bounded.
-    tunnels: HashMap<String, Arc<tokio::sync::Semaphore>>,
+    /// Log and container-stream tunnels per site, bounded.
+    tunnels: HashMap<String, tunnel::Pools>,
 }
 
 /// Most log streams tunnelled to one site at once. With the cloud's per-stream receive window
 /// (`sync::quic`) this bounds what stalled log streams can hold of the connection's window, so
 /// they cannot starve the site's sync stream.
 pub const MAX_LOG_TUNNELS: usize = 16;
+/// Most exec/attach streams tunnelled to one site at once (bounded for the same reason: with
+/// the log streams, what stalled streams can hold stays under the connection's window minus
+/// room for the sync stream).
+pub const MAX_STREAM_TUNNELS: usize = 16;
 /// A log stream whose reader takes nothing for this long is dropped (frees its window).
 const TUNNEL_STALL: Duration = Duration::from_secs(60);
 /// How long a site has to answer a log request (it connects to the node's agent first).

@@ -76,6 +76,7 @@ impl<R: Runtime> Worker<R> {
                 image_rootfs: img.rootfs.clone(),
                 spec: oci_spec,
                 log,
+                stdin: c.stdin.unwrap_or(false),
             })
             .await
             .map_err(|e| ("RunContainerError".to_string(), e.to_string()))

@@ -1,0 +1,473 @@
+//! `kubectl exec`, `attach` and `cp` with stock kubectl (WebSocket, `v5.channel.k8s.io`) into
+//! containers running under runc: at the edge's API, and at the cloud's through the site's
+//! sync connection; with the cloud down at the edge; errors as kube-apiserver gives them; a
+//! client that vanishes leaves no process behind.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tests::registry::Registry;
+use tests::{wait_for, Agent, CloudCore, EdgeCore};
+
+const T: Duration = Duration::from_secs(60);
+
+/// A region with one site, one agent, and a registry holding `busybox:v1`.
+struct Env {
+    reg: Registry,
+    cc: CloudCore,
+    edge: EdgeCore,
+    _agent: Agent,
+}
+
+/// Which API a client talks to.
+#[derive(Clone, Copy, Debug)]
+enum Tier {
+    Cloud,
+    Edge,
+}
+
+impl Env {
+    fn start() -> Self {
+        let reg = Registry::start();
+        let scratch = tempfile::tempdir().expect("tempdir");
+        reg.push(
+            &tests::registry::busybox_image(scratch.path(), "v1"),
+            "busybox:v1",
+        );
+        let cc = CloudCore::start();
+        let token = cc.join_token("s1", "10m");
+        let edge = EdgeCore::join(&cc, "s1", &token);
+        let agent = Agent::start_with(&edge.kubeconfig(), "n1", &[reg.addr()]);
+        wait_for("n1 Ready at the cloud", T, || {
+            cc.kubectl_ok(&["get", "nodes"])
+                .lines()
+                .any(|l| l.starts_with("n1 ") && l.contains(" Ready "))
+        });
+        Env {
+            reg,
+            cc,
+            edge,
+            _agent: agent,
+        }
+    }
+
+    fn kubeconfig(&self, tier: Tier) -> std::path::PathBuf {
+        match tier {
+            Tier::Cloud => self.cc.kubeconfig(),
+            Tier::Edge => self.edge.kubeconfig(),
+        }
+    }
+
+    fn scratch(&self) -> &Path {
+        self.cc.dir.path()
+    }
+
+    /// kubectl at `tier` with `stdin` fed (and closed) when given.
+    fn kubectl(&self, tier: Tier, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = self.spawn(tier, args, stdin.is_some());
+        if let Some(input) = stdin {
+            let mut w = child.stdin.take().expect("stdin");
+            let input = input.to_vec();
+            std::thread::spawn(move || {
+                let _ = w.write_all(&input);
+            });
+        }
+        wait_output(child, Duration::from_secs(120), args)
+    }
+
+    fn spawn(&self, tier: Tier, args: &[&str], stdin: bool) -> Child {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig(tier))
+            .arg("--cache-dir")
+            .arg(self.scratch().join("kube-cache"))
+            .args(args)
+            .env("HOME", self.scratch())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl")
+    }
+
+    /// A pod on n1 running `script` in each of `containers` (busybox sh), Running at the edge.
+    fn pod(&self, name: &str, containers: &[(&str, &str)], extra: &str) {
+        self.pod_with(name, containers, extra, "Always")
+    }
+
+    fn pod_with(&self, name: &str, containers: &[(&str, &str)], extra: &str, restart: &str) {
+        let img = format!("{}/busybox:v1", self.reg.addr());
+        let cs: Vec<String> = containers
+            .iter()
+            .map(|(c, script)| {
+                format!(
+                    "  - name: {c}\n    image: {img}\n    command: [sh, -c, {script:?}]\n{extra}"
+                )
+            })
+            .collect();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: n1\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 1\n  containers:\n{}",
+            cs.join("")
+        );
+        let f = self.scratch().join(format!("{name}.yaml"));
+        std::fs::write(&f, yaml).unwrap();
+        self.cc.kubectl_ok(&["create", "-f", f.to_str().unwrap()]);
+        wait_for(&format!("{name} Running"), Duration::from_secs(90), || {
+            let o = self
+                .edge
+                .kubectl(&["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
+            String::from_utf8_lossy(&o.stdout) == "Running"
+        });
+    }
+}
+
+fn wait_output(mut child: Child, timeout: Duration, args: &[&str]) -> Output {
+    let deadline = Instant::now() + timeout;
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kubectl {args:?} did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: o.join().unwrap_or_default(),
+        stderr: e.join().unwrap_or_default(),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn exec_ok(e: &Env, tier: Tier, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let o = e.kubectl(tier, args, stdin);
+    assert!(
+        o.status.success(),
+        "kubectl {args:?} at {tier:?} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// The host's processes whose command line is exactly `argv` (container processes included).
+fn processes_with(argv: &[&str]) -> usize {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|d| {
+            d.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|d| std::fs::read(d.path().join("cmdline")).is_ok_and(|c| c == want))
+        .count()
+}
+
+#[test]
+fn exec_and_cp_at_both_tiers() {
+    let e = Env::start();
+    e.pod(
+        "web",
+        &[
+            ("main", "echo started; exec sleep 3600"),
+            ("side", "exec sleep 3600"),
+        ],
+        "",
+    );
+    for tier in [Tier::Edge, Tier::Cloud] {
+        // Output, the exit code as kubectl's, -c.
+        let out = exec_ok(
+            &e,
+            tier,
+            &[
+                "exec",
+                "web",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2",
+            ],
+            None,
+        );
+        assert_eq!(out, "out\n", "{tier:?}");
+        let o = e.kubectl(
+            tier,
+            &["exec", "web", "-c", "side", "--", "sh", "-c", "exit 7"],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(7), "{tier:?}: {}", text(&o.stderr));
+        // Default container (the first) with a note, like kubelet's.
+        let out = exec_ok(
+            &e,
+            tier,
+            &["exec", "web", "--", "cat", "/proc/1/cmdline"],
+            None,
+        );
+        assert!(out.starts_with("sleep"), "{tier:?}: {out:?}");
+        // -i: stdin reaches the process and its end ends it.
+        let out = exec_ok(
+            &e,
+            tier,
+            &["exec", "-i", "web", "--", "wc", "-c"],
+            Some(&[b'x'; 100_000]),
+        );
+        assert_eq!(out.trim(), "100000", "{tier:?}");
+        // A command that is not there: kubelet's 126/127 family, told on stderr.
+        let o = e.kubectl(tier, &["exec", "web", "--", "no-such-command"], None);
+        assert!(!o.status.success(), "{tier:?}");
+        // A container that is not in the pod.
+        let o = e.kubectl(tier, &["exec", "web", "-c", "nope", "--", "true"], None);
+        assert!(!o.status.success());
+        assert!(
+            text(&o.stderr).contains("container nope is not valid for pod web"),
+            "{tier:?}: {}",
+            text(&o.stderr)
+        );
+        // cp both ways, a large file.
+        let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let src = e.scratch().join(format!("big-{tier:?}"));
+        std::fs::write(&src, &big).unwrap();
+        let remote = format!("web:/tmp/big-{tier:?}");
+        exec_ok(
+            &e,
+            tier,
+            &["cp", "-c", "main", src.to_str().unwrap(), &remote],
+            None,
+        );
+        let back = e.scratch().join(format!("back-{tier:?}"));
+        exec_ok(
+            &e,
+            tier,
+            &["cp", "-c", "main", &remote, back.to_str().unwrap()],
+            None,
+        );
+        assert!(
+            std::fs::read(&back).unwrap() == big,
+            "{tier:?}: cp round trip differs"
+        );
+    }
+}
+
+/// `kubectl exec -it` under a terminal (`script` gives kubectl one, of a size set first): the
+/// process gets a tty of that size. `kubectl attach -i` feeds a container's stdin and shows
+/// its output, at both tiers.
+#[test]
+fn tty_and_attach_at_both_tiers() {
+    let e = Env::start();
+    e.pod("term", &[("main", "exec sleep 3600")], "");
+    for tier in [Tier::Edge, Tier::Cloud] {
+        let kc = e.kubeconfig(tier);
+        let line = format!(
+            "stty rows 31 cols 101; kubectl --kubeconfig {} --cache-dir {} exec -it term -- sh -c 'tty; for i in $(seq 100); do s=$(stty size 2>/dev/null) && break; sleep 0.05; done; echo size $s'",
+            kc.display(),
+            e.scratch().join("kube-cache").display()
+        );
+        let child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("HOME", e.scratch())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = wait_output(child, Duration::from_secs(60), &["exec", "-it"]);
+        let out = text(&o.stdout);
+        assert!(o.status.success(), "{tier:?}: {out} {}", text(&o.stderr));
+        assert!(out.contains("/dev/pts/"), "{tier:?}: no tty: {out:?}");
+        // runc sizes the container's terminal just after the process starts (as containerd
+        // does), so the process polls for it.
+        assert!(
+            out.contains("size 31 101"),
+            "{tier:?}: size not passed: {out:?}"
+        );
+    }
+    // attach: a container reading its stdin (stdin: true), answering each line, ending on "bye".
+    e.pod_with(
+        "talk",
+        &[(
+            "main",
+            "while read l; do echo got:$l; [ \"$l\" = bye ] && exit 0; done",
+        )],
+        "    stdin: true\n",
+        "Never",
+    );
+    // The container keeps running after this one: the client leaves (its input stays open).
+    let mut child = e.spawn(Tier::Edge, &["attach", "-i", "talk"], true);
+    child.stdin.as_mut().unwrap().write_all(b"one\n").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut l = String::new();
+        while std::io::BufRead::read_line(&mut stdout, &mut l).is_ok_and(|n| n > 0) {
+            if tx.send(std::mem::take(&mut l)).is_err() {
+                return;
+            }
+        }
+    });
+    let got = rx.recv_timeout(T);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got.as_deref().map(str::trim), Ok("got:one"), "edge attach");
+    let out = exec_ok(
+        &e,
+        Tier::Cloud,
+        &["attach", "-i", "talk"],
+        Some(b"two\nbye\n"),
+    );
+    assert!(out.contains("got:two"), "cloud attach: {out:?}");
+}
+
+/// Errors as kube gives them, a process that ignores its stdin, a client that vanishes (the
+/// process goes with it), exec at an edge cut off from the cloud, and the Python client (v5 and
+/// v4 channel protocols).
+#[test]
+fn errors_departures_offline_and_other_clients() {
+    let mut e = Env::start();
+    e.pod_with(
+        "p",
+        &[("main", "exec sleep 3600"), ("once", "echo done")],
+        "",
+        "OnFailure",
+    );
+    wait_for("container once terminated", T, || {
+        let o = e.edge.kubectl(&[
+            "get",
+            "pod",
+            "p",
+            "-o",
+            "jsonpath={.status.containerStatuses[?(@.name==\"once\")].state.terminated.reason}",
+        ]);
+        !o.stdout.is_empty()
+    });
+    for tier in [Tier::Edge, Tier::Cloud] {
+        let o = e.kubectl(tier, &["exec", "p", "-c", "once", "--", "true"], None);
+        assert!(!o.status.success(), "{tier:?}");
+        assert!(
+            text(&o.stderr).contains(r#"container "once" in pod "default/p" is not running"#),
+            "{tier:?}: {}",
+            text(&o.stderr)
+        );
+        let o = e.kubectl(tier, &["exec", "nopod", "--", "true"], None);
+        assert!(
+            text(&o.stderr).contains(r#"pods "nopod" not found"#),
+            "{tier:?}: {}",
+            text(&o.stderr)
+        );
+        // A process that never reads what it is sent still ends the session.
+        exec_ok(
+            &e,
+            tier,
+            &["exec", "-i", "p", "-c", "main", "--", "true"],
+            Some(&[0u8; 4 << 20]),
+        );
+        // The client vanishes: the exec'd process is killed.
+        let marker = match tier {
+            Tier::Edge => ["sleep", "4321"],
+            Tier::Cloud => ["sleep", "4322"],
+        };
+        let mut child = e.spawn(
+            tier,
+            &["exec", "p", "-c", "main", "--", marker[0], marker[1]],
+            false,
+        );
+        wait_for(&format!("{marker:?} running"), T, || {
+            processes_with(&marker) == 1
+        });
+        child.kill().unwrap();
+        let _ = child.wait();
+        wait_for(&format!("{marker:?} killed with its client"), T, || {
+            processes_with(&marker) == 0
+        });
+    }
+    // The Python client: its default (v5 offered first) with stdin closed by a close frame, and
+    // the v4 protocol older clients speak.
+    let script = e.scratch().join("exec.py");
+    std::fs::write(&script, EXEC_PY).unwrap();
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(e.cc.kubeconfig())
+        .arg("p")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}", text(&o.stderr));
+    let lines: Vec<String> = text(&o.stdout).lines().map(String::from).collect();
+    assert_eq!(
+        lines,
+        [
+            "v5.channel.k8s.io 'from-python\\ndone\\n' 3",
+            "v4.channel.k8s.io 'v4\\n' 4"
+        ],
+        "{}",
+        text(&o.stderr)
+    );
+    // The cloud gone: exec at the edge goes on.
+    e.cc.kill9();
+    let o = e.kubectl(
+        Tier::Edge,
+        &[
+            "exec",
+            "p",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "echo offline; exit 5",
+        ],
+        None,
+    );
+    assert_eq!(text(&o.stdout), "offline\n");
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+}
+
+const EXEC_PY: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import stream
+from kubernetes.stream.ws_client import WSClient, get_websocket_url
+config.load_kube_config(sys.argv[1])
+pod = sys.argv[2]
+v1 = client.CoreV1Api()
+r = stream(v1.connect_get_namespaced_pod_exec, pod, "default", container="main",
+           command=["sh", "-c", "cat; echo done; exit 3"],
+           stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+r.write_stdin("from-python\n")
+r.close_channel(0)
+r.run_forever(timeout=30)
+print(r.subprotocol, repr(r.read_stdout()), r.returncode, flush=True)
+cfg = client.Configuration.get_default_copy()
+url = get_websocket_url(cfg.host + "/api/v1/namespaces/default/pods/%s/exec" % pod,
+                        [("container", "main"), ("command", "sh"), ("command", "-c"),
+                         ("command", "echo v4; exit 4"), ("stdout", "true"), ("stderr", "true")])
+h = {"sec-websocket-protocol": "v4.channel.k8s.io"}
+auth = cfg.get_api_key_with_prefix("BearerToken")
+if auth:
+    h["authorization"] = auth
+w = WSClient(cfg, url, h, capture_all=True)
+w.run_forever(timeout=30)
+print(w.subprotocol, repr(w.read_stdout()), w.returncode, flush=True)
+"#;
