@@ -44,6 +44,10 @@ const POLL: Duration = Duration::from_millis(100);
 const FIRST_SIZE: Duration = Duration::from_secs(1);
 /// How long a finished session reads what the client still sends before closing.
 const LINGER: Duration = Duration::from_secs(5);
+/// Most exec/attach sessions a node runs at once; more get 503 (each holds a runc process, a
+/// few tasks and at most `OUT_FRAMES` frames of output).
+pub const MAX_SESSIONS: usize = 512;
+static SESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_SESSIONS);
 /// Output frames buffered towards the client (backpressure beyond it).
 const OUT_FRAMES: usize = 16;
 
@@ -194,9 +198,17 @@ pub async fn handle(root: &Path, mut req: http::Request<hyper::body::Incoming>) 
         Ok(Err((code, msg))) => return text(code, msg).into_response(),
         Err(_) => return text(500, "internal error").into_response(),
     };
+    let Ok(slot) = SESSIONS.try_acquire() else {
+        return text(
+            503,
+            format!("too many exec and attach sessions on this node (at most {MAX_SESSIONS})"),
+        )
+        .into_response();
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let root = root.to_path_buf();
     tokio::spawn(async move {
+        let _slot = slot;
         let io = match on_upgrade.await {
             Ok(io) => io,
             Err(e) => {
