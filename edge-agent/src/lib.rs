@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod image;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod oci;

@@ -181,6 +181,20 @@ pub async fn serve(
                             tracing::debug!(client = %cn, path = %req.uri().path(), "stream request");
                             return Ok(crate::streams::handle(&root, req).await);
                         }
+                        Ok(_) if req.uri().path() == "/metrics" => {
+                            let body = Bytes::from(crate::metrics::get().encode());
+                            return Ok(http::Response::builder()
+                                .header(
+                                    http::header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                )
+                                .body(
+                                    http_body_util::Full::new(body)
+                                        .map_err(|n| match n {})
+                                        .boxed_unsync(),
+                                )
+                                .unwrap_or_default());
+                        }
                         Ok(cn) => {
                             tracing::debug!(client = %cn, path = %req.uri().path(), "log request");
                             handle(&root, req.method(), req.uri()).await

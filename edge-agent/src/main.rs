@@ -163,7 +163,7 @@ async fn run(r: Run) -> anyhow::Result<()> {
         state_dir: root.join("net"),
     })?;
     let exe = std::env::current_exe()?;
-    let runtime = edge_agent::runtime::Runc::new(&root, exe)?;
+    let runtime = edge_agent::metrics::Timed(edge_agent::runtime::Runc::new(&root, exe)?);
     let node_ip = r.args.node_ip.unwrap_or_else(default_ip).to_string();
     let listener = tokio::net::TcpListener::bind(r.args.listen)
         .await

@@ -172,6 +172,15 @@ fn resolve(root: &Path, path: &str, q: &Query) -> Result<Target, (u16, String)> 
     })
 }
 
+/// Counts a session as open until dropped.
+struct Open(&'static prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Answer a stream request: errors at once, or `101` and the session in a task of its own.
 pub async fn handle(root: &Path, mut req: http::Request<hyper::body::Incoming>) -> Response {
     if !matches!(*req.method(), http::Method::GET | http::Method::POST) {
@@ -209,6 +218,9 @@ pub async fn handle(root: &Path, mut req: http::Request<hyper::body::Incoming>) 
     let root = root.to_path_buf();
     tokio::spawn(async move {
         let _slot = slot;
+        let sessions = &crate::metrics::get().stream_sessions;
+        sessions.inc();
+        let _open = Open(sessions);
         let io = match on_upgrade.await {
             Ok(io) => io,
             Err(e) => {

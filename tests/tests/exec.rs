@@ -270,6 +270,53 @@ fn exec_and_cp_at_both_tiers() {
             "{tier:?}: cp round trip differs"
         );
     }
+    // The agent's metrics, for the region's client certificates only (the cloud's kubelet
+    // client here): pods and containers started, runtime operations timed.
+    let port = e.cc.jsonpath(
+        "node",
+        "n1",
+        "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    );
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let pki = e.cc.dir.path().join("pki");
+    let curl = |with_cert: bool| {
+        let mut c = Command::new("curl");
+        c.args(["-sk", "-w", "\n%{http_code}"]);
+        if with_cert {
+            c.arg("--cert")
+                .arg(pki.join("kubelet-client.crt"))
+                .arg("--key")
+                .arg(pki.join("kubelet-client.key"));
+        }
+        text(&c.arg(&url).output().unwrap().stdout)
+    };
+    let m = curl(true);
+    let sample = |name: &str| {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(m.ends_with("\n200"), "{m}");
+    assert_eq!(sample("kubelet_running_pods "), Some(1.0), "{m}");
+    assert!(
+        sample("kubelet_started_pods_total ").is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert!(
+        sample("kubelet_started_containers_total ").is_some_and(|n| n >= 2.0),
+        "{m}"
+    );
+    assert!(
+        sample(
+            r#"kubelet_runtime_operations_duration_seconds_count{operation_type="start_container"}"#
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{m}"
+    );
+    assert!(
+        !curl(false).ends_with("\n200"),
+        "metrics served without a certificate"
+    );
 }
 
 /// `kubectl exec -it` under a terminal (`script` gives kubectl one, of a size set first): the

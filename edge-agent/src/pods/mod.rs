@@ -289,7 +289,10 @@ fn dispatch<R: Runtime + Clone>(
     let node = node.clone();
     let cancel = cancel.clone();
     tokio::spawn(async move {
+        let running = &crate::metrics::get().running_pods;
+        running.inc();
         Worker::new(node, uid, rx, cancel).run().await;
+        running.dec();
     });
 }
 
@@ -494,6 +497,7 @@ impl<R: Runtime> Worker<R> {
             self.state.name = p.name().to_string();
             self.state.start_time = Some(Utc::now());
             save_state(&self.node.root, &self.uid, &self.state);
+            crate::metrics::get().started_pods.inc();
         }
         let spec = p.spec();
         let policy = restart_policy(p);
