@@ -165,6 +165,52 @@ fn running(pod_obj: &Value, namespace: &str, pod: &str, opts: &StreamOptions) ->
     Ok(())
 }
 
+/// The errors recent stream requests got from their node's side, for a moment: kubectl retries
+/// a WebSocket that was refused (for any reason) with SPDY, and shows the second answer, so the
+/// retry is answered with the first error rather than with "not SPDY".
+#[derive(Default)]
+pub struct RecentErrors(
+    std::sync::Mutex<std::collections::HashMap<String, (ApiError, std::time::Instant)>>,
+);
+
+/// How long an error is kept for the retry.
+const RECENT: Duration = Duration::from_secs(10);
+/// Most errors kept.
+const RECENT_MAX: usize = 1024;
+
+impl RecentErrors {
+    /// The key of a request: its pod, container and command.
+    pub fn key(t: &StreamTarget) -> String {
+        format!(
+            "{}/{}/{}/{}/{}\0{}",
+            t.opts.kind.as_str(),
+            t.tenant,
+            t.namespace,
+            t.pod,
+            t.opts.container,
+            t.opts.command.join("\0")
+        )
+    }
+
+    /// Keep `e` for `key`'s retry.
+    pub fn remember(&self, key: String, e: &ApiError) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        m.retain(|_, (_, at)| now.duration_since(*at) < RECENT);
+        if m.len() < RECENT_MAX {
+            m.insert(key, (e.clone(), now));
+        }
+    }
+
+    /// The error `key` got a moment ago, once.
+    pub fn recall(&self, key: &str) -> Option<ApiError> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(key)
+            .filter(|(_, at)| at.elapsed() < RECENT)
+            .map(|(e, _)| e)
+    }
+}
+
 /// Where a server opens container streams.
 pub trait StreamSource: Send + Sync {
     /// Open the stream `target` asks for; errors are the `Status` kubectl shows.

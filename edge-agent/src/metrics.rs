@@ -156,6 +156,18 @@ impl<R: Runtime> Runtime for Timed<R> {
         r
     }
 
+    async fn exec_probe(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        let t = Instant::now();
+        let r = self.0.exec_probe(id, command, timeout).await;
+        get().observe("exec_sync", t, &r);
+        r
+    }
+
     async fn start_exec(
         &self,
         id: &str,

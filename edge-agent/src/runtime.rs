@@ -99,6 +99,21 @@ pub trait Runtime: Send + Sync + 'static {
             ))
         }
     }
+    /// Run `command` in a running container (an exec probe), killed after `timeout`: its exit
+    /// code and (the start of) its output.
+    fn exec_probe(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<(i32, String), RuntimeError>> + Send {
+        let _ = (id, command, timeout);
+        async {
+            Err(RuntimeError::Start(
+                "this runtime cannot run commands in containers".into(),
+            ))
+        }
+    }
     /// Start a process as it is, under the shim (a VM's qemu): its output is the log, its
     /// exit the container's; `signal("TERM")` asks it to stop through its QMP socket.
     fn start_exec(
@@ -501,6 +516,41 @@ impl Runtime for Runc {
             .await
             .map(|_| ())
             .map_err(RuntimeError::Start)
+    }
+
+    async fn exec_probe(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        let mut c = self.runc();
+        c.arg("exec")
+            .arg(id)
+            .args(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = c
+            .spawn()
+            .map_err(|e| RuntimeError::Start(format!("runc exec: {e}")))?;
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(o)) => {
+                let mut out = o.stdout;
+                out.extend_from_slice(&o.stderr);
+                out.truncate(4096);
+                Ok((
+                    o.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out).into_owned(),
+                ))
+            }
+            Ok(Err(e)) => Err(RuntimeError::Start(format!("runc exec: {e}"))),
+            Err(_) => Err(RuntimeError::Start(format!(
+                "command timed out after {}s",
+                timeout.as_secs()
+            ))),
+        }
     }
 
     async fn start_exec(&self, id: &str, exec: Exec, log: PathBuf) -> Result<State, RuntimeError> {

@@ -446,6 +446,21 @@ async fn exec(sink: Sink, source: &mut Source, root: &Path, t: Target) {
         Err(e) => return finish(out, writer, fail(format!("exec: runc: {e}"))).await,
     };
     let runc_pid = child.id();
+    // runc sizes the container's terminal from ours at start and on SIGWINCH; a size that came
+    // while runc was starting (before it listens for the signal) is passed on by telling it
+    // again a moment later. (runc is our child: its pid stays its own until it is reaped.)
+    let winch = match (
+        tty.is_some(),
+        runc_pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)),
+    ) {
+        (true, Some(pid)) => Some(tokio::spawn(async move {
+            for ms in [200, 800, 2000] {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::WINCH);
+            }
+        })),
+        _ => None,
+    };
     let mut readers = Vec::new();
     let mut input: Option<Input> = None;
     if let Some(e) = child.stderr.take() {
@@ -515,6 +530,7 @@ async fn exec(sink: Sink, source: &mut Source, root: &Path, t: Target) {
                 // The client went away (or sent what is not a frame): end the process.
                 _ => {
                     tracing::debug!(id = %t.id, "exec client gone; killing the process");
+                    if let Some(w) = &winch { w.abort(); }
                     kill_recorded(&pid_file);
                     let _ = child.start_kill();
                     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -527,6 +543,9 @@ async fn exec(sink: Sink, source: &mut Source, root: &Path, t: Target) {
         }
     };
     drop(stdin_tx);
+    if let Some(w) = winch {
+        w.abort();
+    }
     if let Some(s) = stdin_task {
         s.abort();
     }

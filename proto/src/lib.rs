@@ -10,6 +10,8 @@ pub mod query;
 pub mod selectors;
 pub mod stream;
 pub mod sync;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod units;
 pub mod vm;
 

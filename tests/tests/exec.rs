@@ -471,6 +471,22 @@ fn errors_departures_offline_and_other_clients() {
         "{}",
         text(&o.stderr)
     );
+    // The site gone: the cloud says so (not "not SPDY", the answer to kubectl's retry).
+    e.edge.kill9();
+    wait_for("s1 disconnected", T, || {
+        tests::site_connected(&e.cc, "s1") == "False"
+    });
+    let o = e.kubectl(
+        Tier::Cloud,
+        &["exec", "p", "-c", "main", "--", "true"],
+        None,
+    );
+    assert!(
+        text(&o.stderr).contains("site s1 is not connected"),
+        "{}",
+        text(&o.stderr)
+    );
+    e.edge.restart();
     // The cloud gone: exec at the edge goes on.
     e.cc.kill9();
     let o = e.kubectl(

@@ -145,6 +145,8 @@ pub struct Api {
     logs: std::sync::OnceLock<Arc<dyn crate::logs::LogSource>>,
     /// Where `pods/exec` and `pods/attach` streams go (set once, as `logs`).
     streams: std::sync::OnceLock<Arc<dyn crate::streams::StreamSource>>,
+    /// Recent node-side stream errors, for kubectl's SPDY retry.
+    stream_errors: crate::streams::RecentErrors,
     /// The process's metrics (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -264,6 +266,7 @@ impl Api {
             hooks,
             logs: std::sync::OnceLock::new(),
             streams: std::sync::OnceLock::new(),
+            stream_errors: Default::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }

@@ -63,8 +63,12 @@ impl Api {
         let ns = t.namespace.as_deref().unwrap_or("");
         let target = crate::streams::resolve(&self.store, &t.tenant, ns, t.name(), opts)?;
         // After the request's own checks: kubectl retries a refused WebSocket with SPDY, and
-        // the error it shows is the second answer's.
-        let upgrade = crate::streams::negotiate(&req.headers)?;
+        // the error it shows is the second answer's (the node side's error, when that was it).
+        let key = crate::streams::RecentErrors::key(&target);
+        let upgrade = match crate::streams::negotiate(&req.headers) {
+            Ok(u) => u,
+            Err(e) => return Err(self.stream_errors.recall(&key).unwrap_or(e)),
+        };
         let source = self
             .streams
             .get()
@@ -73,7 +77,13 @@ impl Api {
             .upgrade
             .take()
             .ok_or_else(|| ApiError::bad_request("Upgrade request required (HTTP/1.1)"))?;
-        let pipe = source.open(target).await?;
+        let pipe = match source.open(target).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.stream_errors.remember(key, &e);
+                return Err(e);
+            }
+        };
         let protocol = upgrade.protocol;
         tokio::spawn(async move {
             match on_upgrade.await {

@@ -30,6 +30,7 @@ use crate::runtime::{ContainerConfig, Runtime, State};
 
 mod containers;
 mod env;
+mod probes;
 mod resize;
 mod sandbox;
 mod state;
@@ -413,6 +414,10 @@ struct Worker<R: Runtime> {
     pod_ip: Option<String>,
     volumes_ready: bool,
     adopted: bool,
+    /// Probe state per container and probe, for the container's current attempt.
+    probe_state: HashMap<String, HashMap<probes::Kind, probes::ProbeState>>,
+    /// Where probe runs report.
+    outcomes: probes::Outcomes,
 }
 
 enum Next {
@@ -439,6 +444,8 @@ impl<R: Runtime> Worker<R> {
             pod_ip: None,
             volumes_ready: false,
             adopted: false,
+            probe_state: HashMap::new(),
+            outcomes: probes::channel(),
         }
     }
 
@@ -530,6 +537,7 @@ impl<R: Runtime> Worker<R> {
                 }
             } else {
                 self.containers(p, &policy).await;
+                self.probes(p).await;
             }
         }
         self.report(p, &policy).await;

@@ -21,11 +21,17 @@ impl<R: Runtime> Worker<R> {
         let tr = self.transient.get(&c.name).cloned().unwrap_or_default();
         let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let rs = self.node.runtime.state(&id);
+        // A startup probe holds `started` (and the other probes) until it succeeds; a
+        // readiness probe holds `ready` until it succeeds.
+        let started_by_probe = c.startup_probe.is_none()
+            || self.probe_ok(&c.name, probes::Kind::Startup) == Some(true);
+        let ready_by_probe = c.readiness_probe.is_none()
+            || self.probe_ok(&c.name, probes::Kind::Readiness) == Some(true);
         let (state, ready, started) = match &rs {
             State::Running { started_at } => (
                 json!({"running": {"startedAt": ts(started_at)}}),
-                !init,
-                true,
+                !init && started_by_probe && ready_by_probe,
+                init || started_by_probe,
             ),
             State::Exited { exit_code, .. } => {
                 let term = Term::from_state(&rs, &id)
