@@ -22,6 +22,7 @@ pub mod resources;
 pub mod server;
 pub mod streams;
 pub mod table;
+pub mod usage;
 pub mod validate;
 
 /// The version this server reports (`/version`, OpenAPI info).

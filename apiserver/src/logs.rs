@@ -170,8 +170,8 @@ pub type ClientCert = Arc<dyn Fn() -> (Vec<u8>, Vec<u8>) + Send + Sync>;
 
 /// Logs straight from the node's agent (edge-core for its nodes, cloud-core for cloud nodes).
 pub struct AgentLogs {
-    store: Store,
-    cert: ClientCert,
+    pub(crate) store: Store,
+    pub(crate) cert: ClientCert,
 }
 
 /// The address of a node's agent log endpoint: its `InternalIP` (else `ExternalIP`) and

@@ -288,7 +288,8 @@ pub async fn start(
         },
     ));
     api.set_log_source(cloud_logs.clone());
-    api.set_stream_source(cloud_logs);
+    api.set_stream_source(cloud_logs.clone());
+    api.set_usage_source(cloud_logs);
     tracker.spawn(apiserver::server::serve(
         listener,
         tls,

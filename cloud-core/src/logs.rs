@@ -164,6 +164,42 @@ impl apiserver::streams::StreamSource for CloudLogs {
     }
 }
 
+impl apiserver::usage::UsageSource for CloudLogs {
+    /// Cloud nodes from their agents; each connected site's nodes through the site, all at
+    /// once. (Sites held by another replica are not reached from this one yet.)
+    fn nodes(&self) -> BoxFuture<'_, Vec<proto::usage::NodeUsage>> {
+        Box::pin(async move {
+            let mut cloud_nodes = Vec::new();
+            let mut sites = std::collections::BTreeSet::new();
+            for (k, n) in self.store.list_of("nodes", Some("")) {
+                match n
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(SITE_LABEL))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    Some(s) => {
+                        sites.insert(s.to_string());
+                    }
+                    None => cloud_nodes.push(k.name),
+                }
+            }
+            let from_sites = futures_util::future::join_all(sites.iter().map(|s| async move {
+                match self.hub.open_usage(s).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::debug!(site = %s, error = %e.message, "no usage from the site");
+                        Vec::new()
+                    }
+                }
+            }));
+            let (mut all, sites) = tokio::join!(self.direct.usage_all(cloud_nodes), from_sites);
+            all.extend(sites.into_iter().flatten());
+            all
+        })
+    }
+}
+
 impl LogSource for CloudLogs {
     fn open(&self, target: LogTarget) -> BoxFuture<'_, ApiResult<LogStream>> {
         Box::pin(self.stream(target))

@@ -19,6 +19,7 @@ pub mod pods;
 pub mod runtime;
 pub mod shim;
 pub mod streams;
+pub mod usage;
 pub mod vm;
 
 /// The CA a kubeconfig trusts for its cluster (PEM).
@@ -79,6 +80,11 @@ pub async fn serve<R: runtime::Runtime + Clone>(
         cancel.clone(),
     ));
     let pods = tokio::spawn(pods::run(node.clone(), cancel.clone()));
+    tokio::spawn(usage::sample(
+        node.root.clone(),
+        node.name.clone(),
+        cancel.clone(),
+    ));
     let res = node::run(
         node.client.clone(),
         node.name.clone(),

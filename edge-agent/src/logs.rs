@@ -181,6 +181,13 @@ pub async fn serve(
                             tracing::debug!(client = %cn, path = %req.uri().path(), "stream request");
                             return Ok(crate::streams::handle(&root, req).await);
                         }
+                        Ok(_) if req.uri().path() == "/stats" => match crate::usage::latest() {
+                            Some(u) => Reply::Text(
+                                http::StatusCode::OK,
+                                Bytes::from(serde_json::to_vec(&u).unwrap_or_default()),
+                            ),
+                            None => text(503, "no usage sample yet"),
+                        },
                         Ok(_) if req.uri().path() == "/metrics" => {
                             let body = Bytes::from(crate::metrics::get().encode());
                             return Ok(http::Response::builder()

@@ -353,6 +353,7 @@ pub async fn start(
     let log_source = logs::source(store.clone(), drv.creds_handle());
     api.set_log_source(log_source.clone());
     api.set_stream_source(log_source.clone());
+    api.set_usage_source(log_source.clone());
     let drv = drv.with_logs(log_source);
     tracker.spawn(apiserver::server::serve(
         listener,

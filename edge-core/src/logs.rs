@@ -55,6 +55,12 @@ pub async fn serve_tunnels(conn: quinn::Connection, store: Store, logs: Arc<Agen
                     Err(_) => refuse(send, "too many log streams through this site").await,
                 },
                 Ok(Ok(Some(Frame {
+                    body: Some(Body::UsageRequest(r)),
+                }))) => match log_slots.try_acquire_owned() {
+                    Ok(_permit) => usage_tunnel(send, r.max_bytes as usize, &logs).await,
+                    Err(_) => refuse(send, "too many log streams through this site").await,
+                },
+                Ok(Ok(Some(Frame {
                     body: Some(Body::StreamRequest(r)),
                 }))) => match stream_slots.try_acquire_owned() {
                     Ok(permit) => stream_tunnel(send, recv, r, &store, &logs, permit).await,
@@ -67,6 +73,27 @@ pub async fn serve_tunnels(conn: quinn::Connection, store: Store, logs: Arc<Agen
             }
         });
     }
+}
+
+/// The cloud asked for the site's usage samples: those of every node the site reaches.
+async fn usage_tunnel(mut send: quinn::SendStream, max: usize, logs: &AgentLogs) {
+    use apiserver::usage::UsageSource;
+    let samples = logs.nodes().await;
+    let body = serde_json::to_vec(&samples).unwrap_or_default();
+    if body.len() > max {
+        let msg = format!(
+            "the site's usage figures ({} bytes) exceed {max}",
+            body.len()
+        );
+        let _ = respond(&mut send, 413, &msg).await;
+        let _ = send.finish();
+        return;
+    }
+    if respond(&mut send, 200, "").await.is_err() {
+        return;
+    }
+    let _ = send.write_all(&body).await;
+    let _ = send.finish();
 }
 
 async fn refuse(mut send: quinn::SendStream, why: &str) {

@@ -13,6 +13,7 @@ pub mod sync;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod units;
+pub mod usage;
 pub mod vm;
 
 pub use cause::Cause;

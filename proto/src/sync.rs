@@ -16,6 +16,8 @@
 //! - cloud → edge `StreamRequest` (exec, attach) on a stream the cloud opens: answered with a
 //!   `LogResponse` too; on 200 both directions carry the channel frames of `crate::stream`
 //!   between the cloud's client and the container until either side ends the stream.
+//! - cloud → edge `UsageRequest` on a stream the cloud opens: a `LogResponse`, then (200) the
+//!   site's nodes' usage samples as JSON (`kubectl top` at the cloud).
 
 /// Kind of change carried by `Down` and `Up`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -351,6 +353,17 @@ pub struct StreamRequest {
     pub tty: bool,
 }
 
+/// Cloud → edge: the latest usage samples of the site's nodes (`kubectl top` at the cloud).
+/// Answered with a `LogResponse`; on 200 the stream carries a JSON array of
+/// `crate::usage::NodeUsage`, at most `crate::usage::MAX_STATS` bytes, and ends.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UsageRequest {
+    /// Most bytes the cloud takes in the answer (a site with more answers 413). Never 0, so
+    /// the frame is never empty.
+    #[prost(uint32, tag = "1")]
+    pub max_bytes: u32,
+}
+
 /// Edge → cloud, first frame of the answer to a `LogRequest` or a `StreamRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LogResponse {
@@ -369,7 +382,7 @@ pub struct Frame {
     /// The message.
     #[prost(
         oneof = "frame::Body",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18"
     )]
     pub body: Option<frame::Body>,
 }
@@ -430,6 +443,9 @@ pub mod frame {
         /// Exec or attach stream request (cloud → edge, on a stream of its own).
         #[prost(message, tag = "17")]
         StreamRequest(super::StreamRequest),
+        /// Usage request (cloud → edge, on a stream of its own).
+        #[prost(message, tag = "18")]
+        UsageRequest(super::UsageRequest),
     }
 }
 
@@ -563,5 +579,18 @@ mod tests {
             Frame::decode_body(&r.encode_framed().unwrap()[4..]).unwrap(),
             r
         );
+    }
+}
+
+#[cfg(test)]
+mod usage_frame_tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_request_round_trips() {
+        let f = Frame::new(frame::Body::UsageRequest(UsageRequest { max_bytes: 1 }));
+        let b = f.encode_framed().unwrap();
+        let back = Frame::decode_body(&b[4..]).unwrap();
+        assert_eq!(back, f);
     }
 }

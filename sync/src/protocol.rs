@@ -697,5 +697,6 @@ fn name(b: &Body) -> &'static str {
         Body::LogRequest(_) => "LogRequest",
         Body::LogResponse(_) => "LogResponse",
         Body::StreamRequest(_) => "StreamRequest",
+        Body::UsageRequest(_) => "UsageRequest",
     }
 }

@@ -145,6 +145,8 @@ pub struct Api {
     logs: std::sync::OnceLock<Arc<dyn crate::logs::LogSource>>,
     /// Where `pods/exec` and `pods/attach` streams go (set once, as `logs`).
     streams: std::sync::OnceLock<Arc<dyn crate::streams::StreamSource>>,
+    /// Node usage for `metrics.k8s.io` (`kubectl top`).
+    usage: std::sync::OnceLock<Arc<dyn crate::usage::UsageSource>>,
     /// Recent node-side stream errors, for kubectl's SPDY retry.
     stream_errors: crate::streams::RecentErrors,
     /// The process's metrics (`/metrics`).
@@ -267,8 +269,14 @@ impl Api {
             logs: std::sync::OnceLock::new(),
             streams: std::sync::OnceLock::new(),
             stream_errors: Default::default(),
+            usage: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
+    }
+
+    /// Serve `metrics.k8s.io` from `source`; false if one was already set.
+    pub fn set_usage_source(&self, source: Arc<dyn crate::usage::UsageSource>) -> bool {
+        self.usage.set(source).is_ok()
     }
 
     /// Serve `pods/exec` and `pods/attach` through `source`; false if one was already set.
@@ -419,6 +427,13 @@ impl Api {
                 warnings: vec![],
             });
         }
+        if req.method == Method::GET {
+            let source = self.usage.get().map(|s| s.as_ref());
+            if let Some(r) = crate::usage::serve(&self.store, source, &id, &path, &req.query).await
+            {
+                return r.map(|v| Reply::json(StatusCode::OK, &v));
+            }
+        }
         if path == "/openapi/v3" || path == "/openapi/v3/" {
             return Ok(Reply::Full {
                 status: StatusCode::OK,
@@ -462,10 +477,13 @@ impl Api {
                 &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.config.advertise}]}),
             )),
             Route::Groups => {
-                let groups: Vec<Value> = resources::groups()
+                let mut groups: Vec<Value> = resources::groups()
                     .iter()
                     .map(|(g, v)| group_json(g, v))
                     .collect();
+                if self.usage.get().is_some() {
+                    groups.push(crate::usage::group());
+                }
                 Ok(Reply::json(
                     StatusCode::OK,
                     &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),

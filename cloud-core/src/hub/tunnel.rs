@@ -71,6 +71,43 @@ impl Hub {
         Ok(rx)
     }
 
+    /// The latest usage samples of `site`'s nodes, through its live connection: at most
+    /// `proto::usage::MAX_STATS` bytes, within [`TUNNEL_ANSWER`]. Samples of nodes that are not
+    /// the site's are dropped here (the site is not trusted to speak for other nodes).
+    pub async fn open_usage(&self, site: &str) -> ApiResult<Vec<proto::usage::NodeUsage>> {
+        let (_permit, (_, mut recv)) = self
+            .open_tunnel(
+                site,
+                Pool::Logs,
+                Body::UsageRequest(proto::sync::UsageRequest {
+                    max_bytes: u32::try_from(proto::usage::MAX_STATS).unwrap_or(u32::MAX),
+                }),
+                true,
+            )
+            .await?;
+        let body = tokio::time::timeout(TUNNEL_ANSWER, recv.read_to_end(proto::usage::MAX_STATS))
+            .await
+            .map_err(|_| ApiError::from_code(504, format!("site {site} did not answer in time")))?
+            .map_err(|e| ApiError::from_code(502, format!("site {site}'s usage: {e}")))?;
+        let samples: Vec<proto::usage::NodeUsage> = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::from_code(502, format!("site {site}'s usage: {e}")))?;
+        let store = self.api.store.clone();
+        Ok(samples
+            .into_iter()
+            .filter(|u| {
+                store
+                    .get(&store::Key::new("nodes", "", "", &u.node))
+                    .and_then(|n| {
+                        n.pointer("/metadata/labels")?
+                            .get(SITE_LABEL)?
+                            .as_str()
+                            .map(|s| s == site)
+                    })
+                    .unwrap_or(false)
+            })
+            .collect())
+    }
+
     /// Open a container stream (exec or attach) to `site`: the request on a new stream, the
     /// site's answer, and then the stream itself as the pipe of frames between the client's
     /// WebSocket and the node. QUIC flow control bounds what either side buffers, the bridge

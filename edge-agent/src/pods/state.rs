@@ -19,6 +19,20 @@ pub(super) fn pods_dir(root: &Path) -> PathBuf {
     root.join("pods")
 }
 
+/// Every pod this agent keeps state for: uid and state.
+pub fn known_pods(root: &Path) -> Vec<(String, PodState)> {
+    std::fs::read_dir(pods_dir(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let uid = e.file_name().to_str()?.to_string();
+            let st = load_state(root, &uid)?;
+            Some((uid, st))
+        })
+        .collect()
+}
+
 pub(super) fn load_state(root: &Path, uid: &str) -> Option<PodState> {
     serde_json::from_slice(&std::fs::read(pods_dir(root).join(uid).join("state.json")).ok()?).ok()
 }
