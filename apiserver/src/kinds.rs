@@ -7,9 +7,9 @@
 use serde_json::Value;
 
 use crate::api::{
-    daemonset_defaults, deployment_defaults, namespace_companions, namespace_defaults,
-    pod_defaults, replicaset_defaults, secret_defaults, tenant_companions, tenant_defaults,
-    vm_mirror,
+    daemonset_defaults, deployment_defaults, job_defaults, namespace_companions,
+    namespace_defaults, pod_defaults, replicaset_defaults, secret_defaults, tenant_companions,
+    tenant_defaults, vm_mirror,
 };
 use crate::error::Cause;
 use crate::resources::Resource;
@@ -83,6 +83,7 @@ fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), String> {
 
 mod k {
     pub use k8s_openapi::api::apps::v1 as apps;
+    pub use k8s_openapi::api::batch::v1 as batch;
     pub use k8s_openapi::api::coordination::v1 as coord;
     pub use k8s_openapi::api::core::v1 as core;
 }
@@ -185,6 +186,15 @@ static EDGESITES: Strategy = Strategy {
     table: &table::EDGESITES,
     ..BASE
 };
+static JOBS: Strategy = Strategy {
+    decode: Some(typed::<k::batch::Job>),
+    defaults: Some(job_defaults),
+    defaults_on_update: true,
+    validate: Some(crate::batch::validate_job),
+    validate_update: Some(crate::batch::validate_job_update),
+    table: &table::JOBS,
+    ..BASE
+};
 static DEPLOYMENTS: Strategy = Strategy {
     decode: Some(typed::<k::apps::Deployment>),
     defaults: Some(deployment_defaults),
@@ -233,6 +243,7 @@ pub fn of(res: &Resource) -> &'static Strategy {
         ("coordination.k8s.io", "leases") => &LEASES,
         (proto::EDGE_GROUP, "edgesites") => &EDGESITES,
         ("apps", "deployments") => &DEPLOYMENTS,
+        ("batch", "jobs") => &JOBS,
         ("apps", "replicasets") => &REPLICASETS,
         ("apps", "daemonsets") => &DAEMONSETS,
         ("apps", "controllerrevisions") => &CONTROLLERREVISIONS,

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apps;
 pub mod auth;
+pub mod batch;
 pub mod bootstrap;
 pub mod error;
 pub mod kinds;

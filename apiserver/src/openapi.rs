@@ -137,8 +137,8 @@ impl OpenApi {
     /// Generate every schema and document.
     pub fn build() -> Self {
         use k8s_openapi::api::{
-            apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coord,
-            core::v1 as core,
+            apps::v1 as apps, autoscaling::v1 as autoscaling, batch::v1 as batch,
+            coordination::v1 as coord, core::v1 as core,
         };
         let mut gen = SchemaSettings::openapi3().into_generator();
         gen.subschema_for::<apps::Deployment>();
@@ -146,6 +146,7 @@ impl OpenApi {
         gen.subschema_for::<apps::DaemonSet>();
         gen.subschema_for::<apps::ControllerRevision>();
         gen.subschema_for::<autoscaling::Scale>();
+        gen.subschema_for::<batch::Job>();
         gen.subschema_for::<core::Namespace>();
         gen.subschema_for::<core::Pod>();
         gen.subschema_for::<core::Node>();

@@ -268,6 +268,20 @@ pub static RESOURCES: &[Resource] = &[
         true
     ),
     res!(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        true,
+        Space::Tenant,
+        &[],
+        &["all"],
+        &["status"],
+        "io.k8s.api.batch.v1.Job",
+        true
+    ),
+    res!(
         "apps",
         "v1",
         "ControllerRevision",

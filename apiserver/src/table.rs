@@ -376,6 +376,34 @@ pub static DEPLOYMENTS: Table = Table {
     cells: deployments_cells,
 };
 
+/// The table of jobs (kubectl 1.32's columns).
+pub static JOBS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Status", "string", "", 0),
+        ("Completions", "string", "", 0),
+        ("Duration", "string", "", 0),
+        ("Age", "string", "", 0),
+        ("Containers", "string", "", 1),
+        ("Images", "string", "", 1),
+        ("Selector", "string", "", 1),
+    ],
+    cells: jobs_cells,
+};
+
+fn jobs_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let (status, completions, duration) = crate::batch::job_cells(o);
+    let mut c = vec![
+        json!(s(o, "/metadata/name")),
+        status,
+        completions,
+        duration,
+        json!(age(o.pointer("/metadata/creationTimestamp"), now)),
+    ];
+    c.extend(workload_wide(o));
+    c
+}
+
 /// The table of replicasets.
 pub static REPLICASETS: Table = Table {
     columns: &[

@@ -184,6 +184,12 @@ pub(crate) fn daemonset_defaults(obj: &mut Value) {
     workload_defaults("daemonsets", obj)
 }
 
+/// Job defaults (batch/v1), its pod template's included.
+pub(crate) fn job_defaults(obj: &mut Value) {
+    workload_defaults("jobs", obj);
+    crate::batch::job_defaults(obj);
+}
+
 /// Pod defaults (restart and DNS policy, scheduler, service account, grace period, image pull
 /// policy, termination message; phase Pending with its QoS class).
 pub(crate) fn pod_defaults(obj: &mut Value) {

@@ -320,6 +320,7 @@ fn package(api_version: &str) -> Option<&'static str> {
     Some(match api_version {
         "v1" => "k8s.io.api.core.v1",
         "apps/v1" => "k8s.io.api.apps.v1",
+        "batch/v1" => "k8s.io.api.batch.v1",
         "authentication.k8s.io/v1" => "k8s.io.api.authentication.v1",
         "coordination.k8s.io/v1" => "k8s.io.api.coordination.v1",
         "policy/v1" => "k8s.io.api.policy.v1",

@@ -1,4 +1,4 @@
-//! Workload controllers (apps/v1): ReplicaSet, Deployment and DaemonSet.
+//! Workload controllers: ReplicaSet, Deployment and DaemonSet (apps/v1), and Job (batch/v1).
 //!
 //! One task reacts to w events on pods, nodes and the workload kinds and runs a pass over
 //! every workload: ReplicaSets first (pods), then Deployments (ReplicaSets), then DaemonSets
@@ -21,10 +21,12 @@ use store::{Key, Scope, Store};
 
 mod daemonset;
 mod deployment;
+mod job;
 mod replicaset;
 
 use daemonset::*;
 use deployment::*;
+use job::*;
 use replicaset::*;
 
 /// Store name of Deployments.
@@ -33,6 +35,8 @@ pub const DEPLOYMENTS: &str = "deployments.apps";
 pub const REPLICASETS: &str = "replicasets.apps";
 /// Store name of DaemonSets.
 pub const DAEMONSETS: &str = "daemonsets.apps";
+/// Store name of Jobs.
+pub const JOBS: &str = "jobs.batch";
 /// Store name of ControllerRevisions (a DaemonSet's template history).
 pub const REVISIONS: &str = "controllerrevisions.apps";
 /// The label a Deployment puts on its ReplicaSets and their pods.
@@ -81,7 +85,8 @@ fn controller_uid(v: &Value) -> Option<&str> {
 }
 
 fn owner_ref(kind: &str, owner: &Value) -> Value {
-    json!({"apiVersion": "apps/v1", "kind": kind, "name": meta(owner, "name"),
+    let api_version = if kind == "Job" { "batch/v1" } else { "apps/v1" };
+    json!({"apiVersion": api_version, "kind": kind, "name": meta(owner, "name"),
         "uid": meta(owner, "uid"), "controller": true, "blockOwnerDeletion": true})
 }
 
@@ -321,6 +326,7 @@ async fn owner_event(w: &Writer, key: &Key, obj: &Value, reason: &str, msg: &str
     let component = match kind {
         "Deployment" => "deployment-controller",
         "ReplicaSet" => "replicaset-controller",
+        "Job" => "job-controller",
         _ => "daemonset-controller",
     };
     let name = format!("{oname}.{:x}", rand::random::<u64>());
@@ -520,6 +526,7 @@ pub struct Writers {
     replicasets: Writer,
     deployments: Writer,
     daemonsets: Writer,
+    jobs: Writer,
 }
 
 impl Writers {
@@ -530,6 +537,7 @@ impl Writers {
             replicasets: w("replicaset-controller"),
             deployments: w("deployment-controller"),
             daemonsets: w("daemonset-controller"),
+            jobs: w("job-controller"),
         }
     }
 }
@@ -543,6 +551,9 @@ pub async fn reconcile(ws: &Writers) -> bool {
     }
     for (k, d) in store.list_of(DEPLOYMENTS, None) {
         changed |= sync_deployment(&ws.deployments, &k, &d).await;
+    }
+    for (k, j) in store.list_of(JOBS, None) {
+        changed |= sync_job(&ws.jobs, &k, &j).await;
     }
     let daemonsets = store.list_of(DAEMONSETS, None);
     if daemonsets.is_empty() {
@@ -558,7 +569,7 @@ pub async fn reconcile(ws: &Writers) -> bool {
 fn relevant(resource: &str) -> bool {
     matches!(
         resource,
-        "pods" | "nodes" | DEPLOYMENTS | REPLICASETS | DAEMONSETS | REVISIONS
+        "pods" | "nodes" | DEPLOYMENTS | REPLICASETS | DAEMONSETS | REVISIONS | JOBS
     )
 }
 
