@@ -109,7 +109,16 @@ pub static RESOURCES: &[Resource] = &[
         Space::Tenant,
         &["po"],
         &["all"],
-        &["status", "binding", "log", "exec", "attach", "eviction", "resize"],
+        &[
+            "status",
+            "binding",
+            "log",
+            "exec",
+            "attach",
+            "portforward",
+            "eviction",
+            "resize"
+        ],
         "io.k8s.api.core.v1.Pod",
         true
     ),

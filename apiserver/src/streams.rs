@@ -32,7 +32,7 @@ pub use proto::stream::{Kind, StreamOptions};
 /// The remote-command subprotocols served, in the server's order of preference.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 /// A client that takes no output for this long is dropped.
-const STALL: Duration = Duration::from_secs(60);
+pub(crate) const STALL: Duration = Duration::from_secs(60);
 /// Largest WebSocket message accepted from a client.
 const MAX_MESSAGE: usize = 1024 * 1024;
 
@@ -76,6 +76,15 @@ impl StreamTarget {
         } else {
             &self.tenant
         };
+        if self.opts.kind == Kind::PortForward {
+            return format!(
+                "/portforward/{tenant}/{}/{}/{}?uid={}",
+                percent_encode(&self.namespace),
+                percent_encode(&self.pod),
+                self.opts.port,
+                percent_encode(&self.uid)
+            );
+        }
         format!(
             "/{}/{tenant}/{}/{}/{}?{}",
             self.opts.kind.as_str(),
@@ -99,7 +108,9 @@ pub fn resolve(
     let obj = store
         .get(&Key::new("pods", tenant, namespace, pod))
         .ok_or_else(|| ApiError::not_found("", "pods", pod))?;
-    opts.container = crate::logs::container_of(&obj, pod, &opts.container)?;
+    if opts.kind != Kind::PortForward {
+        opts.container = crate::logs::container_of(&obj, pod, &opts.container)?;
+    }
     let node = obj
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -138,8 +149,25 @@ fn running(pod_obj: &Value, namespace: &str, pod: &str, opts: &StreamOptions) ->
             match opts.kind {
                 Kind::Exec => "exec into",
                 Kind::Attach => "attach to",
+                Kind::PortForward => "forward a port of",
             }
         )));
+    }
+    if opts.kind == Kind::PortForward {
+        if pod_obj
+            .pointer("/spec/virtualMachine")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(ApiError::bad_request(format!(
+                "pod \"{namespace}/{pod}\" runs a virtual machine: port-forward reaches containers' network namespaces (connect to the pod's address instead)"
+            )));
+        }
+        if phase != "Running" {
+            return Err(ApiError::bad_request(format!(
+                "unable to forward port because pod is not running. Current status={phase}"
+            )));
+        }
+        return Ok(());
     }
     let c = &opts.container;
     let runs_vm = pod_obj

@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 pub mod oci;
 pub mod pods;
+pub mod portforward;
 pub mod runtime;
 pub mod shim;
 pub mod streams;

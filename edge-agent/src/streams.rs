@@ -47,18 +47,19 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Most exec/attach sessions a node runs at once; more get 503 (each holds a runc process, a
 /// few tasks and at most `OUT_FRAMES` frames of output).
 pub const MAX_SESSIONS: usize = 512;
-static SESSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_SESSIONS);
+pub(crate) static SESSIONS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_SESSIONS);
 /// Output frames buffered towards the client (backpressure beyond it).
 const OUT_FRAMES: usize = 16;
 
-type Response = http::Response<UnsyncBoxBody<Bytes, std::io::Error>>;
+pub(crate) type Response = http::Response<UnsyncBoxBody<Bytes, std::io::Error>>;
 type Wire = Framed<TokioIo<Upgraded>, LengthDelimitedCodec>;
 type Sink = futures_util::stream::SplitSink<Wire, Bytes>;
 type Source = futures_util::stream::SplitStream<Wire>;
 
 /// Whether `path` is one of the stream endpoints.
 pub fn is_stream(path: &str) -> bool {
-    path.starts_with("/exec/") || path.starts_with("/attach/")
+    path.starts_with("/exec/") || path.starts_with("/attach/") || path.starts_with("/portforward/")
 }
 
 /// The frame codec both ends of a stream use.
@@ -173,7 +174,7 @@ fn resolve(root: &Path, path: &str, q: &Query) -> Result<Target, (u16, String)> 
 }
 
 /// Counts a session as open until dropped.
-struct Open(&'static prometheus_client::metrics::gauge::Gauge);
+pub(crate) struct Open(pub(crate) &'static prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -197,6 +198,9 @@ pub async fn handle(root: &Path, mut req: http::Request<hyper::body::Incoming>) 
             format!("stream requests must upgrade to {}", stream::UPGRADE),
         )
         .into_response();
+    }
+    if req.uri().path().starts_with("/portforward/") {
+        return crate::portforward::handle(root, req).await;
     }
     let q = Query::parse(req.uri().query());
     let path = req.uri().path().to_string();
@@ -233,6 +237,8 @@ pub async fn handle(root: &Path, mut req: http::Request<hyper::body::Incoming>) 
         match target.opts.kind {
             Kind::Exec => exec(sink, &mut source, &root, target).await,
             Kind::Attach => attach(sink, &mut source, target).await,
+            // Routed to `crate::portforward` before this; never resolved here.
+            Kind::PortForward => {}
         }
         // The client may still be sending (input the process never read): read it to its end
         // before closing, or the close resets the connection and the client loses the last

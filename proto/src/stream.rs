@@ -41,6 +41,9 @@ pub enum Kind {
     Exec,
     /// Join the container's main process (`pods/attach`).
     Attach,
+    /// A TCP connection to a port in the pod's network namespace (`pods/portforward`): the
+    /// pipe carries the connection's bytes as they are, not channel frames.
+    PortForward,
 }
 
 impl Kind {
@@ -49,6 +52,7 @@ impl Kind {
         match self {
             Kind::Exec => "exec",
             Kind::Attach => "attach",
+            Kind::PortForward => "portforward",
         }
     }
 
@@ -57,6 +61,7 @@ impl Kind {
         match s {
             "exec" => Some(Kind::Exec),
             "attach" => Some(Kind::Attach),
+            "portforward" => Some(Kind::PortForward),
             _ => None,
         }
     }
@@ -79,6 +84,8 @@ pub struct StreamOptions {
     pub stderr: bool,
     /// Allocate a terminal (exec), or the container has one (attach).
     pub tty: bool,
+    /// The pod's port (port-forward only; 0 otherwise).
+    pub port: u16,
 }
 
 /// A bool parameter with kube's defaults for `PodExecOptions`/`PodAttachOptions`: stdout and
@@ -102,13 +109,37 @@ impl StreamOptions {
             stdout: flag_or(q, "stdout", true),
             stderr: flag_or(q, "stderr", true),
             tty: flag_or(q, "tty", false),
+            port: 0,
         };
         o.validate()?;
         Ok(o)
     }
 
+    /// A port-forward connection to `port` of a pod.
+    pub fn port_forward(port: u16) -> Self {
+        StreamOptions {
+            kind: Kind::PortForward,
+            container: String::new(),
+            command: Vec::new(),
+            stdin: false,
+            stdout: false,
+            stderr: false,
+            tty: false,
+            port,
+        }
+    }
+
     /// The checks every receiver makes (a request from the network is checked again).
     pub fn validate(&self) -> Result<(), String> {
+        if self.kind == Kind::PortForward {
+            if self.port == 0 {
+                return Err("a port-forward needs a port between 1 and 65535".into());
+            }
+            if !self.command.is_empty() {
+                return Err("a port-forward takes no command".into());
+            }
+            return Ok(());
+        }
         if self.kind == Kind::Exec && self.command.is_empty() {
             return Err("you must specify at least 1 command".into());
         }
@@ -139,6 +170,7 @@ impl StreamOptions {
             stdout: self.stdout,
             stderr: self.stderr,
             tty: self.tty,
+            port: u32::from(self.port),
         }
     }
 
@@ -154,6 +186,11 @@ impl StreamOptions {
             stdout: r.stdout,
             stderr: r.stderr,
             tty: r.tty,
+            port: if kind == Kind::PortForward {
+                u16::try_from(r.port).map_err(|_| format!("invalid port {}", r.port))?
+            } else {
+                0
+            },
         };
         o.validate()?;
         Ok(o)

@@ -321,7 +321,7 @@ pub struct LogRequest {
 /// `LogResponse`; on 200 the stream carries channel frames both ways.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StreamRequest {
-    /// `exec` or `attach`.
+    /// `exec`, `attach` or `portforward` (then the stream carries a TCP connection's bytes).
     #[prost(string, tag = "1")]
     pub kind: String,
     /// Tenant of the pod (`""`: system space).
@@ -351,6 +351,9 @@ pub struct StreamRequest {
     /// A terminal.
     #[prost(bool, tag = "10")]
     pub tty: bool,
+    /// The pod's port (`portforward`).
+    #[prost(uint32, tag = "11")]
+    pub port: u32,
 }
 
 /// Cloud → edge: the latest usage samples of the site's nodes (`kubectl top` at the cloud).

@@ -6,6 +6,7 @@ pub mod fuzz;
 pub mod rawsite;
 pub mod registry;
 pub mod sim;
+pub mod streams_env;
 pub mod vmimage;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -581,6 +581,9 @@ impl Api {
                 let kind = crate::streams::Kind::parse(sub).unwrap_or(crate::streams::Kind::Exec);
                 self.pod_stream(&t, &mut req, kind).await
             }
+            ("get" | "create", Some("portforward")) if res.plural == "pods" => {
+                self.pod_portforward(&t, &mut req).await
+            }
             ("list", _) => self.list(&t, &req),
             ("watch", _) => self.watch(&t, &req).await,
             ("create", None) => {

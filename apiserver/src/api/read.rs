@@ -98,6 +98,41 @@ impl Api {
         })
     }
 
+    /// `pods/portforward`: the pod checked (it exists, has a node, runs, is no VM), the
+    /// upgrade accepted, and the session served in a task: each connection the client forwards
+    /// opens its own pipe to the pod's port through the stream source.
+    pub(super) async fn pod_portforward(&self, t: &Target, req: &mut Request) -> ApiResult<Reply> {
+        let ns = t.namespace.as_deref().unwrap_or("");
+        let opts = crate::streams::StreamOptions::port_forward(1);
+        let target = crate::streams::resolve(&self.store, &t.tenant, ns, t.name(), opts)?;
+        let upgrade = crate::portforward::negotiate(&req.headers)?;
+        let source =
+            self.streams.get().cloned().ok_or_else(|| {
+                ApiError::unavailable("this server does not serve container streams")
+            })?;
+        let on_upgrade = req
+            .upgrade
+            .take()
+            .ok_or_else(|| ApiError::bad_request("Upgrade request required (HTTP/1.1)"))?;
+        let open: crate::portforward::Opener = Arc::new(move |port| {
+            let mut target = target.clone();
+            target.opts.port = port;
+            let source = source.clone();
+            Box::pin(async move { source.open(target).await })
+        });
+        let headers = crate::portforward::switching_headers(&upgrade);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(io) => {
+                    let io = hyper_util::rt::TokioIo::new(io);
+                    crate::portforward::serve(io, &upgrade, open).await
+                }
+                Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+            }
+        });
+        Ok(Reply::Switching { headers })
+    }
+
     pub(super) fn selectors(
         &self,
         t: &Target,
@@ -206,6 +241,7 @@ pub(super) fn resource_list(group: &str, version: &str) -> Value {
                 "log" => ("Pod", json!(["get"])),
                 "exec" => ("PodExecOptions", json!(["create", "get"])),
                 "attach" => ("PodAttachOptions", json!(["create", "get"])),
+                "portforward" => ("PodPortForwardOptions", json!(["create", "get"])),
                 "finalize" => ("Namespace", json!(["update"])),
                 "scale" => ("Scale", json!(["get", "patch", "update"])),
                 "eviction" => ("Eviction", json!(["create"])),

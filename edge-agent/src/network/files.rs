@@ -177,3 +177,15 @@ pub(super) fn load_pods(state_dir: &Path) -> Result<HashMap<String, PodRecord>> 
     }
     Ok(pods)
 }
+
+/// The network namespace recorded for pod `uid` under `state_dir`, read from its record alone
+/// (no `Network` handle needed); `None` when the pod has no record here (a hostNetwork pod, or
+/// none at all).
+pub fn recorded_netns(state_dir: &Path, uid: &str) -> Option<PathBuf> {
+    if !valid_uid(uid) {
+        return None;
+    }
+    let b = std::fs::read(state_dir.join("pods").join(format!("{uid}.json"))).ok()?;
+    let rec: PodRecord = serde_json::from_slice(&b).ok()?;
+    (rec.uid == uid).then(|| netns_path(&rec.netns))
+}

@@ -37,6 +37,7 @@ mod files;
 mod plan;
 
 use exec::*;
+pub use files::recorded_netns;
 use files::*;
 pub use plan::*;
 

@@ -1,0 +1,785 @@
+//! `pods/portforward`: kubectl's port-forward, served as kube-apiserver and kubelet serve it.
+//!
+//! The client speaks SPDY/3.1 (`crate::spdy`) with the `portforward.k8s.io` stream protocol,
+//! either over the upgraded connection itself (`Upgrade: SPDY/3.1`, the protocol named in
+//! `X-Stream-Protocol-Version`) or tunnelled in the binary messages of a WebSocket whose
+//! subprotocol is `SPDY/3.1+portforward.k8s.io` (kubectl 1.31 and later, falling back to the
+//! first). Each local connection the client accepts becomes two streams sharing a `requestid`
+//! header: `streamtype: error` (the server writes a failure's text and ends it) and
+//! `streamtype: data` (the connection's bytes both ways), with the pod's `port`. Once both are
+//! open the server opens a pipe to that port through its [`StreamSource`] (the node's agent,
+//! or a site's tunnel) and passes the bytes, each direction's end as a FIN or a shutdown.
+//!
+//! Bounds: [`MAX_CONNECTIONS`] forwarded connections per session (more are refused with
+//! RST_STREAM), a stream whose partner does not come within [`PAIR_TIMEOUT`] is reset, data
+//! from the client is taken only as fast as the pod reads it (the session stops reading), and
+//! the pod's bytes go out in frames of at most [`CHUNK`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::HeaderMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::{ApiError, ApiResult};
+use crate::logs::BoxFuture;
+use crate::spdy::{self, Frame};
+use crate::streams::BoxPipe;
+
+/// The stream protocol of port-forward.
+pub const PROTOCOL: &str = "portforward.k8s.io";
+/// The WebSocket subprotocol carrying SPDY (kubectl 1.31+).
+pub const WS_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// Most forwarded connections open at once in one session.
+pub const MAX_CONNECTIONS: usize = 128;
+/// How long a stream waits for its partner (kubelet's stream creation timeout).
+pub const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of one data frame towards the client.
+pub const CHUNK: usize = 32 * 1024;
+/// Client data frames queued towards one pod connection before the session stops reading.
+const QUEUE: usize = 8;
+/// Frames queued towards the client before writers wait.
+const OUT_QUEUE: usize = 64;
+
+/// How a port-forward request upgrades.
+#[derive(Debug, PartialEq)]
+pub enum Upgrade {
+    /// SPDY/3.1 on the connection itself.
+    Spdy,
+    /// SPDY/3.1 in WebSocket binary messages; the `Sec-WebSocket-Accept` value.
+    WebSocket(String),
+}
+
+fn tokens(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Check a port-forward upgrade request: a WebSocket offering [`WS_PROTOCOL`], or SPDY/3.1
+/// offering [`PROTOCOL`]. Anything else is kube-apiserver's 400 (no upgrade) or 403 (no common
+/// protocol, kubelet's text).
+pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
+    let has = |name: &str, token: &str| {
+        tokens(headers, name)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(token))
+    };
+    if !has("connection", "upgrade") {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    }
+    if has("upgrade", "websocket") {
+        let offered = tokens(headers, "sec-websocket-protocol");
+        if !offered.iter().any(|p| p == WS_PROTOCOL) {
+            return Err(ApiError::from_code(
+                403,
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{WS_PROTOCOL:?}]"
+                ),
+            ));
+        }
+        if headers
+            .get("sec-websocket-version")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            != Some("13")
+        {
+            return Err(ApiError::bad_request(
+                "unsupported WebSocket version (Sec-WebSocket-Version must be 13)",
+            ));
+        }
+        let key = headers
+            .get("sec-websocket-key")
+            .map(|v| v.as_bytes())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+        return Ok(Upgrade::WebSocket(
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key),
+        ));
+    }
+    if has("upgrade", "SPDY/3.1") {
+        let offered = tokens(headers, "x-stream-protocol-version");
+        if !offered.iter().any(|p| p == PROTOCOL) {
+            return Err(ApiError::from_code(
+                403,
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts [{PROTOCOL:?}]"
+                ),
+            ));
+        }
+        return Ok(Upgrade::Spdy);
+    }
+    Err(ApiError::bad_request(
+        "Upgrade request required: port-forward speaks SPDY/3.1, plain or in a WebSocket (SPDY/3.1+portforward.k8s.io)",
+    ))
+}
+
+/// The response headers of an accepted upgrade.
+pub fn switching_headers(u: &Upgrade) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut put = |k: &'static str, v: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    put("connection", "Upgrade");
+    match u {
+        Upgrade::Spdy => {
+            put("upgrade", "SPDY/3.1");
+            put("x-stream-protocol-version", PROTOCOL);
+        }
+        Upgrade::WebSocket(accept) => {
+            put("upgrade", "websocket");
+            put("sec-websocket-accept", accept);
+            put("sec-websocket-protocol", WS_PROTOCOL);
+        }
+    }
+    h
+}
+
+/// Opens a pipe to a port of the pod a session is for.
+pub type Opener = Arc<dyn Fn(u16) -> BoxFuture<'static, ApiResult<BoxPipe>> + Send + Sync>;
+
+/// Serve an upgraded client connection as [`Upgrade`] says, until the client goes.
+pub async fn serve<S>(io: S, upgrade: &Upgrade, open: Opener)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match upgrade {
+        Upgrade::Spdy => session(io, open).await,
+        Upgrade::WebSocket(_) => {
+            let mut cfg = WebSocketConfig::default();
+            cfg.max_message_size = Some(spdy::MAX_FRAME + 64 * 1024);
+            cfg.max_frame_size = Some(spdy::MAX_FRAME + 64 * 1024);
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
+            let (inner, outer) = tokio::io::duplex(256 * 1024);
+            tokio::join!(tunnel(ws, outer), session(inner, open));
+        }
+    }
+}
+
+/// The bytes of a WebSocket's binary messages, both ways, through `pipe` (kubectl's tunnelling
+/// connection: each write is one message; reads take messages' payloads in order).
+async fn tunnel<S>(ws: WebSocketStream<S>, pipe: tokio::io::DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut to_client, mut from_client) = ws.split();
+    let (mut r, mut w) = tokio::io::split(pipe);
+    let up = async {
+        while let Some(Ok(m)) = from_client.next().await {
+            let go_on = match m {
+                Message::Binary(b) => w.write_all(&b).await.is_ok(),
+                Message::Close(_) => false,
+                _ => true,
+            };
+            if !go_on {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; CHUNK + 64];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let m = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+                    if tokio::time::timeout(crate::streams::STALL, to_client.send(m))
+                        .await
+                        .map_or(true, |r| r.is_err())
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), to_client.close()).await;
+    };
+    // The session ends the pipe when the client's side ends, or on its own (a protocol
+    // error): either way both halves end here.
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
+
+/// A stream waiting for its partner.
+struct Half {
+    id: u32,
+    port: u16,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Pair {
+    error: Option<Half>,
+    data: Option<Half>,
+}
+
+/// A forwarded connection's entry: its data stream's queue towards the pod, and its task.
+struct Conn {
+    request: String,
+    error_id: u32,
+    to_pod: Option<mpsc::Sender<Bytes>>,
+    /// Ends the connection (the client reset a stream of it).
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// One SPDY session: the streams the client opens, paired into forwarded connections.
+async fn session<S>(io: S, open: Opener)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (r, w) = tokio::io::split(io);
+    let mut frames = FramedRead::new(r, spdy::Reader::default());
+    let (out, mut out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut sink = FramedWrite::new(w, spdy::Writer::default());
+        while let Some(f) = out_rx.recv().await {
+            let send = sink.send(f);
+            match tokio::time::timeout(crate::streams::STALL, send).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut pending: HashMap<String, Pair> = HashMap::new();
+    // By data stream id.
+    let mut conns: HashMap<u32, Conn> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut last_id = 0u32;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
+    loop {
+        let f = tokio::select! {
+            f = frames.next() => f,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                pending.retain(|_, p| {
+                    let old = [&p.error, &p.data]
+                        .into_iter()
+                        .flatten()
+                        .any(|h| now.duration_since(h.at) > PAIR_TIMEOUT);
+                    if old {
+                        for h in [&p.error, &p.data].into_iter().flatten() {
+                            let _ = out.try_send(Frame::RstStream { id: h.id, status: spdy::CANCEL });
+                        }
+                    }
+                    !old
+                });
+                continue;
+            }
+            Some(id) = done_rx.recv() => {
+                conns.remove(&id);
+                continue;
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let f = match f {
+            Some(Ok(f)) => f,
+            Some(Err(spdy::SpdyError::Io(e))) => {
+                tracing::debug!(error = %e, "port-forward session: the client's connection ended");
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::info!(error = %e, "port-forward session: bad input from the client");
+                let _ = out.try_send(Frame::GoAway {
+                    last_good: last_id,
+                    status: spdy::PROTOCOL_ERROR,
+                });
+                break;
+            }
+            None => break,
+        };
+        match f {
+            Frame::SynStream { id, headers, .. } => {
+                if id % 2 == 0 || id <= last_id {
+                    let _ = out
+                        .send(Frame::GoAway {
+                            last_good: last_id,
+                            status: spdy::PROTOCOL_ERROR,
+                        })
+                        .await;
+                    break;
+                }
+                last_id = id;
+                let get = |k: &str| {
+                    headers
+                        .iter()
+                        .find(|(n, _)| n == k)
+                        .map(|(_, v)| v.as_str())
+                };
+                let port = get("port")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p != 0);
+                let kind = get("streamtype");
+                let request = get("requestid").unwrap_or("").to_string();
+                let (Some(port), Some(kind @ ("error" | "data"))) = (port, kind) else {
+                    // kubelet refuses such a stream; the session goes on.
+                    let _ = out
+                        .send(Frame::RstStream {
+                            id,
+                            status: spdy::PROTOCOL_ERROR,
+                        })
+                        .await;
+                    continue;
+                };
+                if conns.len() + pending.len() >= MAX_CONNECTIONS && !pending.contains_key(&request)
+                {
+                    let _ = out
+                        .send(Frame::RstStream {
+                            id,
+                            status: spdy::REFUSED_STREAM,
+                        })
+                        .await;
+                    continue;
+                }
+                let _ = out
+                    .send(Frame::SynReply {
+                        id,
+                        fin: false,
+                        headers: Vec::new(),
+                    })
+                    .await;
+                let pair = pending.entry(request.clone()).or_default();
+                let half = Half {
+                    id,
+                    port,
+                    at: Instant::now(),
+                };
+                let slot = if kind == "error" {
+                    &mut pair.error
+                } else {
+                    &mut pair.data
+                };
+                if slot.is_some() {
+                    let _ = out
+                        .send(Frame::RstStream {
+                            id,
+                            status: spdy::PROTOCOL_ERROR,
+                        })
+                        .await;
+                    continue;
+                }
+                *slot = Some(half);
+                if let (Some(_), Some(_)) = (&pair.error, &pair.data) {
+                    let Some(Pair {
+                        error: Some(e),
+                        data: Some(d),
+                    }) = pending.remove(&request)
+                    else {
+                        continue;
+                    };
+                    let (to_pod, from_client) = mpsc::channel(QUEUE);
+                    let done = done_tx.clone();
+                    let cancel = tokio_util::sync::CancellationToken::new();
+                    let link = Link {
+                        data_id: d.id,
+                        error_id: e.id,
+                        out: out.clone(),
+                        done,
+                        cancel: cancel.clone(),
+                    };
+                    tasks.spawn(forward(open.clone(), d.port, from_client, link));
+                    conns.insert(
+                        d.id,
+                        Conn {
+                            request,
+                            error_id: e.id,
+                            to_pod: Some(to_pod),
+                            cancel,
+                        },
+                    );
+                }
+            }
+            Frame::Data { id, fin, data } => {
+                let Some(c) = conns.get_mut(&id) else {
+                    // The error stream (the client writes nothing there), or a stream gone.
+                    continue;
+                };
+                if !data.is_empty() {
+                    if let Some(tx) = &c.to_pod {
+                        // Waits while the pod is not reading: the client is held back.
+                        if tx.send(data).await.is_err() {
+                            c.to_pod = None;
+                        }
+                    }
+                }
+                if fin {
+                    c.to_pod = None;
+                }
+            }
+            Frame::RstStream { id, .. } => {
+                let gone = conns
+                    .iter()
+                    .find(|(d, c)| **d == id || c.error_id == id)
+                    .map(|(d, _)| *d);
+                if let Some(c) = gone.and_then(|d| conns.get_mut(&d)) {
+                    tracing::debug!(request = %c.request, "port-forward stream reset by the client");
+                    c.to_pod = None;
+                    c.cancel.cancel();
+                }
+                pending.retain(|_, p| {
+                    ![&p.error, &p.data]
+                        .into_iter()
+                        .flatten()
+                        .any(|h| h.id == id)
+                });
+            }
+            Frame::Ping(n) => {
+                let _ = out.send(Frame::Ping(n)).await;
+            }
+            Frame::GoAway { .. } => break,
+            Frame::SynReply { .. } | Frame::Ignored => {}
+        }
+    }
+    // The client went: every forwarded connection ends with it (their pipes are dropped).
+    tasks.abort_all();
+    drop(conns);
+    drop(out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// One forwarded connection: the pipe to the pod's port, then bytes both ways; a failure to
+/// open is the error stream's text.
+/// A forwarded connection's place in its session.
+struct Link {
+    data_id: u32,
+    error_id: u32,
+    /// Frames towards the client.
+    out: mpsc::Sender<Frame>,
+    /// Told the data stream id when the connection is over.
+    done: mpsc::UnboundedSender<u32>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+async fn forward(open: Opener, port: u16, mut from_client: mpsc::Receiver<Bytes>, link: Link) {
+    let Link {
+        data_id,
+        error_id,
+        out,
+        done,
+        cancel,
+    } = link;
+    let end = |id: u32| Frame::Data {
+        id,
+        fin: true,
+        data: Bytes::new(),
+    };
+    let pipe = match open(port).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(port, error = %e.message, "port-forward connection refused");
+            let _ = out
+                .send(Frame::Data {
+                    id: error_id,
+                    fin: true,
+                    data: Bytes::from(e.message.into_bytes()),
+                })
+                .await;
+            let _ = out.send(end(data_id)).await;
+            let _ = done.send(data_id);
+            return;
+        }
+    };
+    let (mut pr, mut pw) = tokio::io::split(pipe);
+    let up = async {
+        while let Some(chunk) = from_client.recv().await {
+            if pw.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        // The client's FIN: the pod's side sees the end of its input.
+        let _ = pw.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match pr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let f = Frame::Data {
+                        id: data_id,
+                        fin: false,
+                        data: Bytes::copy_from_slice(&buf[..n]),
+                    };
+                    if out.send(f).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = out.send(end(data_id)).await;
+    };
+    // As kubelet: the pod's end of the connection ends it (the client's end only half-closes
+    // it), and so does the client resetting the data stream; the error stream's FIN follows
+    // either way, which is what the client waits for.
+    tokio::pin!(up);
+    tokio::select! {
+        _ = down => {}
+        _ = cancel.cancelled() => {}
+        _ = async { (&mut up).await; std::future::pending::<()>().await } => {}
+    }
+    let _ = out.send(end(error_id)).await;
+    let _ = done.send(data_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spdy::{Reader, Writer};
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn negotiation_takes_spdy_plain_or_in_a_websocket() {
+        let spdy = h(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "portforward.k8s.io"),
+        ]);
+        assert_eq!(negotiate(&spdy).unwrap(), Upgrade::Spdy);
+        let ws = h(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io"),
+        ]);
+        assert_eq!(
+            negotiate(&ws).unwrap(),
+            Upgrade::WebSocket("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())
+        );
+        let other = h(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "v4.channel.k8s.io"),
+        ]);
+        assert_eq!(negotiate(&other).unwrap_err().code, 403);
+        assert_eq!(negotiate(&h(&[])).unwrap_err().code, 400);
+    }
+
+    /// A client session over a duplex, against `session` with an opener reaching `target`.
+    async fn client(
+        open: Opener,
+    ) -> (
+        FramedRead<tokio::io::ReadHalf<tokio::io::DuplexStream>, Reader>,
+        FramedWrite<tokio::io::WriteHalf<tokio::io::DuplexStream>, Writer>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(session(b, open));
+        let (r, w) = tokio::io::split(a);
+        (
+            FramedRead::new(r, Reader::default()),
+            FramedWrite::new(w, Writer::default()),
+            server,
+        )
+    }
+
+    fn syn(id: u32, kind: &str, port: u16, request: &str) -> Frame {
+        Frame::SynStream {
+            id,
+            fin: false,
+            headers: vec![
+                ("streamtype".into(), kind.into()),
+                ("port".into(), port.to_string()),
+                ("requestid".into(), request.into()),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_are_paired_forwarded_and_ended_with_fins() {
+        // The "pod": an echo server that upper-cases what it gets, until its input ends.
+        let open: Opener = Arc::new(|port| {
+            Box::pin(async move {
+                if port != 80 {
+                    return Err(ApiError::from_code(502, format!("port {port} is closed")));
+                }
+                let (ours, theirs) = tokio::io::duplex(1 << 16);
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(theirs);
+                    let mut all = Vec::new();
+                    r.read_to_end(&mut all).await.unwrap();
+                    w.write_all(&all.to_ascii_uppercase()).await.unwrap();
+                    w.shutdown().await.unwrap();
+                });
+                Ok(Box::new(ours) as BoxPipe)
+            })
+        });
+        let (mut rx, mut tx, server) = client(open).await;
+        tx.send(syn(1, "error", 80, "0")).await.unwrap();
+        tx.send(syn(3, "data", 80, "0")).await.unwrap();
+        tx.send(syn(5, "error", 81, "1")).await.unwrap();
+        tx.send(syn(7, "data", 81, "1")).await.unwrap();
+        for d in [&b"hello "[..], b"world"] {
+            tx.send(Frame::Data {
+                id: 3,
+                fin: false,
+                data: Bytes::copy_from_slice(d),
+            })
+            .await
+            .unwrap();
+        }
+        tx.send(Frame::Data {
+            id: 3,
+            fin: true,
+            data: Bytes::new(),
+        })
+        .await
+        .unwrap();
+        tx.send(Frame::Ping(2)).await.unwrap();
+        let mut data = Vec::new();
+        let (mut fins, mut errors, mut replies, mut pong) = (Vec::new(), Vec::new(), 0, false);
+        while fins.len() < 4 || !pong {
+            match rx.next().await.unwrap().unwrap() {
+                Frame::SynReply { .. } => replies += 1,
+                Frame::Data {
+                    id: 3,
+                    data: d,
+                    fin,
+                } => {
+                    data.extend_from_slice(&d);
+                    if fin {
+                        fins.push(3)
+                    }
+                }
+                Frame::Data { id, data: d, fin } => {
+                    if !d.is_empty() {
+                        errors.push((id, String::from_utf8(d.to_vec()).unwrap()))
+                    }
+                    if fin {
+                        fins.push(id)
+                    }
+                }
+                Frame::Ping(2) => pong = true,
+                f => panic!("unexpected {f:?}"),
+            }
+        }
+        assert_eq!(replies, 4);
+        assert_eq!(data, b"HELLO WORLD");
+        assert_eq!(errors, vec![(5, "port 81 is closed".to_string())]);
+        fins.sort();
+        assert_eq!(fins, vec![1, 3, 5, 7]);
+        // A stream id going backwards is a protocol error: GOAWAY, and the session ends.
+        tx.send(syn(3, "data", 80, "2")).await.unwrap();
+        assert!(matches!(
+            rx.next().await.unwrap().unwrap(),
+            Frame::GoAway {
+                status: spdy::PROTOCOL_ERROR,
+                ..
+            }
+        ));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reset_data_stream_still_ends_the_error_stream() {
+        // kubectl resets the data stream once the pod's side ended, then waits for the error
+        // stream's end; a pod that never ends its side is cut by the reset too.
+        let open: Opener = Arc::new(|_| {
+            Box::pin(async move {
+                let (ours, theirs) = tokio::io::duplex(1 << 16);
+                tokio::spawn(async move {
+                    let _keep = theirs;
+                    std::future::pending::<()>().await
+                });
+                Ok(Box::new(ours) as BoxPipe)
+            })
+        });
+        let (mut rx, mut tx, _server) = client(open).await;
+        tx.send(syn(1, "error", 80, "0")).await.unwrap();
+        tx.send(syn(3, "data", 80, "0")).await.unwrap();
+        for id in [1, 3] {
+            assert!(
+                matches!(rx.next().await.unwrap().unwrap(), Frame::SynReply { id: i, .. } if i == id)
+            );
+        }
+        tx.send(Frame::RstStream {
+            id: 3,
+            status: spdy::CANCEL,
+        })
+        .await
+        .unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            f.unwrap().unwrap(),
+            Frame::Data {
+                id: 1,
+                fin: true,
+                data: Bytes::new()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_drops_every_pipe() {
+        let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+        let open: Opener = Arc::new(move |_| {
+            let dropped_tx = dropped_tx.clone();
+            Box::pin(async move {
+                let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+                tokio::spawn(async move {
+                    let mut b = [0u8; 16];
+                    // Ends when the session drops its end.
+                    while theirs.read(&mut b).await.is_ok_and(|n| n > 0) {}
+                    let _ = dropped_tx.send(());
+                });
+                Ok(Box::new(ours) as BoxPipe)
+            })
+        });
+        let (mut rx, mut tx, server) = client(open).await;
+        tx.send(syn(1, "error", 80, "0")).await.unwrap();
+        tx.send(syn(3, "data", 80, "0")).await.unwrap();
+        tx.send(Frame::Data {
+            id: 3,
+            fin: false,
+            data: Bytes::from_static(b"x"),
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            rx.next().await.unwrap().unwrap(),
+            Frame::SynReply { id: 1, .. }
+        ));
+        drop(tx);
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(10), dropped.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
