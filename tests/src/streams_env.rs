@@ -1,7 +1,8 @@
 //! The environment of the container-stream tests (exec, attach, cp, port-forward): a region
 //! with one site, one agent and a registry, driven with stock kubectl at either tier.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -166,4 +167,123 @@ pub fn wait_output(mut child: Child, timeout: Duration, args: &[&str]) -> Output
 /// Bytes as (lossy) text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+impl Env {
+    /// [`port_forward`] at `tier`.
+    pub fn port_forward(&self, tier: Tier, pod: &str, remote: &[u16], spdy: bool) -> Forward {
+        port_forward(&self.kubeconfig(tier), self.scratch(), pod, remote, spdy)
+    }
+}
+
+/// A running `kubectl port-forward` and the local ports it listens on, in the order asked.
+pub struct Forward {
+    /// The kubectl process.
+    pub child: Child,
+    /// Local ports, in the order of the remote ones asked for.
+    pub ports: Vec<u16>,
+    /// What kubectl wrote to stderr so far.
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `kubectl port-forward pod/P :R...` with `kubeconfig`, over SPDY when `spdy` (kubectl's
+/// WebSocket tunnel turned off), and wait until it forwards every port.
+pub fn port_forward(
+    kubeconfig: &Path,
+    home: &Path,
+    pod: &str,
+    remote: &[u16],
+    spdy: bool,
+) -> Forward {
+    let mut args = vec!["port-forward".to_string(), format!("pod/{pod}")];
+    args.extend(remote.iter().map(|r| format!(":{r}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("kube-cache"))
+        .args(&args)
+        .env("HOME", home)
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if spdy { "false" } else { "true" },
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn kubectl");
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut err = child.stderr.take().expect("stderr");
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // "Forwarding from 127.0.0.1:LOCAL -> REMOTE", once per port (and once more for [::1]).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        // Read to the end, whoever listens: kubectl writes a line per connection, and a
+        // closed pipe would end it (SIGPIPE).
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut ports = vec![0u16; remote.len()];
+    let deadline = Instant::now() + T;
+    while ports.contains(&0) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "kubectl port-forward via {} did not start: {}",
+                kubeconfig.display(),
+                stderr.lock().unwrap()
+            )
+        });
+        let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") else {
+            continue;
+        };
+        let (local, r) = rest.split_once(" -> ").expect("forwarding line");
+        let i = remote
+            .iter()
+            .position(|p| p.to_string() == r.trim())
+            .expect("a port asked for");
+        ports[i] = local.parse().expect("local port");
+    }
+    Forward {
+        child,
+        ports,
+        stderr,
+    }
+}
+
+/// GET `path` over a fresh connection to `port`: the status line and the body.
+pub fn http_get(port: u16, path: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read the answer");
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", text(&all)));
+    let head = text(&all[..split]);
+    let status = head.lines().next().unwrap_or("").to_string();
+    (status, all[split + 4..].to_vec())
 }

@@ -4,120 +4,17 @@
 //! closed port, a client that vanishes mid-transfer (nothing left open in the pod), and at the
 //! edge with the cloud down.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tests::streams_env::{text, wait_output, Env, Tier};
+use tests::streams_env::{http_get, text, wait_output, Env, Tier};
 use tests::wait_for;
 
 const T: Duration = Duration::from_secs(60);
 /// Size of the file the pod serves.
 const BIG: usize = 20_000_000;
-
-/// A running `kubectl port-forward` and the local ports it listens on, in the order asked.
-struct Forward {
-    child: Child,
-    ports: Vec<u16>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `kubectl port-forward pod/P :R...` at `tier`, over SPDY when `spdy` (kubectl's
-/// WebSocket tunnel turned off), and wait until it forwards every port.
-fn forward(e: &Env, tier: Tier, pod: &str, remote: &[u16], spdy: bool) -> Forward {
-    let mut args = vec!["port-forward".to_string(), format!("pod/{pod}")];
-    args.extend(remote.iter().map(|r| format!(":{r}")));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cmd = std::process::Command::new("kubectl");
-    cmd.arg("--kubeconfig")
-        .arg(e.kubeconfig(tier))
-        .arg("--cache-dir")
-        .arg(e.scratch().join("kube-cache"))
-        .args(&args)
-        .env("HOME", e.scratch())
-        .env(
-            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
-            if spdy { "false" } else { "true" },
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn kubectl");
-    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut err = child.stderr.take().expect("stderr");
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    // "Forwarding from 127.0.0.1:LOCAL -> REMOTE", once per port (and once more for [::1]).
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        // Read to the end, whoever listens: kubectl writes a line per connection, and a
-        // closed pipe would end it (SIGPIPE).
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut ports = vec![0u16; remote.len()];
-    let deadline = Instant::now() + T;
-    while ports.contains(&0) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-            panic!(
-                "kubectl port-forward at {tier:?} did not start: {}",
-                stderr.lock().unwrap()
-            )
-        });
-        let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") else {
-            continue;
-        };
-        let (local, r) = rest.split_once(" -> ").expect("forwarding line");
-        let i = remote
-            .iter()
-            .position(|p| p.to_string() == r.trim())
-            .expect("a port asked for");
-        ports[i] = local.parse().expect("local port");
-    }
-    Forward {
-        child,
-        ports,
-        stderr,
-    }
-}
-
-/// GET `path` over a fresh connection to `port`: the status line and the body.
-fn get(port: u16, path: &str) -> (String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
-    s.set_read_timeout(Some(T)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).expect("read the answer");
-    let split = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", text(&all)));
-    let head = text(&all[..split]);
-    let status = head.lines().next().unwrap_or("").to_string();
-    (status, all[split + 4..].to_vec())
-}
 
 /// Send `msg` to the echo port, half-close, and read everything back.
 fn echo(port: u16, msg: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -195,9 +92,9 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
         (Tier::Cloud, true),
     ] {
         let what = format!("{tier:?}, {}", if spdy { "SPDY" } else { "WebSocket" });
-        let f = forward(&e, tier, "pf", &[8080, 9000], spdy);
+        let f = e.port_forward(tier, "pf", &[8080, 9000], spdy);
         let (web, echo_port) = (f.ports[0], f.ports[1]);
-        let (status, body) = get(web, "/");
+        let (status, body) = http_get(web, "/");
         assert!(status.contains(" 200"), "{what}: {status}");
         assert_eq!(text(&body), "hello-from-the-pod\n", "{what}");
         // The echo: the client's half-close reaches the pod, whose end comes back.
@@ -212,7 +109,7 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
         let started = Instant::now();
         let n = 4;
         let got: Vec<(String, Vec<u8>)> = (0..n)
-            .map(|_| std::thread::spawn(move || get(web, "/big")))
+            .map(|_| std::thread::spawn(move || http_get(web, "/big")))
             .collect::<Vec<_>>()
             .into_iter()
             .map(|h| h.join().expect("download"))
@@ -235,7 +132,7 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
     }
 
     // A closed port: kubelet's error on the error stream, which kubectl shows (and then ends).
-    let f = forward(&e, Tier::Cloud, "pf", &[8081], false);
+    let f = e.port_forward(Tier::Cloud, "pf", &[8081], false);
     let mut s = TcpStream::connect(("127.0.0.1", f.ports[0])).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     let mut nothing = Vec::new();
@@ -256,9 +153,26 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
         text(&o.stderr)
     );
 
+    // Raw clients: an unknown stream protocol is refused (403), a malformed frame after the
+    // upgrade ends the session with a GOAWAY (nothing panics; the server goes on).
+    let script = e.scratch().join("raw_pf.py");
+    std::fs::write(&script, RAW_PY).unwrap();
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(e.cc.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "v9: 403\nspdy: 101 goaway\n",
+        "{}",
+        text(&o.stderr)
+    );
+
     // A client that vanishes with a connection open leaves nothing open in the pod.
     let before = established(&e);
-    let mut f = forward(&e, Tier::Cloud, "pf", &[9000], false);
+    let mut f = e.port_forward(Tier::Cloud, "pf", &[9000], false);
     let mut s = TcpStream::connect(("127.0.0.1", f.ports[0])).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     s.write_all(b"x").unwrap();
@@ -278,8 +192,8 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
 
     // The cloud down: port-forward at the edge still works.
     e.cc.kill9();
-    let f = forward(&e, Tier::Edge, "pf", &[8080], false);
-    let (status, body) = get(f.ports[0], "/");
+    let f = e.port_forward(Tier::Edge, "pf", &[8080], false);
+    let (status, body) = http_get(f.ports[0], "/");
     assert!(status.contains(" 200"), "offline: {status}");
     assert_eq!(text(&body), "hello-from-the-pod\n");
 }
@@ -313,3 +227,49 @@ fn wait_for_file_sha(e: &Env) -> String {
     });
     sum
 }
+
+/// A raw TLS client of `pods/portforward` (the Python client's configuration loader gives the
+/// server, CA and token): an unknown protocol, then a malformed frame after a good upgrade.
+const RAW_PY: &str = r#"
+import socket, ssl, sys, urllib.parse
+from kubernetes import client, config
+config.load_kube_config(sys.argv[1])
+c = client.Configuration.get_default_copy()
+u = urllib.parse.urlparse(c.host)
+ctx = ssl.create_default_context(cafile=c.ssl_ca_cert)
+ctx.check_hostname = False
+auth = c.get_api_key_with_prefix("authorization") or c.get_api_key_with_prefix("BearerToken")
+
+def upgrade(version):
+    s = ctx.wrap_socket(socket.create_connection((u.hostname, u.port)), server_hostname=u.hostname)
+    s.sendall((
+        "POST /api/v1/namespaces/default/pods/pf/portforward HTTP/1.1\r\n"
+        f"Host: {u.netloc}\r\nAuthorization: {auth}\r\nConnection: Upgrade\r\n"
+        f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {version}\r\nContent-Length: 0\r\n\r\n"
+    ).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = s.recv(1)
+        if not b:
+            break
+        head += b
+    return s, int(head.split(b" ")[1])
+
+s, code = upgrade("v9.portforward.k8s.io")
+print(f"v9: {code}")
+s.close()
+s, code = upgrade("portforward.k8s.io")
+# A PING control frame of SPDY version 2.
+s.sendall(bytes([0x80, 0x02, 0x00, 0x06, 0, 0, 0, 4, 0, 0, 0, 1]))
+s.settimeout(10)
+got = b""
+while True:
+    try:
+        b = s.recv(4096)
+    except (ssl.SSLError, OSError):
+        break
+    if not b:
+        break
+    got += b
+print(f"spdy: {code} {'goaway' if got[:4] == bytes([0x80, 3, 0, 7]) else repr(got)}")
+"#;

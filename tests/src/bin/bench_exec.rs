@@ -1,10 +1,12 @@
 //! Exec benchmark (issue 14): round trip of `kubectl exec P -- true` and of the same through
 //! the `kube` client (no kubectl start-up in it) at the edge's API and through the cloud (the
 //! site's QUIC connection); bytes/s of stdin through `exec -i` (`wc -c` reading 64 MiB); RSS of
-//! edge-core and the agent with M idle sessions open and after they are gone.
+//! edge-core and the agent with M idle sessions open and after they are gone; bytes/s of
+//! `kubectl port-forward` (one connection, and 4 at once, each fetching a file of N MiB from a
+//! server on the pod's loopback) at the edge and through the cloud.
 //!
 //!   cargo build --release -p cloud-core -p edge-core -p edge-agent -p tests
-//!   ./target/release/bench_exec [--runs 30] [--kube-runs 100] [--idle 200] [--mib 64]
+//!   ./target/release/bench_exec [--runs 30] [--kube-runs 100] [--idle 200] [--mib 64] [--pf-mib 64]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,13 +112,14 @@ fn line(what: &str, lat: &[Duration]) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("bench_exec [--runs N] [--kube-runs N] [--idle M] [--mib N]");
+        println!("bench_exec [--runs N] [--kube-runs N] [--idle M] [--mib N] [--pf-mib N]");
         return Ok(());
     }
     let runs = tests::bench_arg("--runs", 30)? as usize;
     let kube_runs = tests::bench_arg("--kube-runs", 100)? as usize;
     let idle = tests::bench_arg("--idle", 200)? as usize;
     let mib = tests::bench_arg("--mib", 64)?;
+    let pf_mib = tests::bench_arg("--pf-mib", 64)? as usize;
     let reg = Registry::start();
     let scratch = tempfile::tempdir()?;
     reg.push(&busybox_image(scratch.path(), "v1"), "busybox:v1");
@@ -180,6 +183,8 @@ async fn main() -> anyhow::Result<()> {
         cloud_rate / edge_rate
     );
 
+    port_forward_rates(&cc, &edge, &cloud_pods, &image, home, pf_mib).await?;
+
     // Idle sessions at the edge: each a `cat` waiting on its stdin.
     let before = (tests::rss_kib(edge.pid()), tests::rss_kib(agent.pid()));
     let ap = AttachParams::default()
@@ -226,6 +231,78 @@ async fn main() -> anyhow::Result<()> {
         (open.0 as f64 - before.0 as f64) / idle as f64,
         (open.1 as f64 - before.1 as f64) / idle as f64,
         gone.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// MiB/s through `kubectl port-forward` at the edge and through the cloud: one connection, then
+/// four at once, each fetching the pod's whole file.
+async fn port_forward_rates(
+    cc: &CloudCore,
+    edge: &EdgeCore,
+    pods: &Api<Pod>,
+    image: &str,
+    home: &std::path::Path,
+    mib: usize,
+) -> anyhow::Result<()> {
+    let size = mib << 20;
+    let script = format!(
+        "mkdir -p /www && head -c {size} /dev/zero > /www/f && echo ok > /www/ok && exec httpd -f -p 127.0.0.1:8080 -h /www"
+    );
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "pfsrv"},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "c", "image": image, "command": ["sh", "-c", script]}]},
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    tests::wait_for("the port-forward server", Duration::from_secs(90), || {
+        kubectl(
+            &edge.kubeconfig(),
+            home,
+            &[
+                "exec",
+                "pfsrv",
+                "--",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://127.0.0.1:8080/ok",
+            ],
+        )
+        .output()
+        .is_ok_and(|o| o.status.success())
+    });
+    let mut rates = Vec::new();
+    for kc in [edge.kubeconfig(), cc.kubeconfig()] {
+        let f = tests::streams_env::port_forward(&kc, home, "pfsrv", &[8080], false);
+        let port = f.ports[0];
+        let fetch = move || {
+            let (status, body) = tests::streams_env::http_get(port, "/f");
+            assert!(
+                status.contains(" 200") && body.len() == size,
+                "{status}: {} bytes",
+                body.len()
+            );
+        };
+        fetch();
+        let t = Instant::now();
+        fetch();
+        let one = mib as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let hs: Vec<_> = (0..4).map(|_| std::thread::spawn(fetch)).collect();
+        for h in hs {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a parallel fetch failed"))?;
+        }
+        let four = 4.0 * mib as f64 / t.elapsed().as_secs_f64();
+        rates.push((one, four));
+    }
+    let ((e1, e4), (c1, c4)) = (rates[0], rates[1]);
+    println!(
+        "port-forward ({mib} MiB per connection): edge {e1:.1} MiB/s (4 at once {e4:.1})   through cloud {c1:.1} MiB/s (4 at once {c4:.1})   ratio cloud/edge {:.2} ({:.2})",
+        c1 / e1,
+        c4 / e4
     );
     Ok(())
 }
