@@ -49,6 +49,10 @@ const QUEUE: usize = 8;
 /// Frames queued towards the client before writers wait.
 const OUT_QUEUE: usize = 64;
 
+/// The older WebSocket protocols of port-forward (the Python client's): no SPDY; the ports
+/// named in the query, channel `2i` carrying port `i`'s bytes and `2i+1` its error.
+pub const CHANNEL_PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "channel.k8s.io"];
+
 /// How a port-forward request upgrades.
 #[derive(Debug, PartialEq)]
 pub enum Upgrade {
@@ -56,6 +60,30 @@ pub enum Upgrade {
     Spdy,
     /// SPDY/3.1 in WebSocket binary messages; the `Sec-WebSocket-Accept` value.
     WebSocket(String),
+    /// The channel protocol: the `Sec-WebSocket-Accept` value, the subprotocol, the ports.
+    Channels(String, &'static str, Vec<u16>),
+}
+
+/// The `ports` of a request's query (repeated, or comma-separated), checked as kubelet checks
+/// them.
+pub fn query_ports(values: &[&str]) -> ApiResult<Vec<u16>> {
+    let mut ports = Vec::new();
+    for p in values.iter().flat_map(|v| v.split(',')) {
+        let p = p.trim();
+        let n: u16 = p.parse().ok().filter(|n| *n != 0).ok_or_else(|| {
+            ApiError::bad_request(format!("unable to parse {p:?} as a port: must be 1-65535"))
+        })?;
+        if ports.contains(&n) {
+            return Err(ApiError::bad_request(format!("port {n} is given twice")));
+        }
+        ports.push(n);
+    }
+    if ports.len() > MAX_CONNECTIONS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_CONNECTIONS} ports"
+        )));
+    }
+    Ok(ports)
 }
 
 fn tokens(headers: &HeaderMap, name: &str) -> Vec<String> {
@@ -76,7 +104,7 @@ fn tokens(headers: &HeaderMap, name: &str) -> Vec<String> {
 /// Check a port-forward upgrade request: a WebSocket offering [`WS_PROTOCOL`], or SPDY/3.1
 /// offering [`PROTOCOL`]. Anything else is kube-apiserver's 400 (no upgrade) or 403 (no common
 /// protocol, kubelet's text).
-pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
+pub fn negotiate(headers: &HeaderMap, ports: &[&str]) -> ApiResult<Upgrade> {
     let has = |name: &str, token: &str| {
         tokens(headers, name)
             .iter()
@@ -87,11 +115,16 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
     }
     if has("upgrade", "websocket") {
         let offered = tokens(headers, "sec-websocket-protocol");
-        if !offered.iter().any(|p| p == WS_PROTOCOL) {
+        let channels = offered
+            .iter()
+            .find_map(|o| CHANNEL_PROTOCOLS.iter().find(|p| **p == o.as_str()));
+        if !offered.iter().any(|p| p == WS_PROTOCOL) && channels.is_none() {
             return Err(ApiError::from_code(
                 403,
                 format!(
-                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{WS_PROTOCOL:?}]"
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{WS_PROTOCOL:?}, {:?}, {:?}]",
+                    CHANNEL_PROTOCOLS[0],
+                    CHANNEL_PROTOCOLS[1]
                 ),
             ));
         }
@@ -110,8 +143,20 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
             .map(|v| v.as_bytes())
             .filter(|k| !k.is_empty())
             .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
-        return Ok(Upgrade::WebSocket(
-            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key),
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+        if offered.iter().any(|p| p == WS_PROTOCOL) {
+            return Ok(Upgrade::WebSocket(accept));
+        }
+        let ports = query_ports(ports)?;
+        if ports.is_empty() {
+            return Err(ApiError::bad_request(
+                "query parameter \"ports\" is required for a WebSocket port-forward",
+            ));
+        }
+        return Ok(Upgrade::Channels(
+            accept,
+            channels.copied().unwrap_or(CHANNEL_PROTOCOLS[0]),
+            ports,
         ));
     }
     if has("upgrade", "SPDY/3.1") {
@@ -150,6 +195,11 @@ pub fn switching_headers(u: &Upgrade) -> HeaderMap {
             put("sec-websocket-accept", accept);
             put("sec-websocket-protocol", WS_PROTOCOL);
         }
+        Upgrade::Channels(accept, protocol, _) => {
+            put("upgrade", "websocket");
+            put("sec-websocket-accept", accept);
+            put("sec-websocket-protocol", protocol);
+        }
     }
     h
 }
@@ -172,6 +222,112 @@ where
             let (inner, outer) = tokio::io::duplex(256 * 1024);
             tokio::join!(tunnel(ws, outer), session(inner, open));
         }
+        Upgrade::Channels(_, _, ports) => {
+            let mut cfg = WebSocketConfig::default();
+            cfg.max_message_size = Some(spdy::MAX_FRAME);
+            cfg.max_frame_size = Some(spdy::MAX_FRAME);
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
+            channels(ws, ports, open).await;
+        }
+    }
+}
+
+/// The channel protocol: one connection per port, opened at once. Each channel first carries
+/// its port (2 bytes, little-endian); then `2i` carries port `i`'s bytes both ways and `2i+1`
+/// a failure's text. The session ends when every pod connection has ended (the client is
+/// closed normally) or the client goes (every pipe is dropped).
+async fn channels<S>(ws: WebSocketStream<S>, ports: &[u16], open: Opener)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut to_client, mut from_client) = ws.split();
+    let (out, mut out_rx) = mpsc::channel::<Bytes>(OUT_QUEUE);
+    let framed = |ch: usize, data: &[u8]| {
+        let mut b = Vec::with_capacity(data.len() + 1);
+        b.push(u8::try_from(ch).unwrap_or(u8::MAX));
+        b.extend_from_slice(data);
+        Bytes::from(b)
+    };
+    let mut to_pods = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, &port) in ports.iter().enumerate() {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+        to_pods.push(tx);
+        let (out, open) = (out.clone(), open.clone());
+        let (data_ch, err_ch) = (2 * i, 2 * i + 1);
+        tasks.spawn(async move {
+            for ch in [data_ch, err_ch] {
+                let _ = out.send(framed(ch, &port.to_le_bytes())).await;
+            }
+            let pipe = match open(port).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = out.send(framed(err_ch, e.message.as_bytes())).await;
+                    return;
+                }
+            };
+            let (mut pr, mut pw) = tokio::io::split(pipe);
+            let up = async {
+                while let Some(b) = rx.recv().await {
+                    if pw.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = pw.shutdown().await;
+                std::future::pending::<()>().await
+            };
+            let down = async {
+                let mut buf = vec![0u8; CHUNK];
+                while let Ok(n @ 1..) = pr.read(&mut buf).await {
+                    if out.send(framed(data_ch, &buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = down => {}
+                _ = up => {}
+            }
+        });
+    }
+    drop(out);
+    let writer = async {
+        while let Some(b) = out_rx.recv().await {
+            let send = to_client.send(Message::Binary(b));
+            if !matches!(
+                tokio::time::timeout(crate::streams::STALL, send).await,
+                Ok(Ok(()))
+            ) {
+                return;
+            }
+        }
+        // Every pod connection ended: close normally.
+        let _ = tokio::time::timeout(Duration::from_secs(5), to_client.close()).await;
+    };
+    let reader = async {
+        while let Some(Ok(m)) = from_client.next().await {
+            let b = match m {
+                Message::Binary(b) => b,
+                Message::Close(_) => return,
+                _ => continue,
+            };
+            let Some((&ch, data)) = b.split_first() else {
+                continue;
+            };
+            let ch = usize::from(ch);
+            // Only data channels are written by a client; a pod that does not read holds
+            // the client back.
+            if ch % 2 == 0 && !data.is_empty() {
+                if let Some(tx) = to_pods.get(ch / 2) {
+                    let _ = tx.send(b.slice(1..)).await;
+                }
+            }
+        }
+    };
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    tokio::select! {
+        _ = async { tokio::join!(writer, all_done) } => {}
+        _ = reader => {}
     }
 }
 
@@ -564,7 +720,7 @@ mod tests {
             ("upgrade", "SPDY/3.1"),
             ("x-stream-protocol-version", "portforward.k8s.io"),
         ]);
-        assert_eq!(negotiate(&spdy).unwrap(), Upgrade::Spdy);
+        assert_eq!(negotiate(&spdy, &[]).unwrap(), Upgrade::Spdy);
         let ws = h(&[
             ("connection", "Upgrade"),
             ("upgrade", "websocket"),
@@ -573,7 +729,7 @@ mod tests {
             ("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io"),
         ]);
         assert_eq!(
-            negotiate(&ws).unwrap(),
+            negotiate(&ws, &[]).unwrap(),
             Upgrade::WebSocket("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())
         );
         let other = h(&[
@@ -581,8 +737,28 @@ mod tests {
             ("upgrade", "SPDY/3.1"),
             ("x-stream-protocol-version", "v4.channel.k8s.io"),
         ]);
-        assert_eq!(negotiate(&other).unwrap_err().code, 403);
-        assert_eq!(negotiate(&h(&[])).unwrap_err().code, 400);
+        assert_eq!(negotiate(&other, &[]).unwrap_err().code, 403);
+        // The channel protocol (the Python client's), with the ports in the query.
+        let v4 = h(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "v4.channel.k8s.io"),
+        ]);
+        assert_eq!(
+            negotiate(&v4, &["8080,9000"]).unwrap(),
+            Upgrade::Channels(
+                "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
+                "v4.channel.k8s.io",
+                vec![8080, 9000]
+            )
+        );
+        assert_eq!(negotiate(&v4, &[]).unwrap_err().code, 400);
+        for bad in [&["0"][..], &["80,80"], &["http"], &["70000"]] {
+            assert_eq!(negotiate(&v4, bad).unwrap_err().code, 400, "{bad:?}");
+        }
+        assert_eq!(negotiate(&h(&[]), &[]).unwrap_err().code, 400);
     }
 
     /// A client session over a duplex, against `session` with an opener reaching `target`.

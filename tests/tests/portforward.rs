@@ -170,6 +170,22 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
         text(&o.stderr)
     );
 
+    // The Python client: its WebSocket channel protocol (`v4.channel.k8s.io`, ports in the query).
+    let script = e.scratch().join("pf.py");
+    std::fs::write(&script, PY).unwrap();
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(e.cc.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "200 hello-from-the-pod\necho ping\nclosed: True\n",
+        "{}",
+        text(&o.stderr)
+    );
+
     // A client that vanishes with a connection open leaves nothing open in the pod.
     let before = established(&e);
     let mut f = e.port_forward(Tier::Cloud, "pf", &[9000], false);
@@ -272,4 +288,37 @@ while True:
         break
     got += b
 print(f"spdy: {code} {'goaway' if got[:4] == bytes([0x80, 3, 0, 7]) else repr(got)}")
+"#;
+
+/// The Python client's port-forward: an HTTP GET on 8080 (the pod's end closes the session),
+/// then the echo on 9000 and a port nobody listens on, side by side.
+const PY: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config(sys.argv[1])
+api = client.CoreV1Api()
+pf = portforward(api.connect_get_namespaced_pod_portforward, "pf", "default", ports="8080")
+s = pf.socket(8080)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+head, _, body = got.partition(b"\r\n\r\n")
+print(head.split(b" ")[1].decode(), body.decode().strip())
+pf = portforward(api.connect_get_namespaced_pod_portforward, "pf", "default", ports="9000,8081")
+s = pf.socket(9000)
+s.sendall(b"ping\n")
+back = b""
+while len(back) < 5:
+    back += s.recv(16)
+print("echo", back.decode().strip())
+closed = pf.socket(8081)
+closed.settimeout(30)
+closed.recv(1)
+print("closed:", "refused" in (pf.error(8081) or "").lower())
+pf.close()
 "#;

@@ -105,7 +105,7 @@ impl Api {
         let ns = t.namespace.as_deref().unwrap_or("");
         let opts = crate::streams::StreamOptions::port_forward(1);
         let target = crate::streams::resolve(&self.store, &t.tenant, ns, t.name(), opts)?;
-        let upgrade = crate::portforward::negotiate(&req.headers)?;
+        let upgrade = crate::portforward::negotiate(&req.headers, &req.query.all("ports"))?;
         let source =
             self.streams.get().cloned().ok_or_else(|| {
                 ApiError::unavailable("this server does not serve container streams")
