@@ -247,6 +247,7 @@ impl AgentLogs {
             addr,
             tls,
             &target.agent_path(),
+            None,
             &unreachable,
             &|code, body| agent_error(code, body),
         )
@@ -342,13 +343,70 @@ pub async fn relay(
     token: &str,
     path: &str,
 ) -> ApiResult<LogStream> {
-    use rustls::pki_types::pem::PemObject;
-    let unreachable = |why: String| {
-        tracing::info!(%addr, error = %why, "replica unreachable for logs");
+    let unreachable = replica_unreachable(addr);
+    get_stream(
+        addr,
+        replica_tls(ca_pem)?,
+        path,
+        Some(token),
+        &unreachable,
+        &status_error,
+    )
+    .await
+}
+
+/// The path of a replica's relay endpoint for container streams (system administrators only):
+/// `POST RELAY_PATH?request=` the `StreamRequest`, protobuf in unpadded URL-safe base64, with
+/// `Upgrade: atoll-stream/1`; the replica opens the stream where it can itself (never through
+/// a further replica) and answers `101`, the connection then being the stream's pipe.
+pub const RELAY_PATH: &str = "/atoll/v1/streams";
+
+/// Open a container stream (exec, attach, a port-forward connection) through the replica at
+/// `addr`, which holds the site's connection: its relay endpoint, with the region CA and an
+/// admin token.
+pub async fn relay_stream(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    token: &str,
+    req: &proto::sync::StreamRequest,
+) -> ApiResult<crate::streams::BoxPipe> {
+    use base64::Engine;
+    use prost::Message;
+    let q = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(req.encode_to_vec());
+    let unreachable = replica_unreachable(addr);
+    let io = upgrade(
+        addr,
+        replica_tls(ca_pem)?,
+        &format!("{RELAY_PATH}?request={q}"),
+        Some(token),
+        &unreachable,
+        &status_error,
+    )
+    .await?;
+    Ok(Box::new(io))
+}
+
+fn replica_unreachable(addr: SocketAddr) -> impl Fn(String) -> ApiError + Sync {
+    move |why: String| {
+        tracing::info!(%addr, error = %why, "replica unreachable for a relay");
         ApiError::unavailable(format!(
             "the replica at {addr} holding the site cannot be reached: {why}"
         ))
-    };
+    }
+}
+
+/// A replica's error answer: its `Status` message, with its code.
+fn status_error(code: u16, body: &str) -> ApiError {
+    let msg = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| body.trim().to_string());
+    ApiError::from_code(code, msg)
+}
+
+/// TLS to another replica: its serving certificate chains to the region CA.
+fn replica_tls(ca_pem: &[u8]) -> ApiResult<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem).flatten() {
         let _ = roots.add(c);
@@ -360,14 +418,7 @@ pub async fn relay(
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    get_stream(addr, tls, path, Some(token), &unreachable, &|code, body| {
-        let msg = serde_json::from_str::<Value>(body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
-            .unwrap_or_else(|| body.trim().to_string());
-        ApiError::from_code(code, msg)
-    })
-    .await
+    Ok(tls)
 }
 
 /// TLS to `addr` (named by its IP) and an HTTP/1.1 handshake on it.
@@ -423,15 +474,20 @@ async fn upgrade(
     addr: SocketAddr,
     tls: rustls::ClientConfig,
     path: &str,
+    token: Option<&str>,
     unreachable: &(dyn Fn(String) -> ApiError + Sync),
     error: &(dyn Fn(u16, &str) -> ApiError + Sync),
 ) -> ApiResult<TokioIo<hyper::upgrade::Upgraded>> {
     let (mut sender, conn) = connect(addr, tls, unreachable).await?;
     let conn = tokio::spawn(conn.with_upgrades());
-    let req = http::Request::post(path)
+    let mut req = http::Request::post(path)
         .header(http::header::HOST, addr.to_string())
         .header(http::header::CONNECTION, "Upgrade")
-        .header(http::header::UPGRADE, proto::stream::UPGRADE)
+        .header(http::header::UPGRADE, proto::stream::UPGRADE);
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|_| ApiError::bad_request("invalid stream request"))?;
     let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {

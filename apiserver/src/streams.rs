@@ -243,6 +243,12 @@ impl RecentErrors {
 pub trait StreamSource: Send + Sync {
     /// Open the stream `target` asks for; errors are the `Status` kubectl shows.
     fn open(&self, target: StreamTarget) -> BoxFuture<'_, ApiResult<BoxPipe>>;
+
+    /// Open it without going through another replica (a relayed request is never relayed
+    /// again).
+    fn open_here(&self, target: StreamTarget) -> BoxFuture<'_, ApiResult<BoxPipe>> {
+        self.open(target)
+    }
 }
 
 /// A WebSocket upgrade a client asked for: the `Sec-WebSocket-Accept` value and the chosen

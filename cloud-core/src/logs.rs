@@ -120,12 +120,13 @@ impl CloudLogs {
 }
 
 impl CloudLogs {
-    /// exec/attach: through the site's connection for a site's node, straight to the agent
-    /// for a cloud node. (A site held by another replica is not relayed yet: the client is
-    /// told which replica to use.)
+    /// exec, attach and port-forward connections: through the site's connection for a site's
+    /// node (or, when another replica holds it, through that replica's relay endpoint, unless
+    /// `relay` is off: a relayed request itself), straight to the agent for a cloud node.
     async fn container_stream(
         &self,
         target: apiserver::streams::StreamTarget,
+        relay: bool,
     ) -> ApiResult<apiserver::streams::BoxPipe> {
         let node = self
             .store
@@ -142,12 +143,12 @@ impl CloudLogs {
         let req = target
             .opts
             .to_proto(&target.tenant, &target.namespace, &target.pod);
-        match self.hub.open_stream(site, req).await {
-            Err(e) if e.code == 503 => match self.holder(site) {
-                Some(addr) => Err(ApiError::unavailable(format!(
-                    "site {site} is connected to the region's replica at {addr}; \
-                     exec and attach reach it through that replica"
-                ))),
+        match self.hub.open_stream(site, req.clone()).await {
+            Err(e) if e.code == 503 && relay => match self.holder(site) {
+                Some(addr) => {
+                    apiserver::logs::relay_stream(addr, &self.relay.ca_pem, &self.relay.token, &req)
+                        .await
+                }
                 None => Err(e),
             },
             r => r,
@@ -160,7 +161,14 @@ impl apiserver::streams::StreamSource for CloudLogs {
         &self,
         target: apiserver::streams::StreamTarget,
     ) -> BoxFuture<'_, ApiResult<apiserver::streams::BoxPipe>> {
-        Box::pin(self.container_stream(target))
+        Box::pin(self.container_stream(target, true))
+    }
+
+    fn open_here(
+        &self,
+        target: apiserver::streams::StreamTarget,
+    ) -> BoxFuture<'_, ApiResult<apiserver::streams::BoxPipe>> {
+        Box::pin(self.container_stream(target, false))
     }
 }
 

@@ -322,3 +322,95 @@ closed.recv(1)
 print("closed:", "refused" in (pf.error(8081) or "").lower())
 pf.close()
 "#;
+
+/// Two replicas on one etcd, the site connected to one: exec and port-forward through the
+/// other reach the pod too (relayed through the replica that holds the site's connection).
+#[test]
+fn exec_and_port_forward_through_either_replica() {
+    use tests::{Agent, CloudCore, EdgeCore};
+    let etcd = tests::etcd::Etcd::start();
+    let reg = tests::registry::Registry::start();
+    let scratch = tempfile::tempdir().unwrap();
+    reg.push(
+        &tests::registry::busybox_image(scratch.path(), "v1"),
+        "busybox:v1",
+    );
+    let a = CloudCore::start_with(&["--etcd-servers", &etcd.url()]);
+    let b = CloudCore::start_with(&["--etcd-servers", &etcd.url()]);
+    let edge = EdgeCore::join(&a, "s1", &a.join_token("s1", "10m"));
+    let _agent = Agent::start_with(&edge.kubeconfig(), "n1", &[reg.addr()]);
+    wait_for("n1 Ready at the other replica", T, || {
+        b.kubectl_ok(&["get", "nodes"])
+            .lines()
+            .any(|l| l.starts_with("n1 ") && l.contains(" Ready "))
+    });
+    let holder = || b.kubectl_ok(&["get", "edgesite", "s1", "-o", "jsonpath={.status.replica}"]);
+    wait_for("the site's replica recorded", T, || {
+        holder() == a.addr.to_string()
+    });
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  nodeName: n1\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}/busybox:v1\n    command: [sh, -c, 'mkdir -p /www && echo relayed > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www']\n",
+        reg.addr()
+    );
+    let f = scratch.path().join("web.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    b.kubectl_ok(&["create", "-f", f.to_str().unwrap()]);
+    wait_for("web Running", Duration::from_secs(90), || {
+        b.kubectl_ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    for cc in [&a, &b] {
+        let o = tests::kubectl(
+            &cc.kubeconfig(),
+            scratch.path(),
+            &["exec", "-i", "web", "--", "sh", "-c", "cat; exit 3"],
+            Some("through a replica\n"),
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "exec through {}: {}",
+            cc.addr,
+            text(&o.stderr)
+        );
+        assert_eq!(
+            text(&o.stdout),
+            "through a replica\n",
+            "exec through {}",
+            cc.addr
+        );
+        let pf = tests::streams_env::port_forward(
+            &cc.kubeconfig(),
+            scratch.path(),
+            "web",
+            &[8080],
+            false,
+        );
+        let (status, body) = http_get(pf.ports[0], "/");
+        assert!(
+            status.contains(" 200"),
+            "port-forward through {}: {status}",
+            cc.addr
+        );
+        assert_eq!(text(&body), "relayed\n", "port-forward through {}", cc.addr);
+    }
+    // A relay is for the region's administrators only.
+    tests::kubectl(
+        &b.kubeconfig(),
+        scratch.path(),
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Tenant\nmetadata: {name: t1}\n"),
+    );
+    let tenant_kc = b.tenant_kubeconfig("t1");
+    let raw = tests::kubectl(
+        &tenant_kc,
+        scratch.path(),
+        &["create", "--raw", "/atoll/v1/streams", "-f", "-"],
+        Some("{}"),
+    );
+    assert!(!raw.status.success());
+    assert!(
+        text(&raw.stderr).contains("forbidden"),
+        "{}",
+        text(&raw.stderr)
+    );
+}

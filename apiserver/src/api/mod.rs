@@ -386,7 +386,7 @@ impl Api {
         reply
     }
 
-    async fn route(&self, req: Request) -> ApiResult<Reply> {
+    async fn route(&self, mut req: Request) -> ApiResult<Reply> {
         let path = req.path.clone();
         match path.as_str() {
             "/healthz" | "/livez" | "/readyz" => {
@@ -426,6 +426,16 @@ impl Api {
                 body: Bytes::from(self.metrics.encode()),
                 warnings: vec![],
             });
+        }
+        if path == crate::logs::RELAY_PATH {
+            if !id.is_system_admin() {
+                return Err(ApiError::forbidden_msg(format!(
+                    "forbidden: User {:?} cannot create path \"{}\"",
+                    id.user,
+                    crate::logs::RELAY_PATH
+                )));
+            }
+            return self.relay_stream(&mut req).await;
         }
         if req.method == Method::GET {
             let source = self.usage.get().map(|s| s.as_ref());

@@ -133,6 +133,65 @@ impl Api {
         Ok(Reply::Switching { headers })
     }
 
+    /// Another replica's relayed container stream (`crate::logs::RELAY_PATH`): the request
+    /// checked against the store as a site checks one, opened here, and the connection spliced
+    /// to it.
+    pub(super) async fn relay_stream(&self, req: &mut Request) -> ApiResult<Reply> {
+        use base64::Engine;
+        use prost::Message;
+        let raw = req
+            .query
+            .get("request")
+            .filter(|r| r.len() <= 256 * 1024)
+            .ok_or_else(|| ApiError::bad_request("a relayed stream needs its request"))?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .map_err(|_| ApiError::bad_request("the relayed request is not base64"))?;
+        let r = proto::sync::StreamRequest::decode(&bytes[..])
+            .map_err(|_| ApiError::bad_request("the relayed request does not decode"))?;
+        let upgrade_ok = req
+            .headers
+            .get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(proto::stream::UPGRADE));
+        if !upgrade_ok {
+            return Err(ApiError::bad_request(format!(
+                "a relayed stream upgrades to {}",
+                proto::stream::UPGRADE
+            )));
+        }
+        let opts = crate::streams::StreamOptions::from_proto(&r).map_err(ApiError::bad_request)?;
+        let target = crate::streams::resolve(&self.store, &r.tenant, &r.namespace, &r.pod, opts)?;
+        let source =
+            self.streams.get().cloned().ok_or_else(|| {
+                ApiError::unavailable("this server does not serve container streams")
+            })?;
+        let on_upgrade = req
+            .upgrade
+            .take()
+            .ok_or_else(|| ApiError::bad_request("Upgrade request required (HTTP/1.1)"))?;
+        let mut pipe = source.open_here(target).await?;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(io) => {
+                    let mut io = hyper_util::rt::TokioIo::new(io);
+                    let _ = tokio::io::copy_bidirectional(&mut io, &mut pipe).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "relay upgrade failed"),
+            }
+        });
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("Upgrade"),
+        );
+        headers.insert(
+            http::header::UPGRADE,
+            http::HeaderValue::from_static(proto::stream::UPGRADE),
+        );
+        Ok(Reply::Switching { headers })
+    }
+
     pub(super) fn selectors(
         &self,
         t: &Target,
