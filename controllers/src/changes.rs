@@ -19,10 +19,33 @@ pub async fn on_changes<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    on_changes_or_at(store, every, settle, cancel, relevant, || {
+        let p = pass();
+        async move {
+            p.await;
+            None
+        }
+    })
+    .await
+}
+
+/// [`on_changes`], where a pass may also ask for the next one sooner than `every` (a time it
+/// knows something falls due: a CronJob's next schedule time).
+pub async fn on_changes_or_at<F, Fut>(
+    store: &Store,
+    every: Duration,
+    settle: Duration,
+    cancel: &CancellationToken,
+    relevant: impl Fn(&store::Event) -> bool,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<Duration>>,
+{
     loop {
         let mut live = store.subscribe();
-        pass().await;
-        let tick = tokio::time::sleep(every);
+        let due = pass().await;
+        let tick = tokio::time::sleep(due.map_or(every, |d| d.min(every)));
         tokio::pin!(tick);
         loop {
             tokio::select! {
