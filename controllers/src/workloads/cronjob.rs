@@ -104,11 +104,11 @@ pub(crate) fn wake_in(
 
 /// The finished Jobs beyond the history limits, oldest first within each (kube sorts by start
 /// time, Jobs without one last, then by name).
-pub(crate) fn surplus<'a>(
-    jobs: &'a [(Key, Value)],
+pub(crate) fn surplus(
+    jobs: &[(Key, Value)],
     successful: Option<i64>,
     failed: Option<i64>,
-) -> Vec<&'a (Key, Value)> {
+) -> Vec<&(Key, Value)> {
     let mut out = Vec::new();
     for (cond, limit) in [("Complete", successful), ("Failed", failed)] {
         let Some(limit) = limit else { continue };
@@ -639,7 +639,7 @@ mod tests {
         let (changed, wake) = sync(&ws, &k, "2026-03-01T10:05:03Z").await;
         assert!(changed);
         let want = format!("tick-{}", name_at("2026-03-01T10:05:00Z"));
-        assert_eq!(jobs(&s), [want.clone()]);
+        assert_eq!(jobs(&s), std::slice::from_ref(&want));
         let job = get(&s, &Key::new(JOBS, "", "default", &want));
         let cj = get(&s, &k);
         let owner = &job["metadata"]["ownerReferences"][0];
@@ -708,11 +708,11 @@ mod tests {
         .await;
         sync(&ws, &k, "2026-03-01T10:05:01Z").await;
         let first = format!("solo-{}", name_at("2026-03-01T10:05:00Z"));
-        assert_eq!(jobs(&s), [first.clone()]);
+        assert_eq!(jobs(&s), std::slice::from_ref(&first));
         // 10:10 while the first still runs: nothing new, said once however often it looks.
         sync(&ws, &k, "2026-03-01T10:10:01Z").await;
         sync(&ws, &k, "2026-03-01T10:10:02Z").await;
-        assert_eq!(jobs(&s), [first.clone()]);
+        assert_eq!(jobs(&s), std::slice::from_ref(&first));
         assert_eq!(
             events(&s, "JobAlreadyActive"),
             ["Not starting job because prior execution is running and concurrency policy is Forbid"]
