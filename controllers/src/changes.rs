@@ -65,3 +65,34 @@ pub async fn on_changes_or_at<F, Fut>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_pass_may_ask_to_run_again_sooner_than_the_timer() {
+        let store = Store::memory(100).await.expect("store");
+        let cancel = CancellationToken::new();
+        let passes = AtomicUsize::new(0);
+        let stop = cancel.clone();
+        let run = on_changes_or_at(
+            &store,
+            Duration::from_secs(3600),
+            Duration::ZERO,
+            &cancel,
+            |_| false,
+            || async {
+                if passes.fetch_add(1, Ordering::SeqCst) == 2 {
+                    stop.cancel();
+                }
+                Some(Duration::from_millis(20))
+            },
+        );
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("three passes well before the hour's timer");
+        assert_eq!(passes.load(Ordering::SeqCst), 3);
+    }
+}
