@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::api::{
-    daemonset_defaults, deployment_defaults, job_defaults, namespace_companions,
+    cronjob_defaults, daemonset_defaults, deployment_defaults, job_defaults, namespace_companions,
     namespace_defaults, pod_defaults, replicaset_defaults, secret_defaults, tenant_companions,
     tenant_defaults, vm_mirror,
 };
@@ -195,6 +195,14 @@ static JOBS: Strategy = Strategy {
     table: &table::JOBS,
     ..BASE
 };
+static CRONJOBS: Strategy = Strategy {
+    decode: Some(typed::<k::batch::CronJob>),
+    defaults: Some(cronjob_defaults),
+    defaults_on_update: true,
+    validate: Some(crate::batch::validate_cronjob),
+    table: &table::CRONJOBS,
+    ..BASE
+};
 static DEPLOYMENTS: Strategy = Strategy {
     decode: Some(typed::<k::apps::Deployment>),
     defaults: Some(deployment_defaults),
@@ -244,6 +252,7 @@ pub fn of(res: &Resource) -> &'static Strategy {
         (proto::EDGE_GROUP, "edgesites") => &EDGESITES,
         ("apps", "deployments") => &DEPLOYMENTS,
         ("batch", "jobs") => &JOBS,
+        ("batch", "cronjobs") => &CRONJOBS,
         ("apps", "replicasets") => &REPLICASETS,
         ("apps", "daemonsets") => &DAEMONSETS,
         ("apps", "controllerrevisions") => &CONTROLLERREVISIONS,

@@ -9,6 +9,7 @@ pub mod apps;
 pub mod auth;
 pub mod batch;
 pub mod bootstrap;
+pub mod cron;
 pub mod error;
 pub mod kinds;
 pub mod kubeconfig;

@@ -147,6 +147,7 @@ impl OpenApi {
         gen.subschema_for::<apps::ControllerRevision>();
         gen.subschema_for::<autoscaling::Scale>();
         gen.subschema_for::<batch::Job>();
+        gen.subschema_for::<batch::CronJob>();
         gen.subschema_for::<core::Namespace>();
         gen.subschema_for::<core::Pod>();
         gen.subschema_for::<core::Node>();

@@ -291,6 +291,20 @@ pub static RESOURCES: &[Resource] = &[
         true
     ),
     res!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        true,
+        Space::Tenant,
+        &["cj"],
+        &["all"],
+        &["status"],
+        "io.k8s.api.batch.v1.CronJob",
+        true
+    ),
+    res!(
         "apps",
         "v1",
         "ControllerRevision",

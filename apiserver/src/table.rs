@@ -404,6 +404,35 @@ fn jobs_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
     c
 }
 
+/// The table of cronjobs (kubectl 1.32's columns; the wide ones are the job template's).
+pub static CRONJOBS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Schedule", "string", "", 0),
+        ("Timezone", "string", "", 0),
+        ("Suspend", "boolean", "", 0),
+        ("Active", "integer", "", 0),
+        ("Last Schedule", "string", "", 0),
+        ("Age", "string", "", 0),
+        ("Containers", "string", "", 1),
+        ("Images", "string", "", 1),
+        ("Selector", "string", "", 1),
+    ],
+    cells: cronjobs_cells,
+};
+
+fn cronjobs_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let mut c = vec![json!(s(o, "/metadata/name"))];
+    c.extend(crate::batch::cronjob_cells(o, now));
+    c.push(json!(age(o.pointer("/metadata/creationTimestamp"), now)));
+    let job = o
+        .pointer("/spec/jobTemplate")
+        .cloned()
+        .unwrap_or(Value::Null);
+    c.extend(workload_wide(&job));
+    c
+}
+
 /// The table of replicasets.
 pub static REPLICASETS: Table = Table {
     columns: &[

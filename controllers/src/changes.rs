@@ -19,10 +19,33 @@ pub async fn on_changes<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    on_changes_or_at(store, every, settle, cancel, relevant, || {
+        let p = pass();
+        async move {
+            p.await;
+            None
+        }
+    })
+    .await
+}
+
+/// [`on_changes`], where a pass may also ask for the next one sooner than `every` (a time it
+/// knows something falls due: a CronJob's next schedule time).
+pub async fn on_changes_or_at<F, Fut>(
+    store: &Store,
+    every: Duration,
+    settle: Duration,
+    cancel: &CancellationToken,
+    relevant: impl Fn(&store::Event) -> bool,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<Duration>>,
+{
     loop {
         let mut live = store.subscribe();
-        pass().await;
-        let tick = tokio::time::sleep(every);
+        let due = pass().await;
+        let tick = tokio::time::sleep(due.map_or(every, |d| d.min(every)));
         tokio::pin!(tick);
         loop {
             tokio::select! {
@@ -40,5 +63,36 @@ pub async fn on_changes<F, Fut>(
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_pass_may_ask_to_run_again_sooner_than_the_timer() {
+        let store = Store::memory(100).await.expect("store");
+        let cancel = CancellationToken::new();
+        let passes = AtomicUsize::new(0);
+        let stop = cancel.clone();
+        let run = on_changes_or_at(
+            &store,
+            Duration::from_secs(3600),
+            Duration::ZERO,
+            &cancel,
+            |_| false,
+            || async {
+                if passes.fetch_add(1, Ordering::SeqCst) == 2 {
+                    stop.cancel();
+                }
+                Some(Duration::from_millis(20))
+            },
+        );
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("three passes well before the hour's timer");
+        assert_eq!(passes.load(Ordering::SeqCst), 3);
     }
 }

@@ -156,8 +156,13 @@ pub(crate) fn vm_mirror(obj: &mut Value) {
 /// A workload's defaults (apps/v1), its pod template's included.
 fn workload_defaults(plural: &str, obj: &mut Value) {
     crate::apps::defaults(plural, obj);
+    template_defaults(obj, "/spec/template");
+}
+
+/// The pod defaults on the pod template at `ptr`.
+fn template_defaults(obj: &mut Value, ptr: &str) {
     if let (Some(tpl), Some(pods)) = (
-        obj.pointer_mut("/spec/template").filter(|t| t.is_object()),
+        obj.pointer_mut(ptr).filter(|t| t.is_object()),
         crate::resources::find("", "v1", "pods"),
     ) {
         let mut pod = json!({"spec": tpl.get("spec").cloned().unwrap_or(json!({}))});
@@ -188,6 +193,12 @@ pub(crate) fn daemonset_defaults(obj: &mut Value) {
 pub(crate) fn job_defaults(obj: &mut Value) {
     workload_defaults("jobs", obj);
     crate::batch::job_defaults(obj);
+}
+
+/// CronJob defaults (batch/v1), its job template's pod template's included.
+pub(crate) fn cronjob_defaults(obj: &mut Value) {
+    crate::batch::cronjob_defaults(obj);
+    template_defaults(obj, "/spec/jobTemplate/spec/template");
 }
 
 /// Pod defaults (restart and DNS policy, scheduler, service account, grace period, image pull

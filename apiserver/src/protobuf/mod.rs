@@ -422,6 +422,54 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_cronjob() {
+        let mut meta = Vec::new();
+        len_field(1, b"tick", &mut meta);
+        let mut container = Vec::new();
+        len_field(1, b"c", &mut container); // name
+        len_field(2, b"busybox", &mut container); // image
+        let mut pod = Vec::new();
+        len_field(2, &container, &mut pod); // containers
+        len_field(3, b"OnFailure", &mut pod); // restartPolicy
+        let mut tpl = Vec::new();
+        len_field(2, &pod, &mut tpl); // PodTemplateSpec.spec
+        let mut job = Vec::new();
+        len_field(6, &tpl, &mut job); // JobSpec.template
+        let mut jt = Vec::new();
+        len_field(2, &job, &mut jt); // JobTemplateSpec.spec
+        let mut spec = Vec::new();
+        len_field(1, b"*/5 * * * *", &mut spec); // schedule
+        spec.extend([0x10, 30]); // startingDeadlineSeconds
+        len_field(3, b"Forbid", &mut spec); // concurrencyPolicy
+        spec.extend([0x20, 1]); // suspend
+        len_field(5, &jt, &mut spec); // jobTemplate
+        spec.extend([0x30, 2]); // successfulJobsHistoryLimit
+        len_field(8, b"Europe/Paris", &mut spec); // timeZone
+        let mut cj = Vec::new();
+        len_field(1, &meta, &mut cj);
+        len_field(2, &spec, &mut cj);
+        let mut tm = Vec::new();
+        len_field(1, b"batch/v1", &mut tm);
+        len_field(2, b"CronJob", &mut tm);
+        let mut unk = Vec::new();
+        len_field(1, &tm, &mut unk);
+        len_field(2, &cj, &mut unk);
+        let mut body = MAGIC.to_vec();
+        body.extend(unk);
+        let v = decode(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+                "spec": {"schedule": "*/5 * * * *", "startingDeadlineSeconds": 30,
+                    "concurrencyPolicy": "Forbid", "suspend": true,
+                    "jobTemplate": {"spec": {"template": {"spec": {
+                        "containers": [{"name": "c", "image": "busybox"}],
+                        "restartPolicy": "OnFailure"}}}},
+                    "successfulJobsHistoryLimit": 2, "timeZone": "Europe/Paris"}})
+        );
+    }
+
+    #[test]
     fn rejects_garbage_without_panicking() {
         let body = configmap_body();
         for cut in 0..body.len() {

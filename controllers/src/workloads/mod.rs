@@ -1,4 +1,5 @@
-//! Workload controllers: ReplicaSet, Deployment and DaemonSet (apps/v1), and Job (batch/v1).
+//! Workload controllers: ReplicaSet, Deployment and DaemonSet (apps/v1), Job and CronJob
+//! (batch/v1).
 //!
 //! One task reacts to w events on pods, nodes and the workload kinds and runs a pass over
 //! every workload: ReplicaSets first (pods), then Deployments (ReplicaSets), then DaemonSets
@@ -19,11 +20,13 @@ use proto::selectors::{expression_matches, selector_empty, selector_matches};
 use apiserver::api::{component, Api, Writer};
 use store::{Key, Scope, Store};
 
+mod cronjob;
 mod daemonset;
 mod deployment;
 mod job;
 mod replicaset;
 
+use cronjob::*;
 use daemonset::*;
 use deployment::*;
 use job::*;
@@ -37,6 +40,8 @@ pub const REPLICASETS: &str = "replicasets.apps";
 pub const DAEMONSETS: &str = "daemonsets.apps";
 /// Store name of Jobs.
 pub const JOBS: &str = "jobs.batch";
+/// Store name of CronJobs.
+pub const CRONJOBS: &str = "cronjobs.batch";
 /// Store name of ControllerRevisions (a DaemonSet's template history).
 pub const REVISIONS: &str = "controllerrevisions.apps";
 /// The label a Deployment puts on its ReplicaSets and their pods.
@@ -85,7 +90,11 @@ fn controller_uid(v: &Value) -> Option<&str> {
 }
 
 fn owner_ref(kind: &str, owner: &Value) -> Value {
-    let api_version = if kind == "Job" { "batch/v1" } else { "apps/v1" };
+    let api_version = if matches!(kind, "Job" | "CronJob") {
+        "batch/v1"
+    } else {
+        "apps/v1"
+    };
     json!({"apiVersion": api_version, "kind": kind, "name": meta(owner, "name"),
         "uid": meta(owner, "uid"), "controller": true, "blockOwnerDeletion": true})
 }
@@ -527,10 +536,11 @@ pub struct Writers {
     deployments: Writer,
     daemonsets: Writer,
     jobs: Writer,
+    cronjobs: Writer,
 }
 
 impl Writers {
-    /// The three controllers writing through `api`.
+    /// The controllers writing through `api`.
     pub fn new(api: &Arc<Api>) -> Self {
         let w = |name| Writer::new(api.clone(), component(name));
         Writers {
@@ -538,13 +548,24 @@ impl Writers {
             deployments: w("deployment-controller"),
             daemonsets: w("daemonset-controller"),
             jobs: w("job-controller"),
+            cronjobs: w("cronjob-controller"),
         }
     }
 }
 
 /// One pass over every workload; returns whether it wrote anything.
 pub async fn reconcile(ws: &Writers) -> bool {
+    reconcile_at(ws, chrono::Utc::now()).await.0
+}
+
+/// One pass over every workload at `now`; returns whether it wrote anything, and how soon
+/// something falls due (a CronJob's next schedule time).
+pub async fn reconcile_at(
+    ws: &Writers,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (bool, Option<Duration>) {
     let mut changed = false;
+    let mut due: Option<Duration> = None;
     let store = ws.replicasets.store();
     for (k, rs) in store.list_of(REPLICASETS, None) {
         changed |= sync_replicaset(&ws.replicasets, &k, &rs).await;
@@ -552,40 +573,48 @@ pub async fn reconcile(ws: &Writers) -> bool {
     for (k, d) in store.list_of(DEPLOYMENTS, None) {
         changed |= sync_deployment(&ws.deployments, &k, &d).await;
     }
+    // CronJobs before Jobs: a Job created now gets its pods in this pass.
+    for (k, cj) in store.list_of(CRONJOBS, None) {
+        let (c, d) = sync_cronjob(&ws.cronjobs, &k, &cj, now).await;
+        changed |= c;
+        due = match (due, d) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     for (k, j) in store.list_of(JOBS, None) {
         changed |= sync_job(&ws.jobs, &k, &j).await;
     }
     let daemonsets = store.list_of(DAEMONSETS, None);
     if daemonsets.is_empty() {
-        return changed;
+        return (changed, due);
     }
     let nodes = store.list_of("nodes", Some(""));
     for (k, ds) in daemonsets {
         changed |= sync_daemonset(&ws.daemonsets, &k, &ds, &nodes).await;
     }
-    changed
+    (changed, due)
 }
 
 fn relevant(resource: &str) -> bool {
     matches!(
         resource,
-        "pods" | "nodes" | DEPLOYMENTS | REPLICASETS | DAEMONSETS | REVISIONS | JOBS
+        "pods" | "nodes" | DEPLOYMENTS | REPLICASETS | DAEMONSETS | REVISIONS | JOBS | CRONJOBS
     )
 }
 
 /// Run the workload controllers until cancelled: a pass at start, after every relevant store
-/// change (coalesced), and every few seconds (minReadySeconds, retries).
+/// change (coalesced), every few seconds (minReadySeconds, retries), and just after a
+/// CronJob's next schedule time.
 pub async fn run(api: Arc<Api>, cancel: CancellationToken) {
     let ws = Writers::new(&api);
-    crate::changes::on_changes(
+    crate::changes::on_changes_or_at(
         &api.store,
         Duration::from_secs(5),
         Duration::ZERO,
         &cancel,
         |e| relevant(&e.key.resource),
-        || async {
-            reconcile(&ws).await;
-        },
+        || async { reconcile_at(&ws, chrono::Utc::now()).await.1 },
     )
     .await
 }

@@ -234,7 +234,7 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         f(2, "intVal", K::Int),
         f(3, "strVal", K::Str),
     ]),
-    // ---- k8s.io.api.batch.v1 (Job; podFailurePolicy and successPolicy not decoded) ----
+    // ---- k8s.io.api.batch.v1 (Job, CronJob; podFailurePolicy and successPolicy not decoded) ----
     ("k8s.io.api.batch.v1.Job", &[
         f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
         f(2, "spec", K::Msg("k8s.io.api.batch.v1.JobSpec")),
@@ -267,6 +267,30 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         f(9, "ready", K::Int),
         f(10, "failedIndexes", K::Str),
         f(11, "terminating", K::Int),
+    ]),
+    ("k8s.io.api.batch.v1.CronJob", &[
+        f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        f(2, "spec", K::Msg("k8s.io.api.batch.v1.CronJobSpec")),
+        f(3, "status", K::Msg("k8s.io.api.batch.v1.CronJobStatus")),
+    ]),
+    ("k8s.io.api.batch.v1.CronJobSpec", &[
+        f(1, "schedule", K::Str),
+        f(2, "startingDeadlineSeconds", K::Int),
+        f(3, "concurrencyPolicy", K::Str),
+        f(4, "suspend", K::Bool),
+        f(5, "jobTemplate", K::Msg("k8s.io.api.batch.v1.JobTemplateSpec")),
+        f(6, "successfulJobsHistoryLimit", K::Int),
+        f(7, "failedJobsHistoryLimit", K::Int),
+        f(8, "timeZone", K::Str),
+    ]),
+    ("k8s.io.api.batch.v1.CronJobStatus", &[
+        r(1, "active", K::Msg("k8s.io.api.core.v1.ObjectReference")),
+        f(4, "lastScheduleTime", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.Time")),
+        f(5, "lastSuccessfulTime", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.Time")),
+    ]),
+    ("k8s.io.api.batch.v1.JobTemplateSpec", &[
+        f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        f(2, "spec", K::Msg("k8s.io.api.batch.v1.JobSpec")),
     ]),
     ("k8s.io.api.batch.v1.JobCondition", &[
         f(1, "type", K::Str),
