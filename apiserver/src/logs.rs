@@ -386,6 +386,24 @@ pub async fn relay_stream(
     Ok(Box::new(io))
 }
 
+/// The usage samples of `site`'s nodes through the replica at `addr` holding it.
+pub async fn relay_usage(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    token: &str,
+    site: &str,
+) -> ApiResult<Vec<proto::usage::NodeUsage>> {
+    let path = format!(
+        "{}?site={}",
+        crate::usage::USAGE_RELAY_PATH,
+        crate::path::percent_encode(site)
+    );
+    let rx = relay(addr, ca_pem, token, &path).await?;
+    let body = crate::usage::collect(rx).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::from_code(502, format!("the replica at {addr}'s usage: {e}")))
+}
+
 fn replica_unreachable(addr: SocketAddr) -> impl Fn(String) -> ApiError + Sync {
     move |why: String| {
         tracing::info!(%addr, error = %why, "replica unreachable for a relay");

@@ -25,7 +25,17 @@ pub const VERSION: &str = "v1beta1";
 pub trait UsageSource: Send + Sync {
     /// The latest sample of every node it reaches (unreachable nodes are left out).
     fn nodes(&self) -> BoxFuture<'_, Vec<NodeUsage>>;
+
+    /// The samples of one site's nodes, reached from here (never through another replica):
+    /// what a replica answers another's relay with. `None`: this source has no sites.
+    fn site(&self, _site: &str) -> BoxFuture<'_, Option<ApiResult<Vec<NodeUsage>>>> {
+        Box::pin(async { None })
+    }
 }
+
+/// The path of a replica's usage relay (system administrators only): `GET USAGE_RELAY_PATH
+/// ?site=S` answers the samples of site S's nodes as JSON, when this replica holds the site.
+pub const USAGE_RELAY_PATH: &str = "/atoll/v1/usage";
 
 /// Read a stats document from `rx`, up to [`proto::usage::MAX_STATS`].
 pub async fn collect(mut rx: LogStream) -> ApiResult<Bytes> {

@@ -173,8 +173,15 @@ impl apiserver::streams::StreamSource for CloudLogs {
 }
 
 impl apiserver::usage::UsageSource for CloudLogs {
-    /// Cloud nodes from their agents; each connected site's nodes through the site, all at
-    /// once. (Sites held by another replica are not reached from this one yet.)
+    /// The site's nodes through its connection here, or (when another replica holds it)
+    /// through that replica's usage relay.
+    fn site(&self, site: &str) -> BoxFuture<'_, Option<ApiResult<Vec<proto::usage::NodeUsage>>>> {
+        let site = site.to_string();
+        Box::pin(async move { Some(self.hub.open_usage(&site).await) })
+    }
+
+    /// Cloud nodes from their agents; each site's nodes through the site (or the replica
+    /// holding it), all at once.
     fn nodes(&self) -> BoxFuture<'_, Vec<proto::usage::NodeUsage>> {
         Box::pin(async move {
             let mut cloud_nodes = Vec::new();
@@ -193,7 +200,22 @@ impl apiserver::usage::UsageSource for CloudLogs {
                 }
             }
             let from_sites = futures_util::future::join_all(sites.iter().map(|s| async move {
-                match self.hub.open_usage(s).await {
+                let got = match self.hub.open_usage(s).await {
+                    Err(e) if e.code == 503 => match self.holder(s) {
+                        Some(addr) => {
+                            apiserver::logs::relay_usage(
+                                addr,
+                                &self.relay.ca_pem,
+                                &self.relay.token,
+                                s,
+                            )
+                            .await
+                        }
+                        None => Err(e),
+                    },
+                    r => r,
+                };
+                match got {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::debug!(site = %s, error = %e.message, "no usage from the site");

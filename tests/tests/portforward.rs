@@ -323,7 +323,7 @@ print("closed:", "refused" in (pf.error(8081) or "").lower())
 pf.close()
 "#;
 
-/// Two replicas on one etcd, the site connected to one: exec and port-forward through the
+/// Two replicas on one etcd, the site connected to one: exec, port-forward and top through the
 /// other reach the pod too (relayed through the replica that holds the site's connection).
 #[test]
 fn exec_and_port_forward_through_either_replica() {
@@ -392,6 +392,25 @@ fn exec_and_port_forward_through_either_replica() {
             cc.addr
         );
         assert_eq!(text(&body), "relayed\n", "port-forward through {}", cc.addr);
+    }
+    // kubectl top through either replica: the other relays the site's usage.
+    for cc in [&a, &b] {
+        wait_for(
+            &format!("n1 in kubectl top node through {}", cc.addr),
+            T,
+            || {
+                let o = cc.kubectl(&["top", "node", "--no-headers"]);
+                o.status.success() && text(&o.stdout).starts_with("n1 ")
+            },
+        );
+        wait_for(
+            &format!("web in kubectl top pod through {}", cc.addr),
+            T,
+            || {
+                let o = cc.kubectl(&["top", "pod", "--no-headers"]);
+                o.status.success() && text(&o.stdout).starts_with("web ")
+            },
+        );
     }
     // A relay is for the region's administrators only.
     tests::kubectl(

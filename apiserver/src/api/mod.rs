@@ -427,6 +427,28 @@ impl Api {
                 warnings: vec![],
             });
         }
+        if path == crate::usage::USAGE_RELAY_PATH {
+            if !id.is_system_admin() {
+                return Err(ApiError::forbidden_msg(format!(
+                    "forbidden: User {:?} cannot get path \"{}\"",
+                    id.user,
+                    crate::usage::USAGE_RELAY_PATH
+                )));
+            }
+            let site = req.query.get("site").unwrap_or("");
+            let source = self
+                .usage
+                .get()
+                .ok_or_else(|| ApiError::not_found("", "sites", site))?;
+            let samples = source
+                .site(site)
+                .await
+                .ok_or_else(|| ApiError::not_found("", "sites", site))??;
+            return Ok(Reply::json(
+                StatusCode::OK,
+                &serde_json::to_value(samples).unwrap_or_default(),
+            ));
+        }
         if path == crate::logs::RELAY_PATH {
             if !id.is_system_admin() {
                 return Err(ApiError::forbidden_msg(format!(
