@@ -93,10 +93,45 @@ async fn delete_content(w: &Writer, key: &Key, v: &Value) -> bool {
     )
 }
 
+/// How old a tenant must be before a missing system namespace of it is repaired: its creation
+/// writes them right after the tenant (a later partition's commit), so a younger one may still
+/// be on its way.
+const REPAIR_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Tenants that lost their system namespaces (a crash between the system cluster's commit and
+/// their partition's, or a rollback that failed): create what is missing, each namespace with
+/// its ServiceAccount, as the tenant's creation would have.
+async fn repair_tenants(ws: &Writers, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let store = ws.store();
+    let mut changed = false;
+    for (tkey, tenant) in store.list_of("tenants", Some("")) {
+        let old_enough = tenant
+            .pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| now.signed_duration_since(t) >= REPAIR_AFTER);
+        if terminating(&tenant) || !old_enough {
+            continue;
+        }
+        for ns in apiserver::bootstrap::SYSTEM_NAMESPACES {
+            let key = Key::new("namespaces", &tkey.name, "", ns);
+            if store.get(&key).is_some() {
+                continue;
+            }
+            let obj = apiserver::api::namespace_object(&tkey.name, ns);
+            if wrote("create", &key, ws.tenants.create(&key, obj).await) {
+                tracing::warn!(tenant = %tkey.name, namespace = %ns, "repaired a tenant's missing system namespace");
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
 /// One pass over everything; returns whether it wrote anything.
 pub async fn reconcile(ws: &Writers) -> bool {
     let store = ws.store();
-    let mut changed = false;
+    let mut changed = repair_tenants(ws, chrono::Utc::now()).await;
     // Tenants being deleted: delete their whole space (namespaces go through their own
     // termination below); once it is empty, their tokens, then the tenant.
     for (tkey, tenant) in store.list_of("tenants", Some("")) {
@@ -344,6 +379,43 @@ mod tests {
         }
         s.commit(ops).await.expect("commit");
         (s, ws)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tenant_missing_its_system_namespaces_gets_them_back() {
+        let s = Store::memory(100).await.expect("store");
+        let ws = Writers::new(&Api::new(s.clone(), apiserver::api::ApiConfig::default()));
+        let tenant = |name: &str, created: &str| Op::Put {
+            key: Key::new("tenants", "", "", name),
+            value: json!({"apiVersion": "v1", "kind": "Tenant",
+                "metadata": {"name": name, "uid": format!("u-{name}"), "creationTimestamp": created},
+                "spec": {}, "status": {"phase": "Active"}}),
+            pre: Precondition::Absent,
+        };
+        // Only the tenant was committed (its partition's step never happened).
+        s.commit(vec![
+            tenant("old", "2026-01-01T00:00:00Z"),
+            tenant("new", &chrono::Utc::now().to_rfc3339()),
+        ])
+        .await
+        .expect("commit");
+        while reconcile(&ws).await {}
+        for ns in apiserver::bootstrap::SYSTEM_NAMESPACES {
+            assert!(
+                s.get(&Key::new("namespaces", "old", "", ns)).is_some(),
+                "{ns}"
+            );
+            assert!(
+                s.get(&Key::new("serviceaccounts", "old", ns, "default"))
+                    .is_some(),
+                "{ns}'s ServiceAccount"
+            );
+            // A tenant just created may still be getting them: left alone.
+            assert!(
+                s.get(&Key::new("namespaces", "new", "", ns)).is_none(),
+                "{ns}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
