@@ -22,6 +22,7 @@ pub mod path;
 pub mod portforward;
 pub mod protobuf;
 pub mod resources;
+pub mod reviews;
 pub mod server;
 pub mod spdy;
 pub mod streams;

@@ -427,6 +427,14 @@ impl Api {
                 warnings: vec![],
             });
         }
+        if req.method == Method::POST {
+            if let Some((p, _, _)) = crate::reviews::PATHS.iter().find(|(p, _, _)| *p == path) {
+                let body = body::parse_body(&req.headers, &req.body)?;
+                if let Some(r) = crate::reviews::serve(&id, p, &body) {
+                    return r.map(|v| Reply::json(StatusCode::CREATED, &v));
+                }
+            }
+        }
         if path == crate::usage::USAGE_RELAY_PATH {
             if !id.is_system_admin() {
                 return Err(ApiError::forbidden_msg(format!(

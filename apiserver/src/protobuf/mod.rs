@@ -322,6 +322,7 @@ fn package(api_version: &str) -> Option<&'static str> {
         "apps/v1" => "k8s.io.api.apps.v1",
         "batch/v1" => "k8s.io.api.batch.v1",
         "authentication.k8s.io/v1" => "k8s.io.api.authentication.v1",
+        "authorization.k8s.io/v1" => "k8s.io.api.authorization.v1",
         "coordination.k8s.io/v1" => "k8s.io.api.coordination.v1",
         "policy/v1" => "k8s.io.api.policy.v1",
         _ => return None,

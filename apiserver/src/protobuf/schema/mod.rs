@@ -415,7 +415,39 @@ pub static MESSAGES: &[(&str, &[Field])] = &[
         f(1, "maxUnavailable", K::Msg("k8s.io.apimachinery.pkg.util.intstr.IntOrString")),
         f(2, "maxSurge", K::Msg("k8s.io.apimachinery.pkg.util.intstr.IntOrString")),
     ]),
+    // ---- k8s.io.api.authorization.v1 (the self reviews) ----
+    ("k8s.io.api.authorization.v1.SelfSubjectAccessReview", &[
+        f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        f(2, "spec", K::Msg("k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec")),
+    ]),
+    ("k8s.io.api.authorization.v1.SelfSubjectAccessReviewSpec", &[
+        f(1, "resourceAttributes", K::Msg("k8s.io.api.authorization.v1.ResourceAttributes")),
+        f(2, "nonResourceAttributes", K::Msg("k8s.io.api.authorization.v1.NonResourceAttributes")),
+    ]),
+    ("k8s.io.api.authorization.v1.ResourceAttributes", &[
+        f(1, "namespace", K::Str),
+        f(2, "verb", K::Str),
+        f(3, "group", K::Str),
+        f(4, "version", K::Str),
+        f(5, "resource", K::Str),
+        f(6, "subresource", K::Str),
+        f(7, "name", K::Str),
+    ]),
+    ("k8s.io.api.authorization.v1.NonResourceAttributes", &[
+        f(1, "path", K::Str),
+        f(2, "verb", K::Str),
+    ]),
+    ("k8s.io.api.authorization.v1.SelfSubjectRulesReview", &[
+        f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+        f(2, "spec", K::Msg("k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec")),
+    ]),
+    ("k8s.io.api.authorization.v1.SelfSubjectRulesReviewSpec", &[
+        f(1, "namespace", K::Str),
+    ]),
     // ---- k8s.io.api.authentication.v1 ----
+    ("k8s.io.api.authentication.v1.SelfSubjectReview", &[
+        f(1, "metadata", K::Msg("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta")),
+    ]),
     ("k8s.io.api.authentication.v1.BoundObjectReference", &[
         f(1, "kind", K::Str),
         f(2, "apiVersion", K::Str),
