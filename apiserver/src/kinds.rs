@@ -125,6 +125,25 @@ static NAMESPACES: Strategy = Strategy {
     table: &table::LIFECYCLE,
     ..BASE
 };
+static SERVICES: Strategy = Strategy {
+    decode: Some(typed::<k::core::Service>),
+    defaults: Some(crate::services::service_defaults),
+    defaults_on_update: true,
+    validate: Some(crate::services::validate_service),
+    validate_update: Some(crate::services::validate_service_update),
+    table: &table::SERVICES,
+    ..BASE
+};
+static ENDPOINTS: Strategy = Strategy {
+    decode: Some(typed::<k::core::Endpoints>),
+    table: &table::ENDPOINTS,
+    ..BASE
+};
+static ENDPOINTSLICES: Strategy = Strategy {
+    decode: Some(typed::<k8s_openapi::api::discovery::v1::EndpointSlice>),
+    table: &table::ENDPOINTSLICES,
+    ..BASE
+};
 static CONFIGMAPS: Strategy = Strategy {
     decode: Some(typed::<k::core::ConfigMap>),
     validate: Some(validate::configmap),
@@ -244,6 +263,9 @@ pub fn of(res: &Resource) -> &'static Strategy {
         ("", "nodes") => &NODES,
         ("", "namespaces") => &NAMESPACES,
         ("", "configmaps") => &CONFIGMAPS,
+        ("", "services") => &SERVICES,
+        ("", "endpoints") => &ENDPOINTS,
+        ("discovery.k8s.io", "endpointslices") => &ENDPOINTSLICES,
         ("", "secrets") => &SECRETS,
         ("", "serviceaccounts") => &SERVICEACCOUNTS,
         ("", "events") => &EVENTS,

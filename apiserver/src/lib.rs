@@ -24,6 +24,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod reviews;
 pub mod server;
+pub mod services;
 pub mod spdy;
 pub mod streams;
 pub mod table;

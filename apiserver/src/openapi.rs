@@ -149,6 +149,9 @@ impl OpenApi {
         gen.subschema_for::<batch::Job>();
         gen.subschema_for::<batch::CronJob>();
         gen.subschema_for::<core::Namespace>();
+        gen.subschema_for::<core::Service>();
+        gen.subschema_for::<core::Endpoints>();
+        gen.subschema_for::<k8s_openapi::api::discovery::v1::EndpointSlice>();
         gen.subschema_for::<core::Pod>();
         gen.subschema_for::<core::Node>();
         gen.subschema_for::<core::ConfigMap>();

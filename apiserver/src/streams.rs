@@ -498,7 +498,8 @@ where
         // The closing handshake: read what the client still sends (input nobody reads) until
         // it closes too, so closing the connection does not reset it before the client has
         // read the last frames.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        // (A generous bound: a client on a loaded machine may take seconds to answer.)
+        let _ = tokio::time::timeout(Duration::from_secs(15), async {
             while let Some(Ok(m)) = from_client.next().await {
                 if m.is_close() {
                     break;

@@ -376,6 +376,101 @@ pub static DEPLOYMENTS: Table = Table {
     cells: deployments_cells,
 };
 
+/// The table of services (kubectl's columns).
+pub static SERVICES: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Type", "string", "", 0),
+        ("Cluster-IP", "string", "", 0),
+        ("External-IP", "string", "", 0),
+        ("Port(s)", "string", "", 0),
+        ("Age", "string", "", 0),
+        ("Selector", "string", "", 1),
+    ],
+    cells: services_cells,
+};
+
+fn services_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let kind = s(o, "/spec/type");
+    let external = if kind == "ExternalName" {
+        s(o, "/spec/externalName").to_string()
+    } else {
+        let ips: Vec<&str> = o
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("ip").and_then(Value::as_str))
+            .collect();
+        if ips.is_empty() {
+            if kind == "LoadBalancer" {
+                "<pending>".into()
+            } else {
+                "<none>".into()
+            }
+        } else {
+            ips.join(",")
+        }
+    };
+    let selector: Vec<String> = o
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    vec![
+        json!(s(o, "/metadata/name")),
+        json!(kind),
+        or_none(s(o, "/spec/clusterIP")),
+        json!(external),
+        json!(crate::services::ports_cell(o)),
+        json!(age(o.pointer("/metadata/creationTimestamp"), now)),
+        json!(if selector.is_empty() {
+            "<none>".to_string()
+        } else {
+            selector.join(",")
+        }),
+    ]
+}
+
+/// The table of endpoints.
+pub static ENDPOINTS: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("Endpoints", "string", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: |o, now| {
+        vec![
+            json!(s(o, "/metadata/name")),
+            json!(crate::services::endpoints_cell(o)),
+            json!(age(o.pointer("/metadata/creationTimestamp"), now)),
+        ]
+    },
+};
+
+/// The table of endpoint slices.
+pub static ENDPOINTSLICES: Table = Table {
+    columns: &[
+        ("Name", "string", "name", 0),
+        ("AddressType", "string", "", 0),
+        ("Ports", "string", "", 0),
+        ("Endpoints", "string", "", 0),
+        ("Age", "string", "", 0),
+    ],
+    cells: |o, now| {
+        let (ports, endpoints) = crate::services::slice_cells(o);
+        vec![
+            json!(s(o, "/metadata/name")),
+            json!(s(o, "/addressType")),
+            json!(ports),
+            json!(endpoints),
+            json!(age(o.pointer("/metadata/creationTimestamp"), now)),
+        ]
+    },
+};
+
 /// The table of jobs (kubectl 1.32's columns).
 pub static JOBS: Table = Table {
     columns: &[

@@ -232,6 +232,10 @@ pub async fn start(
                 f(),
                 controllers::workloads::run(api.clone(), term.child_token()),
             ));
+            tracker.spawn(store::fenced(
+                f(),
+                controllers::endpoints::run(api.clone(), term.child_token()),
+            ));
         }
     };
     match etcd {

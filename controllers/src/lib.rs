@@ -12,6 +12,7 @@
 //! It knows nothing of HTTP, sync or sites: the cores wire it to their stores.
 
 pub mod changes;
+pub mod endpoints;
 pub mod lifecycle;
 pub mod sched;
 pub mod sched_cache;

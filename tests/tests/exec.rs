@@ -183,7 +183,7 @@ fn tty_and_attach_at_both_tiers() {
     for tier in [Tier::Edge, Tier::Cloud] {
         let kc = e.kubeconfig(tier);
         let line = format!(
-            "stty rows 31 cols 101; kubectl --kubeconfig {} --cache-dir {} exec -it term -- sh -c 'tty; for i in $(seq 100); do s=$(stty size 2>/dev/null) && break; sleep 0.05; done; echo size $s'",
+            "stty rows 31 cols 101; kubectl --kubeconfig {} --cache-dir {} exec -it term -- sh -c 'tty; for i in $(seq 400); do s=$(stty size 2>/dev/null) && break; sleep 0.05; done; echo size $s'",
             kc.display(),
             e.scratch().join("kube-cache").display()
         );

@@ -105,11 +105,10 @@ impl Writer {
             self.api
                 .check_namespace(res, &key.tenant, &key.namespace, &key.name)?;
         }
-        Ok((
-            res,
-            self.api
-                .create_ops(&Self::target(res, key), key.clone(), obj),
-        ))
+        let ops = self
+            .api
+            .create_ops(&Self::target(res, key), key.clone(), obj)?;
+        Ok((res, ops))
     }
 
     /// Create `obj` under `key` as a `POST` would (see [`Writer::admit_create`]).

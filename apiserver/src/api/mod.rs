@@ -49,6 +49,8 @@ pub struct ApiConfig {
     pub bookmark_interval: Duration,
     /// Address advertised in `/api` discovery.
     pub advertise: String,
+    /// The range cluster IPs are allocated from (per tenant).
+    pub service_cidr: crate::services::Cidr,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +59,8 @@ impl Default for ApiConfig {
             max_body: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(10),
             advertise: "127.0.0.1:6443".into(),
+            service_cidr: crate::services::Cidr::parse(crate::services::DEFAULT_SERVICE_CIDR)
+                .unwrap_or_else(|_| unreachable!("the default service range parses")),
         }
     }
 }

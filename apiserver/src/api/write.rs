@@ -358,6 +358,9 @@ impl Api {
         if res.group.is_empty() && res.plural == "tenants" {
             keep_partition(current, &mut new)?;
         }
+        if res.group.is_empty() && res.plural == "services" && !status {
+            crate::services::keep_allocations(current, &mut new);
+        }
         if spec_part(&new) != spec_part(current) {
             let g = current
                 .pointer("/metadata/generation")
@@ -497,7 +500,18 @@ impl Api {
     }
 
     /// The writes of an admitted new object: itself, its kind's companions and the hooks'.
-    pub(super) fn create_ops(&self, t: &Target, key: Key, obj: Value) -> Vec<Op> {
+    pub(super) fn create_ops(&self, t: &Target, key: Key, mut obj: Value) -> ApiResult<Vec<Op>> {
+        let allocated = if t.res.group.is_empty() && t.res.plural == "services" {
+            crate::services::allocate(
+                &self.store,
+                self.config.service_cidr,
+                &key.tenant,
+                &mut obj,
+                None,
+            )?
+        } else {
+            Vec::new()
+        };
         let extra = match &self.hooks {
             Some(h) => h.also(
                 t.res,
@@ -519,7 +533,8 @@ impl Api {
         }];
         ops.extend(companions(t, &name));
         ops.extend(extra);
-        ops
+        ops.extend(allocated);
+        Ok(ops)
     }
 
     /// Commit an admitted new object ([`Api::create_ops`]) in one transaction; the object as
@@ -532,7 +547,7 @@ impl Api {
     ) -> ApiResult<Arc<Value>> {
         let name = key.name.clone();
         let evs = self
-            .commit(self.create_ops(t, key, obj))
+            .commit(self.create_ops(t, key, obj)?)
             .await
             .map_err(|e| store_err(t.res, &name, e))?;
         evs.first()
@@ -655,7 +670,19 @@ impl Api {
         let ev = if finalized(t.res, current, &new) {
             self.write(t.res, key, current, None, pre, false).await
         } else {
-            self.write(t.res, key, current, Some(new), pre, status)
+            let mut new = new;
+            let also = if t.res.group.is_empty() && t.res.plural == "services" && !status {
+                crate::services::allocate(
+                    &self.store,
+                    self.config.service_cidr,
+                    &key.tenant,
+                    &mut new,
+                    Some(current),
+                )?
+            } else {
+                Vec::new()
+            };
+            self.write_as(t.res, key, current, Some(new), pre, status, false, also)
                 .await
         }
         .map_err(|e| store_err(t.res, t.name(), e))?;
