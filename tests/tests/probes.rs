@@ -148,6 +148,14 @@ spec:
         column(&cloud) == "3/3"
     });
 
+    // (The EdgeSite's status may still say connected from before the restart: wait for the
+    // site's connection itself, which exec through the cloud needs.)
+    wait_for("exec through the cloud again", T, || {
+        cc.kubectl(&["exec", "probed", "-c", "live", "--", "true"])
+            .status
+            .success()
+    });
+
     // A liveness failure restarts the container, with kubelet's events.
     cc.kubectl_ok(&["exec", "probed", "-c", "live", "--", "rm", "/tmp/healthy"]);
     let restarts = || {
