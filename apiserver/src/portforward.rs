@@ -86,27 +86,12 @@ pub fn query_ports(values: &[&str]) -> ApiResult<Vec<u16>> {
     Ok(ports)
 }
 
-fn tokens(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .split(',')
-                .map(|t| t.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
 /// Check a port-forward upgrade request: a WebSocket offering [`WS_PROTOCOL`], or SPDY/3.1
 /// offering [`PROTOCOL`]. Anything else is kube-apiserver's 400 (no upgrade) or 403 (no common
 /// protocol, kubelet's text).
 pub fn negotiate(headers: &HeaderMap, ports: &[&str]) -> ApiResult<Upgrade> {
     let has = |name: &str, token: &str| {
-        tokens(headers, name)
+        crate::streams::header_tokens(headers, name)
             .iter()
             .any(|t| t.eq_ignore_ascii_case(token))
     };
@@ -114,7 +99,7 @@ pub fn negotiate(headers: &HeaderMap, ports: &[&str]) -> ApiResult<Upgrade> {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     if has("upgrade", "websocket") {
-        let offered = tokens(headers, "sec-websocket-protocol");
+        let offered = crate::streams::header_tokens(headers, "sec-websocket-protocol");
         let channels = offered
             .iter()
             .find_map(|o| CHANNEL_PROTOCOLS.iter().find(|p| **p == o.as_str()));
@@ -128,22 +113,7 @@ pub fn negotiate(headers: &HeaderMap, ports: &[&str]) -> ApiResult<Upgrade> {
                 ),
             ));
         }
-        if headers
-            .get("sec-websocket-version")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            != Some("13")
-        {
-            return Err(ApiError::bad_request(
-                "unsupported WebSocket version (Sec-WebSocket-Version must be 13)",
-            ));
-        }
-        let key = headers
-            .get("sec-websocket-key")
-            .map(|v| v.as_bytes())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+        let accept = crate::streams::websocket_accept(headers)?;
         if offered.iter().any(|p| p == WS_PROTOCOL) {
             return Ok(Upgrade::WebSocket(accept));
         }
@@ -160,7 +130,7 @@ pub fn negotiate(headers: &HeaderMap, ports: &[&str]) -> ApiResult<Upgrade> {
         ));
     }
     if has("upgrade", "SPDY/3.1") {
-        let offered = tokens(headers, "x-stream-protocol-version");
+        let offered = crate::streams::header_tokens(headers, "x-stream-protocol-version");
         if !offered.iter().any(|p| p == PROTOCOL) {
             return Err(ApiError::from_code(
                 403,
@@ -251,7 +221,7 @@ where
     let mut to_pods = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+        let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
         to_pods.push(tx);
         let (out, open) = (out.clone(), open.clone());
         let (data_ch, err_ch) = (2 * i, 2 * i + 1);
@@ -266,28 +236,11 @@ where
                     return;
                 }
             };
-            let (mut pr, mut pw) = tokio::io::split(pipe);
-            let up = async {
-                while let Some(b) = rx.recv().await {
-                    if pw.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = pw.shutdown().await;
-                std::future::pending::<()>().await
+            let to_client = |data: Bytes| {
+                let out = out.clone();
+                async move { out.send(framed(data_ch, &data)).await.is_ok() }
             };
-            let down = async {
-                let mut buf = vec![0u8; CHUNK];
-                while let Ok(n @ 1..) = pr.read(&mut buf).await {
-                    if out.send(framed(data_ch, &buf[..n])).await.is_err() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! {
-                _ = down => {}
-                _ = up => {}
-            }
+            splice(pipe, rx, to_client).await;
         });
     }
     drop(out);
@@ -375,6 +328,40 @@ where
     tokio::select! {
         _ = up => {}
         _ = down => {}
+    }
+}
+
+/// Pass bytes between a pod connection and its client: what the client sends, until its end
+/// (then the pod's input is shut: a half-close), and what the pod sends, in chunks of at most
+/// [`CHUNK`], to `to_client` (false: the client is gone). Returns once the pod's side has
+/// ended or the client is gone.
+async fn splice<F, Fut>(pipe: BoxPipe, mut from_client: mpsc::Receiver<Bytes>, mut to_client: F)
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let (mut pr, mut pw) = tokio::io::split(pipe);
+    let up = async {
+        while let Some(b) = from_client.recv().await {
+            if pw.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = pw.shutdown().await;
+        // The other direction decides when the connection is over.
+        std::future::pending::<()>().await
+    };
+    let down = async {
+        let mut buf = vec![0u8; CHUNK];
+        while let Ok(n @ 1..) = pr.read(&mut buf).await {
+            if !to_client(Bytes::copy_from_slice(&buf[..n])).await {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = down => {}
+        _ = up => {}
     }
 }
 
@@ -629,7 +616,7 @@ struct Link {
     cancel: tokio_util::sync::CancellationToken,
 }
 
-async fn forward(open: Opener, port: u16, mut from_client: mpsc::Receiver<Bytes>, link: Link) {
+async fn forward(open: Opener, port: u16, from_client: mpsc::Receiver<Bytes>, link: Link) {
     let Link {
         data_id,
         error_id,
@@ -658,43 +645,25 @@ async fn forward(open: Opener, port: u16, mut from_client: mpsc::Receiver<Bytes>
             return;
         }
     };
-    let (mut pr, mut pw) = tokio::io::split(pipe);
-    let up = async {
-        while let Some(chunk) = from_client.recv().await {
-            if pw.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        // The client's FIN: the pod's side sees the end of its input.
-        let _ = pw.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match pr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let f = Frame::Data {
-                        id: data_id,
-                        fin: false,
-                        data: Bytes::copy_from_slice(&buf[..n]),
-                    };
-                    if out.send(f).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = out.send(end(data_id)).await;
-    };
     // As kubelet: the pod's end of the connection ends it (the client's end only half-closes
     // it), and so does the client resetting the data stream; the error stream's FIN follows
     // either way, which is what the client waits for.
-    tokio::pin!(up);
+    let to_client = |data: Bytes| {
+        let out = out.clone();
+        async move {
+            let f = Frame::Data {
+                id: data_id,
+                fin: false,
+                data,
+            };
+            out.send(f).await.is_ok()
+        }
+    };
     tokio::select! {
-        _ = down => {}
+        _ = splice(pipe, from_client, to_client) => {
+            let _ = out.send(end(data_id)).await;
+        }
         _ = cancel.cancelled() => {}
-        _ = async { (&mut up).await; std::future::pending::<()>().await } => {}
     }
     let _ = out.send(end(error_id)).await;
     let _ = done.send(data_id);

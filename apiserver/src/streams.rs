@@ -270,19 +270,24 @@ fn has_token(headers: &HeaderMap, name: http::header::HeaderName, token: &str) -
     })
 }
 
-/// Check a WebSocket upgrade request and pick its subprotocol (the client's first one served).
-/// A request that is no WebSocket upgrade (plain, or SPDY) is a 400 as kube-apiserver's
-/// "Upgrade request required"; no common subprotocol is a 400 naming the ones served.
-pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
-    use http::header::{CONNECTION, UPGRADE};
-    if !has_token(headers, UPGRADE, "websocket") || !has_token(headers, CONNECTION, "upgrade") {
-        let spdy = has_token(headers, UPGRADE, "SPDY/3.1");
-        return Err(ApiError::bad_request(if spdy {
-            "Upgrade request required: this server streams over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io), not SPDY"
-        } else {
-            "Upgrade request required"
-        }));
-    }
+/// The comma-separated tokens of every `name` header, trimmed, empty ones left out.
+pub fn header_tokens(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The `Sec-WebSocket-Accept` of a WebSocket upgrade request (version 13, a key), or the 400.
+pub fn websocket_accept(headers: &HeaderMap) -> ApiResult<String> {
     if headers
         .get("sec-websocket-version")
         .and_then(|v| v.to_str().ok())
@@ -298,18 +303,24 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
         .map(|v| v.as_bytes())
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
-    let offered: Vec<String> = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .flat_map(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .split(',')
-                .map(|p| p.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|p| !p.is_empty())
-        .collect();
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key))
+}
+
+/// Check a WebSocket upgrade request and pick its subprotocol (the client's first one served).
+/// A request that is no WebSocket upgrade (plain, or SPDY) is a 400 as kube-apiserver's
+/// "Upgrade request required"; no common subprotocol is a 400 naming the ones served.
+pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
+    use http::header::{CONNECTION, UPGRADE};
+    if !has_token(headers, UPGRADE, "websocket") || !has_token(headers, CONNECTION, "upgrade") {
+        let spdy = has_token(headers, UPGRADE, "SPDY/3.1");
+        return Err(ApiError::bad_request(if spdy {
+            "Upgrade request required: this server streams over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io), not SPDY"
+        } else {
+            "Upgrade request required"
+        }));
+    }
+    let accept = websocket_accept(headers)?;
+    let offered = header_tokens(headers, "sec-websocket-protocol");
     let protocol = offered
         .iter()
         .find_map(|o| PROTOCOLS.iter().find(|p| **p == o.as_str()))
@@ -319,10 +330,7 @@ pub fn negotiate(headers: &HeaderMap) -> ApiResult<Upgrade> {
                 PROTOCOLS.join(", ")
             ))
         })?;
-    Ok(Upgrade {
-        accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key),
-        protocol,
-    })
+    Ok(Upgrade { accept, protocol })
 }
 
 /// The response headers of an accepted upgrade.

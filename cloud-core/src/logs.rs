@@ -64,6 +64,22 @@ impl CloudLogs {
         (at != self.relay.me).then(|| at.parse().ok()).flatten()
     }
 
+    /// `here` (what this replica got from `site`), or, when the site is not connected here but
+    /// to another replica, what `relay` gets from that replica.
+    async fn or_holder<T, F, Fut>(&self, site: &str, here: ApiResult<T>, relay: F) -> ApiResult<T>
+    where
+        F: FnOnce(std::net::SocketAddr) -> Fut,
+        Fut: std::future::Future<Output = ApiResult<T>>,
+    {
+        match here {
+            Err(e) if e.code == 503 => match self.holder(site) {
+                Some(addr) => relay(addr).await,
+                None => Err(e),
+            },
+            r => r,
+        }
+    }
+
     /// The API path of `target`'s log (the options as kube-apiserver takes them).
     fn api_path(target: &LogTarget) -> String {
         use apiserver::path::percent_encode;
@@ -97,22 +113,12 @@ impl CloudLogs {
                 let req = target
                     .opts
                     .to_proto(&target.tenant, &target.namespace, &target.pod);
-                match self.hub.open_logs(site, req).await {
-                    Err(e) if e.code == 503 => match self.holder(site) {
-                        Some(addr) => {
-                            let path = Self::api_path(&target);
-                            apiserver::logs::relay(
-                                addr,
-                                &self.relay.ca_pem,
-                                &self.relay.token,
-                                &path,
-                            )
-                            .await
-                        }
-                        None => Err(e),
-                    },
-                    r => r,
-                }
+                let here = self.hub.open_logs(site, req).await;
+                let path = Self::api_path(&target);
+                self.or_holder(site, here, |addr| {
+                    apiserver::logs::relay(addr, &self.relay.ca_pem, &self.relay.token, &path)
+                })
+                .await
             }
             None => self.direct.fetch(&target).await,
         }
@@ -143,16 +149,14 @@ impl CloudLogs {
         let req = target
             .opts
             .to_proto(&target.tenant, &target.namespace, &target.pod);
-        match self.hub.open_stream(site, req.clone()).await {
-            Err(e) if e.code == 503 && relay => match self.holder(site) {
-                Some(addr) => {
-                    apiserver::logs::relay_stream(addr, &self.relay.ca_pem, &self.relay.token, &req)
-                        .await
-                }
-                None => Err(e),
-            },
-            r => r,
+        let here = self.hub.open_stream(site, req.clone()).await;
+        if !relay {
+            return here;
         }
+        self.or_holder(site, here, |addr| {
+            apiserver::logs::relay_stream(addr, &self.relay.ca_pem, &self.relay.token, &req)
+        })
+        .await
     }
 }
 
@@ -200,21 +204,12 @@ impl apiserver::usage::UsageSource for CloudLogs {
                 }
             }
             let from_sites = futures_util::future::join_all(sites.iter().map(|s| async move {
-                let got = match self.hub.open_usage(s).await {
-                    Err(e) if e.code == 503 => match self.holder(s) {
-                        Some(addr) => {
-                            apiserver::logs::relay_usage(
-                                addr,
-                                &self.relay.ca_pem,
-                                &self.relay.token,
-                                s,
-                            )
-                            .await
-                        }
-                        None => Err(e),
-                    },
-                    r => r,
-                };
+                let here = self.hub.open_usage(s).await;
+                let got = self
+                    .or_holder(s, here, |addr| {
+                        apiserver::logs::relay_usage(addr, &self.relay.ca_pem, &self.relay.token, s)
+                    })
+                    .await;
                 match got {
                     Ok(v) => v,
                     Err(e) => {

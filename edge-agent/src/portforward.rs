@@ -12,12 +12,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use proto::query::Query;
-use proto::stream;
 
-use crate::logs::{segment_ok, text, Reply};
+use crate::logs::{segment_ok, text};
 use crate::streams::{Open, Response, SESSIONS};
 
 /// How long a connection to the pod's port may take.
@@ -153,18 +151,7 @@ pub async fn handle(root: &Path, mut req: http::Request<hyper::body::Incoming>) 
         // it returns once both have ended, or at the first error (both sockets then close).
         let _ = tokio::io::copy_bidirectional(&mut io, &mut tcp).await;
     });
-    let mut resp = Reply::Text(http::StatusCode::SWITCHING_PROTOCOLS, Bytes::new()).into_response();
-    let h = resp.headers_mut();
-    h.remove(http::header::CONTENT_TYPE);
-    h.insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        http::header::UPGRADE,
-        http::HeaderValue::from_static(stream::UPGRADE),
-    );
-    resp
+    crate::streams::switching()
 }
 
 #[cfg(test)]

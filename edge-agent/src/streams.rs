@@ -248,6 +248,11 @@ pub async fn handle(root: &Path, mut req: http::Request<hyper::body::Incoming>) 
         })
         .await;
     });
+    switching()
+}
+
+/// The `101` that switches a connection to a stream (`proto::stream::UPGRADE`).
+pub(crate) fn switching() -> Response {
     let mut resp = Reply::Text(http::StatusCode::SWITCHING_PROTOCOLS, Bytes::new()).into_response();
     let h = resp.headers_mut();
     h.remove(http::header::CONTENT_TYPE);

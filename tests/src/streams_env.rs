@@ -170,6 +170,19 @@ pub fn text(b: &[u8]) -> String {
 }
 
 impl Env {
+    /// Run the Python script `body` (written to `name` in the scratch directory) with the
+    /// cloud's kubeconfig and `args` as its arguments.
+    pub fn python(&self, name: &str, body: &str, args: &[&str]) -> Output {
+        let script = self.scratch().join(name);
+        std::fs::write(&script, body).expect("write the script");
+        Command::new("python3")
+            .arg(&script)
+            .arg(self.cc.kubeconfig())
+            .args(args)
+            .output()
+            .expect("run python3")
+    }
+
     /// [`port_forward`] at `tier`.
     pub fn port_forward(&self, tier: Tier, pod: &str, remote: &[u16], spdy: bool) -> Forward {
         port_forward(&self.kubeconfig(tier), self.scratch(), pod, remote, spdy)

@@ -307,14 +307,7 @@ fn errors_departures_offline_and_other_clients() {
     }
     // The Python client: its default (v5 offered first) with stdin closed by a close frame, and
     // the v4 protocol older clients speak.
-    let script = e.scratch().join("exec.py");
-    std::fs::write(&script, EXEC_PY).unwrap();
-    let o = Command::new("python3")
-        .arg(&script)
-        .arg(e.cc.kubeconfig())
-        .arg("p")
-        .output()
-        .unwrap();
+    let o = e.python("exec.py", EXEC_PY, &["p"]);
     assert!(o.status.success(), "python: {}", text(&o.stderr));
     let lines: Vec<String> = text(&o.stdout).lines().map(String::from).collect();
     assert_eq!(

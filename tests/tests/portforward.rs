@@ -155,13 +155,7 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
 
     // Raw clients: an unknown stream protocol is refused (403), a malformed frame after the
     // upgrade ends the session with a GOAWAY (nothing panics; the server goes on).
-    let script = e.scratch().join("raw_pf.py");
-    std::fs::write(&script, RAW_PY).unwrap();
-    let o = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(e.cc.kubeconfig())
-        .output()
-        .unwrap();
+    let o = e.python("raw_pf.py", RAW_PY, &[]);
     assert!(o.status.success(), "python: {}", text(&o.stderr));
     assert_eq!(
         text(&o.stdout),
@@ -171,13 +165,7 @@ fn port_forward_at_both_tiers_both_protocols_and_offline() {
     );
 
     // The Python client: its WebSocket channel protocol (`v4.channel.k8s.io`, ports in the query).
-    let script = e.scratch().join("pf.py");
-    std::fs::write(&script, PY).unwrap();
-    let o = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(e.cc.kubeconfig())
-        .output()
-        .unwrap();
+    let o = e.python("pf.py", PY, &[]);
     assert!(o.status.success(), "python: {}", text(&o.stderr));
     assert_eq!(
         text(&o.stdout),

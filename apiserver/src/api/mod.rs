@@ -415,14 +415,19 @@ impl Api {
             .ok_or_else(ApiError::unauthorized)?;
         let span = tracing::debug_span!("request", method = %req.method, path = %path, user = %id.user, tenant = %id.tenant);
         let _g = span.enter();
-        if path == "/metrics" {
-            // As kube-apiserver: the `/metrics` non-resource path is for administrators.
-            if !id.is_system_admin() {
-                return Err(ApiError::forbidden_msg(format!(
-                    "forbidden: User {:?} cannot get path \"/metrics\"",
-                    id.user
-                )));
+        // As kube-apiserver: a non-resource path other than discovery and health is for
+        // administrators.
+        let admin_only = |verb: &str| -> ApiResult<()> {
+            if id.is_system_admin() {
+                return Ok(());
             }
+            Err(ApiError::forbidden_msg(format!(
+                "forbidden: User {:?} cannot {verb} path \"{path}\"",
+                id.user
+            )))
+        };
+        if path == "/metrics" {
+            admin_only("get")?;
             self.metrics.objects(self.store.object_count());
             return Ok(Reply::Full {
                 status: StatusCode::OK,
@@ -440,13 +445,7 @@ impl Api {
             }
         }
         if path == crate::usage::USAGE_RELAY_PATH {
-            if !id.is_system_admin() {
-                return Err(ApiError::forbidden_msg(format!(
-                    "forbidden: User {:?} cannot get path \"{}\"",
-                    id.user,
-                    crate::usage::USAGE_RELAY_PATH
-                )));
-            }
+            admin_only("get")?;
             let site = req.query.get("site").unwrap_or("");
             let source = self
                 .usage
@@ -462,13 +461,7 @@ impl Api {
             ));
         }
         if path == crate::logs::RELAY_PATH {
-            if !id.is_system_admin() {
-                return Err(ApiError::forbidden_msg(format!(
-                    "forbidden: User {:?} cannot create path \"{}\"",
-                    id.user,
-                    crate::logs::RELAY_PATH
-                )));
-            }
+            admin_only("create")?;
             return self.relay_stream(&mut req).await;
         }
         if req.method == Method::GET {

@@ -220,24 +220,19 @@ async fn event(
         Some(s) => format!("{}.{:016x}", key.name, fnv(&[meta(cj, "uid"), reason, s])),
         None => format!("{}.{:x}", key.name, rand::random::<u64>()),
     };
-    let ts = now_str();
-    let mut ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": name, "namespace": key.namespace,
-            "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": ts},
-        "involvedObject": {"apiVersion": "batch/v1", "kind": "CronJob", "namespace": key.namespace,
-            "name": key.name, "uid": meta(cj, "uid")},
-        "type": ty, "reason": reason, "message": msg,
-        "source": {"component": "cronjob-controller"},
-        "reportingComponent": "cronjob-controller", "reportingInstance": "cloud-core",
-        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
-    });
-    if !key.tenant.is_empty() {
-        ev["metadata"]["tenant"] = json!(key.tenant);
-    }
-    let _ = w
-        .create(&Key::new("events", &key.tenant, &key.namespace, &name), ev)
-        .await;
+    let involved = json!({"apiVersion": "batch/v1", "kind": "CronJob", "namespace": key.namespace,
+        "name": key.name, "uid": meta(cj, "uid")});
+    record_event(
+        w,
+        key,
+        name,
+        involved,
+        "cronjob-controller",
+        ty,
+        reason,
+        msg,
+    )
+    .await;
 }
 
 /// Delete a Job of the CronJob (its pods with it, in the background) and say so; whether it

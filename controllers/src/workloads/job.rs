@@ -391,25 +391,10 @@ pub(super) async fn sync_job(w: &Writer, key: &Key, job: &Value) -> bool {
 
 /// An event on the job itself (`owner_event` records on an object's owner).
 async fn owner_event_on(w: &Writer, key: &Key, job: &Value, ty: &str, reason: &str, msg: &str) {
+    let involved = json!({"apiVersion": "batch/v1", "kind": "Job", "namespace": key.namespace,
+        "name": key.name, "uid": meta(job, "uid")});
     let name = format!("{}.{:x}", key.name, rand::random::<u64>());
-    let ts = now_str();
-    let mut ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": name, "namespace": key.namespace,
-            "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": ts},
-        "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "namespace": key.namespace,
-            "name": key.name, "uid": meta(job, "uid")},
-        "type": ty, "reason": reason, "message": msg,
-        "source": {"component": "job-controller"},
-        "reportingComponent": "job-controller", "reportingInstance": "cloud-core",
-        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
-    });
-    if !key.tenant.is_empty() {
-        ev["metadata"]["tenant"] = json!(key.tenant);
-    }
-    let _ = w
-        .create(&Key::new("events", &key.tenant, &key.namespace, &name), ev)
-        .await;
+    record_event(w, key, name, involved, "job-controller", ty, reason, msg).await;
 }
 
 #[cfg(test)]

@@ -338,16 +338,33 @@ async fn owner_event(w: &Writer, key: &Key, obj: &Value, reason: &str, msg: &str
         "Job" => "job-controller",
         _ => "daemonset-controller",
     };
+    let involved = json!({"apiVersion": owner.get("apiVersion").cloned().unwrap_or(json!("apps/v1")),
+        "kind": kind, "namespace": key.namespace, "name": oname,
+        "uid": owner.get("uid").cloned().unwrap_or(Value::Null)});
     let name = format!("{oname}.{:x}", rand::random::<u64>());
+    record_event(w, key, name, involved, component, "Normal", reason, msg).await;
+}
+
+/// Create an Event named `name` in `key`'s tenant and namespace about `involved` (an
+/// ObjectReference), reported by `component`.
+#[allow(clippy::too_many_arguments)]
+async fn record_event(
+    w: &Writer,
+    key: &Key,
+    name: String,
+    involved: Value,
+    component: &str,
+    ty: &str,
+    reason: &str,
+    msg: &str,
+) {
     let ts = now_str();
     let mut ev = json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": name, "namespace": key.namespace,
             "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": ts},
-        "involvedObject": {"apiVersion": owner.get("apiVersion").cloned().unwrap_or(json!("apps/v1")),
-            "kind": kind, "namespace": key.namespace, "name": oname,
-            "uid": owner.get("uid").cloned().unwrap_or(Value::Null)},
-        "type": "Normal", "reason": reason, "message": msg,
+        "involvedObject": involved,
+        "type": ty, "reason": reason, "message": msg,
         "source": {"component": component},
         "reportingComponent": component, "reportingInstance": "cloud-core",
         "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
